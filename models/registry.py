@@ -1,0 +1,219 @@
+"""Networks by name: a plain dict of factories, plus `package.module:factory` for user models.
+
+Every factory takes the data's shape (`in_channels`, `image_size`) and `num_classes`, so one
+name works on MNIST-shaped and CIFAR-shaped data alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from models.errors import UserError
+
+
+def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class LeNet5(nn.Module):
+    """Caffe LeNet-5 (Han et al. 2015): conv 20 and 50 5x5, FC 800->500->classes on 28x28."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.c1 = nn.Conv2d(in_channels, 20, 5)
+        self.c2 = nn.Conv2d(20, 50, 5)
+        self.pool = nn.MaxPool2d(2)
+        side = _conv_out(_conv_out(image_size, 5) // 2, 5) // 2
+        self.f1 = nn.Linear(50 * side * side, 500)
+        self.f2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.c1(x)))
+        x = self.pool(torch.relu(self.c2(x)))
+        return self.f2(torch.relu(self.f1(x.flatten(1))))
+
+
+class LeNet300(nn.Module):
+    """LeNet-300-100: an MLP 784-300-100-classes (no convolutions: the agent needs --fc-rule agent)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.f1 = nn.Linear(in_channels * image_size * image_size, 300)
+        self.f2 = nn.Linear(300, 100)
+        self.f3 = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.f1(x.flatten(1)))
+        return self.f3(torch.relu(self.f2(x)))
+
+
+def _vgg_features(cfg: list, in_channels: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for item in cfg:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(in_channels, item, 3, padding=1), nn.BatchNorm2d(item),
+                       nn.ReLU(inplace=True)]
+            in_channels = item
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """VGG-style net with BatchNorm: conv stack, global average pool, FC classifier."""
+
+    def __init__(self, cfg: list, classifier: tuple[int, ...], num_classes: int = 10,
+                 in_channels: int = 3, dropout: float = 0.0):
+        super().__init__()
+        self.features = _vgg_features(cfg, in_channels)
+        widths = [next(c for c in reversed(cfg) if c != "M"), *classifier]
+        head: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            head += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+            if dropout:
+                head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(widths[-1], num_classes))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+VGG_MINI_CFG = [16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128]
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+             512, 512, 512, "M"]
+
+
+def vgg_mini(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> VGG:
+    """8 conv layers (16-16-32-32-64-64-128-128, BN) and 2 FC (128->128->classes)."""
+    return VGG(VGG_MINI_CFG, (128,), num_classes, in_channels)
+
+
+def vgg16(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+          classifier: tuple[int, ...] = (4096, 4096)) -> VGG:
+    """CIFAR VGG16-BN; the reference classifier is 512->4096->4096->classes."""
+    return VGG(VGG16_CFG, classifier, num_classes, in_channels, dropout=0.5)
+
+
+class _BasicBlock(nn.Module):
+    """CIFAR ResNet block with the parameter-free "option A" shortcut (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = nn.functional.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return torch.relu(out + short)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for stage, cout in enumerate((16, 32, 64)):
+            for i in range(n):
+                blocks.append(_BasicBlock(cin, cout, 2 if stage and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
+    return CifarResNet(56, num_classes, in_channels)
+
+
+def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> nn.Module:
+    from torchvision.models import resnet50 as tv_resnet50
+
+    model = tv_resnet50(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return model
+
+
+Factory = Callable[..., nn.Module]
+
+MODELS: dict[str, Factory] = {
+    "lenet5": LeNet5,
+    "lenet300": LeNet300,
+    "vgg-mini": vgg_mini,
+    "vgg16": vgg16,
+    "resnet56": resnet56,
+    "resnet50": resnet50,
+}
+
+# The dataset a model is inspected on when none is named.
+DEFAULT_DATASET: dict[str, str] = {
+    "lenet5": "mnist5k", "lenet300": "mnist5k", "vgg-mini": "mnist5k",
+    "vgg16": "cifar10", "resnet56": "cifar10", "resnet50": "imagenet-shape",
+}
+
+
+def _import_factory(spec: str) -> Factory:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import of user code can fail in any way
+        raise UserError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"model {spec!r}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1,
+                image_size: int = 28) -> nn.Module:
+    """A fresh, randomly initialised network; `name` is a registry key or `module:factory`.
+
+    A user factory gets the keyword arguments its signature accepts among
+    num_classes, in_channels and image_size.
+    """
+    if ":" in name:
+        factory = _import_factory(name)
+    elif name in MODELS:
+        factory = MODELS[name]
+    else:
+        raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)} "
+                        "or give package.module:factory")
+    offered = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    try:
+        params = inspect.signature(factory).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
+    except (TypeError, ValueError):
+        kwargs = {}
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model {name!r}: the factory returned {type(model).__name__}, "
+                        "not a torch.nn.Module")
+    return model
+
+
+def arch_fingerprint(model: nn.Module) -> str:
+    """sha256 over parameter names and shapes: equal for the same architecture, any weights."""
+    text = "\n".join(f"{n}:{tuple(p.shape)}" for n, p in model.named_parameters())
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
