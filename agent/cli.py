@@ -1,0 +1,103 @@
+"""The `rlprune` command line: parses arguments, turns bad input into one line and exit 2.
+
+Heavy imports happen inside each command so `rlprune --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from models.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage dump) and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"rlprune: error: {message} (see {self.prog} --help)\n")
+
+
+def _target(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"target must be a number in (0, 1), got {text!r}")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"target must be in (0, 1), got {text}")
+    return value
+
+
+def _fc_k(text: str) -> float | str:
+    from env.fc_rule import parse_k
+
+    try:
+        return parse_k(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fc-k must be a positive number or auto, got {text!r}")
+
+
+def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:
+    p.add_argument("--dataset", default=dataset_default,
+                   help="mnist5k (embedded), digits (embedded), cifar10, cifar100, "
+                        "imagefolder:PATH (default: %(default)s)")
+    p.add_argument("--data-dir", default="data", help="where cifar10/100 live (default: data)")
+    p.add_argument("--download", action="store_true",
+                   help="allow cifar10/100 to be downloaded into --data-dir")
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when available, else cpu (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlprune", description="RL-driven weight pruning of PyTorch CNNs.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="train a dense model and save a checkpoint")
+    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=None, help="default: per model (measured)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: runs/pretrained/MODEL-DATASET-seedS.pt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    _add_device_arg(p)
+
+    p = sub.add_parser("inspect", help="list the prunable layers, params and FLOPs")
+    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
+    p.add_argument("--dataset", default=None, help="input shape and classes (default: per model)")
+    p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from agent import commands
+
+    handler = commands.HANDLERS[args.command]
+    try:
+        return handler(args) or 0
+    except UserError as exc:
+        print(f"rlprune: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rlprune: interrupted", file=sys.stderr)
+        return 130
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
