@@ -73,6 +73,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="input shape and classes (default: per model)")
     p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
+                                      "(no arguments: vgg-mini on mnist5k at 0.9)")
+    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
+    _add_data_args(p)
+    p.add_argument("--checkpoint", default=None,
+                   help="trained dense weights (default: cached pre-trained model, "
+                        "trained on first use)")
+    p.add_argument("--target", type=_target, default=0.9, help="global sparsity in (0, 1)")
+    p.add_argument("--scope", default="total", choices=("total", "agent"))
+    p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"))
+    p.add_argument("--fc-k", type=_fc_k, default="auto",
+                   help="k of the k-sigma FC rule, or auto (default: auto)")
+    p.add_argument("--fc-after-search", action="store_true",
+                   help="apply the FC masks only after the search (default: during it)")
+    p.add_argument("--reward", default="acc",
+                   choices=("acc", "-err*log(flops)", "-err*log(params)"))
+    p.add_argument("--bn-recalibration", type=int, default=0, metavar="BATCHES",
+                   help="re-estimate BatchNorm statistics on this many batches before scoring")
+    p.add_argument("--episodes", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
+    p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    _add_device_arg(p)
+    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
+    p.add_argument("run", help="run folder (or its name under runs/)")
+    p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="the runs under runs/ and their state")
+    p = sub.add_parser("status", help="one run's state as JSON")
+    p.add_argument("run")
+
+    p = sub.add_parser("export", help="write a run's sparsity policy")
+    p.add_argument("run")
+    p.add_argument("--out", default=None, help="file to write (default: standard output)")
+    p.add_argument("--format", default="json", choices=("json", "yaml"))
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+    p = sub.add_parser("apply", help="apply a policy to a trained model and save it pruned")
+    p.add_argument("policy", help="policy file (json or yaml)")
+    p.add_argument("--model", required=True, help="registry name or package.module:factory")
+    p.add_argument("--checkpoint", required=True, help="the trained dense weights")
+    p.add_argument("--out", required=True, help="where to save the pruned checkpoint")
+    p.add_argument("--dataset", default=None, help="default: the policy's dataset")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     return parser
 
 

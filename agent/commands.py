@@ -89,3 +89,247 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"pretrain": cmd_pretrain, "inspect": cmd_inspect}
+
+
+# -- search jobs -------------------------------------------------------------------------
+def _search_config(args: argparse.Namespace):
+    from agent.config import SearchConfig
+
+    for flag in ("episodes", "checkpoint_every"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.finetune_epochs < 0 or args.bn_recalibration < 0:
+        raise UserError("--warmup, --finetune-epochs and --bn-recalibration must be >= 0")
+    return SearchConfig(
+        model=args.model, dataset=args.dataset, checkpoint=args.checkpoint,
+        data_dir=args.data_dir, download=args.download, target=args.target, scope=args.scope,
+        fc_rule=args.fc_rule, fc_k=args.fc_k, fc_during_search=not args.fc_after_search,
+        reward=args.reward, bn_recalibration_batches=args.bn_recalibration,
+        episodes=args.episodes, warmup=args.warmup, checkpoint_every=args.checkpoint_every,
+        finetune_epochs=args.finetune_epochs, seed=args.seed,
+        device=resolve_device(args.device))
+
+
+def _validate_names(model: str, dataset: str) -> None:
+    from models.data import spec_of
+    from models.registry import build_model
+
+    spec = spec_of(dataset)
+    build_model(model, spec.num_classes, spec.in_channels, spec.image_size)
+
+
+def _epoch_bar(desc: str, total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update()
+
+    return bar, on_epoch
+
+
+def _pretrain_progress(config):
+    """An epoch callback that opens a progress bar the first time pre-training reports."""
+    bar = None
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            print(f"no cached dense {config.model} for {config.dataset}: pre-training it once",
+                  file=sys.stderr)
+            bar = tqdm(desc="pretrain", unit="epoch", file=sys.stderr, leave=False)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update()
+
+    return on_epoch
+
+
+def _run_search(search, job, config, resume_from=None) -> int:
+    from agent.report import result_rows, write_report
+
+    timings = {}
+    start = time.perf_counter()
+    job.write_status("running", episodes_done=search.state.episode, episodes=config.episodes)
+    try:
+        search.run(job, resume_from)
+    except BaseException:
+        job.write_status("failed" if not search.stop_requested else "interrupted",
+                         episodes_done=search.state.episode, episodes=config.episodes)
+        raise
+    timings["search"] = time.perf_counter() - start
+    if search.stop_requested:
+        search._write_status("interrupted")
+        print(f"interrupted after episode {search.state.episode}; continue with: "
+              f"rlprune resume {job.path}", file=sys.stderr)
+        return 130
+    start = time.perf_counter()
+    bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
+    with bar:
+        policy = search.finish(on_finetune_epoch=on_epoch)
+    timings["fine-tune"] = time.perf_counter() - start
+    episode_s = search.mean_episode_seconds()
+    if episode_s is not None:
+        timings["one episode (mean)"] = episode_s
+    write_report(job.path, policy, search.state.rewards, config.warmup, timings)
+    search._write_status("finished", achieved_sparsity=policy["achieved"]["sparsity"])
+    print(f"\nrun {job.path}")
+    for key, value in result_rows(policy):
+        print(f"  {key:<40}{value}")
+    print(f"  policy {job.path / 'policy.json'}, report {job.path / 'report.md'}, "
+          f"TensorBoard: tensorboard --logdir {job.path / 'tb'}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from agent.jobs import Job, new_job_id
+    from agent.search import Search, load_dense
+
+    config = _search_config(args)
+    _validate_names(config.model, config.dataset)
+    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
+        raise UserError(f"run folder {args.run_dir} is not empty; choose another --run-dir "
+                        "or `rlprune resume` it")
+    dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
+    search = Search(config, dense, progress=not args.quiet)
+    job = Job.create(args.run_dir, new_job_id(config.model, config.dataset, config.target))
+    job.write_config(config.to_json())
+    print(f"run {job.path}: {config.model} on {config.dataset}, target {config.target:g} "
+          f"({config.scope}), {len(search.env.agent_layers)} agent layers, FC rule "
+          f"{config.fc_rule} k={search.env.fc.k}, dense test accuracy "
+          f"{100 * dense.test_accuracy:.2f}%", file=sys.stderr)
+    return _run_search(search, job, config)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from agent import checkpoint
+    from agent.config import SearchConfig
+    from agent.jobs import Job
+    from agent.search import Search, load_dense
+
+    job = Job.open(args.run)
+    status = job.status()
+    if status["state"] == "finished":
+        raise UserError(f"run {job.path} is finished; start a new search instead")
+    if job.is_running():
+        raise UserError(f"run {job.path} is already running")
+    config = SearchConfig.from_json(job.config())
+    if args.episodes is not None:
+        if args.episodes < 1:
+            raise UserError("--episodes must be at least 1")
+        config.episodes = args.episodes
+    dense = load_dense(config)
+    search = Search(config, dense, progress=not args.quiet)
+    latest = checkpoint.latest(job.checkpoints)
+    job.acquire()
+    if latest is not None:
+        print(f"resuming {job.path} from {latest.name}", file=sys.stderr)
+    else:
+        print(f"no checkpoint in {job.path}; starting its search over", file=sys.stderr)
+    job.write_config(config.to_json())
+    return _run_search(search, job, config, latest)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from agent.jobs import list_jobs
+
+    jobs = list_jobs()
+    if not jobs:
+        print("no runs under runs/")
+        return 0
+    print(f"{'run':<48}{'state':<13}{'episodes':>10}{'best reward':>13}{'sparsity':>10}")
+    for job in jobs:
+        s = job.status()
+        best = s.get("best_reward")
+        sparsity = s.get("achieved_sparsity")
+        print(f"{job.path.name:<48}{s['state']:<13}"
+              f"{s.get('episodes_done', 0)!s:>5}/{s.get('episodes', '?')!s:<4}"
+              f"{'' if best is None else f'{best:.4f}':>13}"
+              f"{'' if sparsity is None else f'{sparsity:.4f}':>10}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.cli import print_json
+    from agent.jobs import Job
+
+    job = Job.open(args.run)
+    status = job.status()
+    status["run"] = str(job.path)
+    print_json(status)
+    return 0
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.jobs import Job
+    from agent.policy import load_policy, save_policy
+
+    job = Job.open(args.run)
+    source = job.path / "policy.json"
+    if not source.is_file():
+        raise UserError(f"run {job.path} has no policy yet (state: {job.status()['state']})")
+    policy = load_policy(source)
+    if args.out is None:
+        if args.format == "json":
+            print(json.dumps(policy, indent=2))
+        else:
+            import yaml
+
+            print(yaml.safe_dump(policy, sort_keys=False), end="")
+        return 0
+    out = Path(args.out)
+    _refuse_existing(out, args.force)
+    save_policy(policy, out, args.format)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from agent.finalize import prune_and_finetune
+    from agent.policy import load_policy, policy_masks
+    from models.data import load_dataset, spec_of
+    from models.registry import build_model
+    from models.train import load_weights, save_checkpoint
+
+    policy = load_policy(args.policy)
+    out = Path(args.out)
+    _refuse_existing(out, args.force)
+    if args.finetune_epochs < 0:
+        raise UserError("--finetune-epochs must be >= 0")
+    dataset = args.dataset or policy.get("dataset", "mnist5k")
+    spec = spec_of(dataset)
+    model = build_model(args.model, spec.num_classes, spec.in_channels, spec.image_size)
+    load_weights(model, args.checkpoint)
+    policy_masks(model, policy)  # refuses a policy that does not fit, before any work
+    data = load_dataset(dataset, args.data_dir, args.download)
+    bar, on_epoch = _epoch_bar("fine-tune", args.finetune_epochs)
+    with bar:
+        done = prune_and_finetune(model, policy, data, epochs=args.finetune_epochs,
+                                  seed=args.seed, on_epoch=on_epoch)
+    weights = {n: m.weight for n, m in done.model.named_modules() if hasattr(m, "weight")}
+    applied = {layer["name"]: float((weights[layer["name"]] == 0).sum())
+               / weights[layer["name"]].numel() for layer in policy["layers"]}
+    save_checkpoint(out, done.model, {"model": args.model, "dataset": dataset,
+                                      "accuracy": {"test": done.finetuned_accuracy},
+                                      "policy": applied})
+    total = sum(applied[la["name"]] * la["params"] for la in policy["layers"])
+    prunable = sum(la["params"] for la in policy["layers"])
+    print(f"applied {args.policy} ({policy['method']}) to {args.model}: sparsity "
+          f"{total / prunable:.4f}; test accuracy pruned {100 * done.pruned_accuracy:.2f}%, "
+          f"fine-tuned {100 * done.finetuned_accuracy:.2f}% ({args.finetune_epochs} epochs)")
+    print(f"saved {out}")
+    return 0
+
+
+HANDLERS.update(search=cmd_search, resume=cmd_resume, list=cmd_list, status=cmd_status,
+                export=cmd_export, apply=cmd_apply)

@@ -48,6 +48,8 @@ def choose_fc_rule(layers: list[Layer], k: float | str, *, feasible: Callable[[i
     the agent a feasible budget and costs at most one proxy-accuracy point with only the FC
     layers pruned. If none qualifies, the FC layers stay dense (k=None); `trials` says why.
     """
+    if not layers:
+        return FcRule(None, {})
     if k != "auto":
         return FcRule(float(k), sigma_masks(layers, float(k)))
     dense = {layer.name: layer.module.weight.detach().clone() for layer in layers}

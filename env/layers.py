@@ -7,9 +7,8 @@ which counts one multiply-add as one FLOP.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn

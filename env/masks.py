@@ -82,3 +82,17 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
     for name, mask in masks.items():
         modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+
+
+def mean_distance_mask(weight: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask pruning the `count` weights closest to the layer's mean.
+
+    On the weights a k-sigma mask was made from, this is the same mask with count = its pruned
+    weights (the rule removes exactly those with |w - mu| < k*sigma); on other weights it keeps
+    the rule's spirit and the recorded sparsity exactly.
+    """
+    w = weight.detach().double().flatten()
+    order = torch.argsort((w - w.mean()).abs(), stable=True)
+    mask = torch.ones(w.numel(), dtype=torch.bool, device=weight.device)
+    mask[order[:count]] = False
+    return mask.view_as(weight)

@@ -88,7 +88,7 @@ class PruningEnv(gym.Env):
 
     Info: each step has `layer`, `sparsity` (applied) and `requested` (before the clamp); the
     last step adds `sparsities` (every prunable layer), `achieved_sparsity`, `pruned`,
-    `proxy_accuracy`, `params` and `flops` (dense and non-zero).
+    `proxy_accuracy`, `reward`, `params` and `flops` (dense and non-zero).
 
     The model passed in is copied once; it is never modified.
     """
@@ -216,9 +216,12 @@ class PruningEnv(gym.Env):
         info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc,
                     achieved_sparsity=pruned / self.budget.total, **costs)
         if self.config.reward == "acc":
-            return acc
-        key = "flops" if "flops" in self.config.reward else "params"
-        return -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))
+            reward = acc
+        else:
+            key = "flops" if "flops" in self.config.reward else "params"
+            reward = -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))
+        info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
+        return reward
 
     @torch.no_grad()
     def _recalibrate_bn(self) -> None:

@@ -1,0 +1,45 @@
+"""A replay buffer that stores each transition with its episode's final reward minus a baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.buffers import ReplayBuffer
+
+
+class EpisodeRewardReplayBuffer(ReplayBuffer):
+    """Holds an episode's transitions until its last step, then stores every one of them with
+    reward = final reward − moving-average baseline (AMC). With gamma = 0 the critic regresses
+    that value directly. Only one environment is supported (the search runs one).
+
+    The baseline starts at the first episode's reward and then moves by
+    `(1 − baseline_decay) · (reward − baseline)` after each episode.
+    """
+
+    def __init__(self, *args: Any, baseline_decay: float = 0.95, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.n_envs != 1:
+            raise ValueError("EpisodeRewardReplayBuffer supports a single environment")
+        self.baseline_decay = baseline_decay
+        self.baseline: float | None = None
+        self._pending: list[tuple] = []
+
+    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray,
+            reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        self._pending.append((np.array(obs), np.array(next_obs), np.array(action),
+                              np.array(done), infos))
+        if not bool(np.asarray(done).any()):
+            return
+        final = float(np.asarray(reward).reshape(-1)[0])
+        if self.baseline is None:
+            self.baseline = final
+        relabelled = np.array([final - self.baseline], dtype=np.float32)
+        self.baseline += (1.0 - self.baseline_decay) * (final - self.baseline)
+        for o, o2, a, d, info in self._pending:
+            super().add(o, o2, a, relabelled, d, info)
+        self._pending.clear()
+
+    def discard_pending(self) -> None:
+        """Drop an unfinished episode (it is replayed from scratch after a resume)."""
+        self._pending.clear()

@@ -1,0 +1,63 @@
+"""Every setting of a search job, in one dataclass (saved as the run's config.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from env.pruning_env import EnvConfig
+
+
+@dataclass
+class SearchConfig:
+    # -- what to prune -----------------------------------------------------------------
+    model: str = "vgg-mini"
+    """Registry name or package.module:factory."""
+    dataset: str = "mnist5k"
+    checkpoint: str | None = None
+    """Trained dense weights; None: use the cached pre-trained model, training it if absent."""
+    data_dir: str = "data"
+    download: bool = False
+    # -- the environment ---------------------------------------------------------------
+    target: float = 0.9
+    scope: str = "total"
+    fc_rule: str = "3sigma"
+    fc_k: float | str = "auto"
+    fc_during_search: bool = True
+    reward: str = "acc"
+    s_min: float = 0.0
+    s_max: float = 0.99
+    bn_recalibration_batches: int = 0
+    # -- the agent (AMC defaults) ------------------------------------------------------
+    episodes: int = 400
+    """Episodes in all, warm-up included."""
+    warmup: int = 100
+    """Episodes of uniform random actions before the actor acts and learns."""
+    noise_sigma: float = 0.5
+    noise_decay: float = 0.95
+    hidden: tuple[int, ...] = (300, 300)
+    batch_size: int = 64
+    tau: float = 0.01
+    learning_rate: float = 1e-3
+    buffer_episodes: int = 100
+    baseline_decay: float = 0.95
+    # -- the job -----------------------------------------------------------------------
+    checkpoint_every: int = 25
+    """Episodes between checkpoints (one is also written on SIGINT/SIGTERM and at the end)."""
+    finetune_epochs: int = 3
+    finetune_lr: float = 0.01
+    seed: int = 0
+    device: str = "cpu"
+
+    def env_config(self) -> EnvConfig:
+        names = {f.name for f in fields(EnvConfig)}
+        return EnvConfig(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> SearchConfig:
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        cfg.hidden = tuple(cfg.hidden)
+        return cfg

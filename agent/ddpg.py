@@ -1,0 +1,85 @@
+"""stable-baselines3 DDPG, set up as AMC: warm-up, truncated-normal noise, relabelled rewards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stable_baselines3 import DDPG
+from stable_baselines3.common.type_aliases import RolloutReturn
+
+from agent.buffer import EpisodeRewardReplayBuffer
+from agent.noise import DecayingTruncatedNormalNoise
+
+
+class AmcDDPG(DDPG):
+    """SB3's DDPG with three narrow changes, each at an episode boundary or in action sampling:
+
+    - exploration draws from a normal around the actor's action truncated to the action box
+      (instead of adding noise and clipping);
+    - `boundary_hook`, if set, runs before every episode (every rollout is one episode); it may
+      checkpoint, and returning False stops training cleanly between two episodes;
+    - `learn()` does not advance the noise schedule (SB3 resets the noise when learning
+      starts; that must not count as an episode, or a resumed run would drift).
+    """
+
+    boundary_hook: Callable[[], bool] | None = None
+
+    def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
+        action, buffer_action = super()._sample_action(learning_starts, None, n_envs)
+        if action_noise is not None and self.num_timesteps >= learning_starts:
+            buffer_action = action_noise.around(buffer_action)
+            action = self.policy.unscale_action(buffer_action)
+        return action, buffer_action
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> RolloutReturn:
+        if self.boundary_hook is not None and self.boundary_hook() is False:
+            return RolloutReturn(0, 0, continue_training=False)
+        return super().collect_rollouts(*args, **kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "boundary_hook"]
+
+    def _setup_learn(self, *args: Any, **kwargs: Any):
+        noise = self.action_noise
+        saved = noise.state_dict() if isinstance(noise, DecayingTruncatedNormalNoise) else None
+        out = super()._setup_learn(*args, **kwargs)
+        if saved is not None:
+            noise.load_state_dict(saved)
+        return out
+
+
+def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
+               sigma0: float, sigma_decay: float, hidden: tuple[int, ...], batch_size: int,
+               tau: float, learning_rate: float, baseline_decay: float, seed: int,
+               device: str, tensorboard_log: str | None) -> AmcDDPG:
+    noise = DecayingTruncatedNormalNoise(sigma0, sigma_decay, warmup_episodes, seed=seed)
+    return AmcDDPG(
+        "MlpPolicy", env,
+        learning_rate=learning_rate,
+        buffer_size=max(buffer_episodes * layers, batch_size),
+        learning_starts=warmup_episodes * layers,
+        batch_size=batch_size, tau=tau,
+        gamma=0.0,  # every transition carries its episode's (relabelled) return already
+        train_freq=(1, "episode"), gradient_steps=-1,  # one update per step, after the episode
+        action_noise=noise,
+        replay_buffer_class=EpisodeRewardReplayBuffer,
+        replay_buffer_kwargs={"baseline_decay": baseline_decay},
+        policy_kwargs={"net_arch": list(hidden)},
+        tensorboard_log=tensorboard_log, seed=seed, device=device, verbose=0,
+    )
+
+
+def rng_state(agent: AmcDDPG, env) -> dict:
+    """The generators an episode draws from, besides the global ones (see checkpoint.py)."""
+    return {"action_space": agent.action_space.np_random.bit_generator.state,
+            "env": env.np_random.bit_generator.state,
+            "noise": agent.action_noise.state_dict()}
+
+
+def set_rng_state(agent: AmcDDPG, env, state: dict) -> None:
+    agent.action_space.np_random.bit_generator.state = state["action_space"]
+    env.np_random.bit_generator.state = state["env"]
+    agent.action_noise.load_state_dict(state["noise"])
+
+

@@ -1,0 +1,36 @@
+"""From a policy to a pruned, fine-tuned model: shared by search, `apply` and baselines."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from agent.policy import policy_masks
+from env.masks import apply_masks, hold_masks, make_permanent
+from models.data import Dataset
+from models.train import TrainConfig, evaluate, train
+
+
+@dataclass
+class Finalized:
+    model: nn.Module
+    pruned_accuracy: float  # test, masks applied, before fine-tuning
+    finetuned_accuracy: float  # test, after fine-tuning with masks held
+
+
+def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs: int,
+                       lr: float = 0.01, seed: int = 0, on_epoch=None) -> Finalized:
+    """Apply `policy` to a copy of `dense`, score it on test, fine-tune with masks held."""
+    model = copy.deepcopy(dense)
+    masks = policy_masks(model, policy)
+    apply_masks(model, masks)
+    pruned = evaluate(model, data.test)
+    finetuned = pruned
+    if epochs > 0:
+        hold_masks(model, masks)
+        train(model, data.train, TrainConfig(epochs=epochs, lr=lr, seed=seed), on_epoch)
+        make_permanent(model)
+        finetuned = evaluate(model, data.test)
+    return Finalized(model, pruned, finetuned)

@@ -1,0 +1,94 @@
+"""report.md for a run: the result table and two plots (per-layer sparsity, reward curve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_sparsity(policy: dict, path: Path) -> None:
+    layers = policy["layers"]
+    colors = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)), 3.5))
+    ax.bar(range(len(layers)), [100 * layer["sparsity"] for layer in layers],
+           color=[colors.get(layer["owner"], "tab:green") for layer in layers])
+    ax.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("sparsity (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--", label="target")
+    for owner, color in colors.items():
+        ax.bar([], [], color=color, label=owner)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{policy['model']} on {policy['dataset']}: per-layer sparsity "
+                 f"({policy['method']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_rewards(rewards: list[float], warmup: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    episodes = range(1, len(rewards) + 1)
+    best, running = [], float("-inf")
+    for r in rewards:
+        running = max(running, r)
+        best.append(running)
+    ax.plot(episodes, rewards, ".", ms=3, alpha=0.6, label="episode reward")
+    ax.plot(episodes, best, "-", lw=1.2, label="best so far")
+    ax.axvline(warmup + 0.5, color="k", lw=0.8, ls="--", label="end of warm-up")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("reward")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def result_rows(policy: dict) -> list[tuple[str, str]]:
+    acc, ach = policy["accuracy"], policy["achieved"]
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.2f}%"
+
+    return [
+        ("test accuracy, dense", pct(acc.get("dense"))),
+        ("test accuracy, pruned (no fine-tune)", pct(acc.get("pruned"))),
+        ("test accuracy, fine-tuned", pct(acc.get("finetuned"))),
+        ("proxy (val) accuracy of the policy", pct(acc.get("proxy"))),
+        ("sparsity of prunable weights", pct(ach["sparsity"])),
+        ("params dense → non-zero", f"{ach['params_dense']:,} → {ach['params_nonzero']:,}"),
+        ("FLOPs dense → non-zero", f"{ach['flops_dense']:,} → {ach['flops_nonzero']:,}"),
+    ]
+
+
+def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
+                 timings: dict[str, float]) -> Path:
+    plot_sparsity(policy, run / "sparsity.png")
+    if rewards:
+        plot_rewards(rewards, warmup, run / "rewards.png")
+    lines = [f"# {policy['model']} on {policy['dataset']}: target "
+             f"{policy['target']['sparsity']:g} ({policy['target']['scope']})", "",
+             "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in result_rows(policy)]
+    search = policy.get("search") or {}
+    fc = policy.get("fc_rule") or {}
+    lines += ["", f"Method `{policy['method']}`; FC rule `{fc.get('kind')}` with k = "
+              f"{fc.get('k')}; best policy at episode {search.get('best_episode')} of "
+              f"{search.get('episodes')} (seed {search.get('seed')}).", "",
+              "| layer | kind | owner | params | sparsity |", "|---|---|---|---:|---:|"]
+    lines += [f"| {layer['name']} | {layer['kind']} | {layer['owner']} | {layer['params']:,} | "
+              f"{100 * layer['sparsity']:.1f}% |" for layer in policy["layers"]]
+    lines += ["", "![per-layer sparsity](sparsity.png)", ""]
+    if rewards:
+        lines += ["![reward per episode](rewards.png)", ""]
+    if timings:
+        lines += ["| stage | wall time (s) |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    path = run / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,248 @@
+"""The search job, top to bottom: data and dense model → DDPG search with checkpoints →
+best policy → FC rule → masked fine-tune → policy.json, report.md, pruned.pt.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
+
+from agent import checkpoint
+from agent.config import SearchConfig
+from agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
+from agent.finalize import prune_and_finetune
+from agent.jobs import Job
+from agent.policy import build_policy, save_policy
+from env.layers import nonzero_costs
+from env.pruning_env import PruningEnv
+from models.data import Dataset, load_dataset
+from models.errors import UserError
+from models.pretrain import default_checkpoint_path, model_for, pretrain
+from models.registry import arch_fingerprint
+from models.train import evaluate, load_weights, save_checkpoint
+
+
+@dataclass
+class Dense:
+    """The trained dense model a search starts from."""
+
+    data: Dataset
+    model: nn.Module
+    checkpoint: Path
+    test_accuracy: float
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        s = self.data.spec
+        return (s.in_channels, s.image_size, s.image_size)
+
+
+def load_dense(config: SearchConfig, on_pretrain_epoch=None) -> Dense:
+    """Load the dense model from --checkpoint, or the cached pre-trained one (training it once)."""
+    data = load_dataset(config.dataset, config.data_dir, config.download)
+    model = model_for(config.model, data)
+    path = Path(config.checkpoint) if config.checkpoint else default_checkpoint_path(
+        config.model, config.dataset)
+    if config.checkpoint or path.is_file():
+        load_weights(model, path)
+    else:
+        model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
+        model = model.cpu()
+    model.eval()
+    return Dense(data, model, path, evaluate(model, data.test))
+
+
+def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv) -> dict:
+    """What a checkpoint must match to be resumed."""
+    return {"model": config.model, "dataset": config.dataset, "target": config.target,
+            "scope": config.scope, "arch": arch_fingerprint(dense.model),
+            "layers": [[layer.name, layer.params] for layer in env.agent_layers]}
+
+
+@dataclass
+class SearchState:
+    episode: int = 0
+    rewards: list[float] = field(default_factory=list)
+    proxy: list[float] = field(default_factory=list)
+    best: dict | None = None  # reward, episode (1-based), sparsities, proxy_accuracy
+
+
+class _EpisodeCallback(BaseCallback):
+    def __init__(self, on_episode_end):
+        super().__init__()
+        self.on_episode_end = on_episode_end
+
+    def _on_step(self) -> bool:
+        if self.locals["dones"][0]:
+            info = self.locals["infos"][0]
+            self.on_episode_end(info["reward"], info)
+        return True
+
+
+class Search:
+    """One search job in one run folder; `run()` starts it or continues it from a checkpoint."""
+
+    def __init__(self, config: SearchConfig, dense: Dense, *, progress: bool = True):
+        """Builds the environment (which refuses infeasible targets) before any file is written."""
+        self.config, self.dense, self.progress = config, dense, progress
+        self.env = PruningEnv(dense.model, dense.data.val, dense.input_shape,
+                              config.env_config(), calibration=dense.data.train,
+                              device=config.device)
+        self.state = SearchState()
+        self.stop_requested = False
+        self._pending_rng: dict | None = None
+        self._bar = None
+        self._start = time.perf_counter()
+        self._episode_seconds: list[float] = []
+
+    # -- set-up ------------------------------------------------------------------------
+    def _new_agent(self) -> AmcDDPG:
+        c = self.config
+        vec = DummyVecEnv([lambda: self.env])
+        return make_agent(vec, layers=len(self.env.agent_layers), warmup_episodes=c.warmup,
+                          buffer_episodes=c.buffer_episodes, sigma0=c.noise_sigma,
+                          sigma_decay=c.noise_decay, hidden=c.hidden, batch_size=c.batch_size,
+                          tau=c.tau, learning_rate=c.learning_rate,
+                          baseline_decay=c.baseline_decay, seed=c.seed, device="cpu",
+                          tensorboard_log=str(self.job.path / "tb"))
+
+    def _load_agent(self, path: Path) -> AmcDDPG:
+        saved = checkpoint.read_state(path)
+        if saved["fingerprint"] != fingerprint(self.config, self.dense, self.env):
+            raise UserError(f"checkpoint {path} was made for another model, dataset, target or "
+                            "layer set; refusing to resume it")
+        vec = DummyVecEnv([lambda: self.env])
+        agent = AmcDDPG.load(path / "agent.zip", env=vec, device="cpu")
+        agent.load_replay_buffer(path / "replay_buffer.pkl")
+        agent.tensorboard_log = str(self.job.path / "tb")
+        self.state = SearchState(**saved["search"])
+        self._pending_rng = saved["rng"]  # applied at the first episode boundary, see below
+        return agent
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, job: Job, resume_from: Path | None = None) -> None:
+        """Search until `config.episodes` are done or a signal stops it (`stop_requested`)."""
+        self.job = job
+        agent = self._load_agent(resume_from) if resume_from else self._new_agent()
+        self.agent = agent
+        agent.boundary_hook = self._at_boundary
+        layers = len(self.env.agent_layers)
+        remaining = (self.config.episodes - self.state.episode) * layers
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if remaining > 0:
+                self._open_bar()
+                agent.learn(remaining, callback=_EpisodeCallback(self._on_episode_end),
+                            log_interval=None, tb_log_name="search", reset_num_timesteps=False)
+            if not self.stop_requested:
+                self._save()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self._bar is not None:
+                self._bar.close()
+
+    def _at_boundary(self) -> bool:
+        """Between two episodes: restore RNGs after a resume, checkpoint, honour a stop."""
+        if self._pending_rng is not None:
+            # After SB3's load and learn set-up have reseeded things, put back exactly the
+            # generator states the interrupted run had at this boundary.
+            checkpoint.set_global_rng_state(self._pending_rng["global"])
+            set_rng_state(self.agent, self.env, self._pending_rng["local"])
+            self._pending_rng = None
+        episode = self.state.episode
+        if self.stop_requested:
+            self._save()
+            return False
+        if episode and episode % self.config.checkpoint_every == 0:
+            self._save()
+        self._episode_start = time.perf_counter()
+        return True
+
+    def _save(self) -> None:
+        state = {"search": self.state.__dict__, "fingerprint": fingerprint(
+                     self.config, self.dense, self.env),
+                 "rng": {"global": checkpoint.global_rng_state(),
+                         "local": rng_state(self.agent, self.env)}}
+        self.agent.replay_buffer.discard_pending()
+        checkpoint.save(self.job.checkpoints, self.state.episode, self.agent, state)
+        self._write_status()
+
+    def _on_episode_end(self, reward: float, info: dict) -> None:
+        s = self.state
+        s.episode += 1
+        s.rewards.append(reward)
+        s.proxy.append(info["proxy_accuracy"])
+        if s.best is None or reward > s.best["reward"]:
+            s.best = {"reward": reward, "episode": s.episode, "sparsities": info["sparsities"],
+                      "proxy_accuracy": info["proxy_accuracy"]}
+        self._episode_seconds.append(time.perf_counter() - self._episode_start)
+        logger = self.agent.logger
+        logger.record("search/reward", reward)
+        logger.record("search/best_reward", s.best["reward"])
+        logger.record("search/proxy_accuracy", info["proxy_accuracy"])
+        logger.record("search/noise_sigma", self.agent.action_noise.sigma)
+        logger.dump(step=s.episode)
+        if self._bar is not None:
+            self._bar.set_postfix(best=f"{s.best['reward']:.4f}", last=f"{reward:.4f}")
+            self._bar.update()
+        self._write_status()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.stop_requested:  # a second ^C: stop now, keep the last checkpoint
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print(f"\nrlprune: {signal.Signals(signum).name}: stopping after this episode and "
+              "saving a checkpoint (again to stop at once)", file=sys.stderr)
+
+    def _open_bar(self) -> None:
+        if not self.progress:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self.config.episodes, initial=self.state.episode,
+                         desc="search", unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+    def _write_status(self, state: str = "running", **extra) -> None:
+        s = self.state
+        self.job.write_status(state, episodes_done=s.episode, episodes=self.config.episodes,
+                              best_reward=s.best["reward"] if s.best else None,
+                              best_episode=s.best["episode"] if s.best else None,
+                              target=self.config.target, **extra)
+
+    # -- after the search --------------------------------------------------------------
+    def mean_episode_seconds(self) -> float | None:
+        times = self._episode_seconds
+        return sum(times) / len(times) if times else None
+
+    def finish(self, on_finetune_epoch=None) -> dict:
+        """Apply the best policy, fine-tune, write policy.json and pruned.pt; the policy."""
+        c, env, best = self.config, self.env, self.state.best
+        if best is None:
+            raise UserError("the search ran no episode; nothing to export")
+        costs = nonzero_costs(env.net, best["sparsities"])
+        policy = build_policy(
+            model=c.model, dataset=c.dataset, fingerprint=arch_fingerprint(self.dense.model),
+            method="ddpg", target=c.target, scope=c.scope, net=env.net,
+            sparsities=best["sparsities"], fc_rule=c.fc_rule, fc_k=env.fc.k, costs=costs,
+            accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
+            search={"episodes": self.state.episode, "best_episode": best["episode"],
+                    "best_reward": best["reward"], "seed": c.seed})
+        done = prune_and_finetune(self.dense.model, policy, self.dense.data,
+                                  epochs=c.finetune_epochs, lr=c.finetune_lr, seed=c.seed,
+                                  on_epoch=on_finetune_epoch)
+        policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
+        save_policy(policy, self.job.path / "policy.json")
+        save_checkpoint(self.job.path / "pruned.pt", done.model,
+                        {"model": c.model, "dataset": c.dataset,
+                         "accuracy": {"test": done.finetuned_accuracy},
+                         "policy": {layer["name"]: layer["sparsity"]
+                                    for layer in policy["layers"]}})
+        return policy
