@@ -26,7 +26,8 @@ def _target(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"target must be a number in (0, 1), got {text!r}")
+        msg = f"target must be a number in (0, 1), got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"target must be in (0, 1), got {text}")
     return value
@@ -38,7 +39,8 @@ def _fc_k(text: str) -> float | str:
     try:
         return parse_k(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--fc-k must be a positive number or auto, got {text!r}")
+        msg = f"--fc-k must be a positive number or auto, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:

@@ -87,7 +87,8 @@ class Job:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"run {self.path} is already running (another process holds it)")
+            msg = f"run {self.path} is already running (another process holds it)"
+            raise UserError(msg) from None
         self._lock_fd = fd
 
     def release(self) -> None:

@@ -40,7 +40,7 @@ class LeNet5(nn.Module):
 
 
 class LeNet300(nn.Module):
-    """LeNet-300-100: an MLP 784-300-100-classes (no convolutions: the agent needs --fc-rule agent)."""
+    """LeNet-300-100: an MLP 784-300-100-classes (no convolutions: use --fc-rule agent)."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
         super().__init__()
