@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply the FC masks only after the search (default: during it)")
     p.add_argument("--reward", default="acc",
                    choices=("acc", "-err*log(flops)", "-err*log(params)"))
-    p.add_argument("--bn-recalibration", type=int, default=0, metavar="BATCHES",
-                   help="re-estimate BatchNorm statistics on this many batches before scoring")
+    p.add_argument("--bn-recalibration", type=int, default=1, metavar="BATCHES",
+                   help="re-estimate BatchNorm statistics on this many train batches before "
+                        "scoring (default: 1; 0: off)")
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")

@@ -26,7 +26,7 @@ class SearchConfig:
     reward: str = "acc"
     s_min: float = 0.0
     s_max: float = 0.99
-    bn_recalibration_batches: int = 0
+    bn_recalibration_batches: int = 1
     # -- the agent (AMC defaults) ------------------------------------------------------
     episodes: int = 400
     """Episodes in all, warm-up included."""
