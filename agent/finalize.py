@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 from torch import nn
 
 from agent.policy import policy_masks
+from env.evaluate import recalibrate_bn
 from env.masks import apply_masks, hold_masks, make_permanent
 from models.data import Dataset
 from models.train import TrainConfig, evaluate, train
@@ -21,11 +23,14 @@ class Finalized:
 
 
 def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs: int,
-                       lr: float = 0.01, seed: int = 0, on_epoch=None) -> Finalized:
-    """Apply `policy` to a copy of `dense`, score it on test, fine-tune with masks held."""
+                       lr: float = 0.01, seed: int = 0, bn_batches: int = 1,
+                       bn_batch_size: int = 128, on_epoch=None) -> Finalized:
+    """Apply `policy` to a copy of `dense` (BatchNorm statistics re-estimated on `bn_batches`
+    train batches, as during the search), score it on test, fine-tune with masks held."""
     model = copy.deepcopy(dense)
     masks = policy_masks(model, policy)
     apply_masks(model, masks)
+    recalibrate_bn(model, data.train, bn_batches, bn_batch_size, np.random.default_rng(seed))
     pruned = evaluate(model, data.test)
     finetuned = pruned
     if epochs > 0:

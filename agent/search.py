@@ -237,6 +237,7 @@ class Search:
                     "best_reward": best["reward"], "seed": c.seed})
         done = prune_and_finetune(self.dense.model, policy, self.dense.data,
                                   epochs=c.finetune_epochs, lr=c.finetune_lr, seed=c.seed,
+                                  bn_batches=c.bn_recalibration_batches,
                                   on_epoch=on_finetune_epoch)
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         save_policy(policy, self.job.path / "policy.json")

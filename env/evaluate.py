@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,3 +23,29 @@ class ProxyEvaluator:
             logits = model(self.x[i:i + self.batch_size])
             correct += (logits.argmax(1) == self.y[i:i + self.batch_size]).sum()
         return correct.item() / len(self.y)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int,
+                   rng: np.random.Generator) -> None:
+    """Re-estimate every BatchNorm's running statistics on `batches` random batches of `data`.
+
+    Pruning shifts activations, and stale statistics alone can drive a pruned net to chance.
+    Only the BatchNorm layers run in train mode (no dropout); the model is left in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return
+    device = next(model.parameters()).device
+    model.eval()
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a plain average over the calibration batches
+        bn.train()
+    for _ in range(batches):
+        idx = torch.from_numpy(rng.choice(len(data), size=min(batch_size, len(data))))
+        model(data.x[idx].to(device))
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    model.eval()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from env.budget import Budget
-from env.evaluate import ProxyEvaluator
+from env.evaluate import ProxyEvaluator, recalibrate_bn
 from env.fc_rule import choose_fc_rule
 from env.layers import FC_RULES, Layer, Network, describe, nonzero_costs
 from env.masks import MagnitudePruner, apply_masks
@@ -207,8 +207,9 @@ class PruningEnv(gym.Env):
         return out
 
     def _finish(self, info: dict[str, Any]) -> float:
-        if self.config.bn_recalibration_batches:
-            self._recalibrate_bn()
+        if self.config.bn_recalibration_batches and self.calibration is not None:
+            recalibrate_bn(self.model, self.calibration, self.config.bn_recalibration_batches,
+                           self.config.bn_batch_size, self.np_random)
         acc = self.evaluator.accuracy(self.model)
         if self.config.bn_recalibration_batches:
             self.model.load_state_dict(self._bn_state, strict=False)  # back to dense stats
@@ -224,21 +225,3 @@ class PruningEnv(gym.Env):
             reward = -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))
         info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
         return reward
-
-    @torch.no_grad()
-    def _recalibrate_bn(self) -> None:
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not bns or self.calibration is None:
-            return
-        momenta = [bn.momentum for bn in bns]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over the calibration batches
-            bn.train()
-        size = self.config.bn_batch_size
-        for _ in range(self.config.bn_recalibration_batches):
-            idx = torch.from_numpy(self.np_random.choice(len(self.calibration), size))
-            self.model(self.calibration.x[idx].to(self.device))
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum  # the model keeps its own setting for any later training
-        self.model.eval()
