@@ -224,12 +224,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     dense = load_dense(config)
     search = Search(config, dense, progress=not args.quiet)
     latest = checkpoint.latest(job.checkpoints)
+    if latest is not None:
+        search.check_resumable(latest)  # refuse before touching the run
     job.acquire()
     if latest is not None:
         print(f"resuming {job.path} from {latest.name}", file=sys.stderr)
     else:
         print(f"no checkpoint in {job.path}; starting its search over", file=sys.stderr)
-    job.write_config(config.to_json())
+    if args.episodes is not None:
+        job.write_config(config.to_json())
     return _run_search(search, job, config, latest)
 
 

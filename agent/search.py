@@ -113,11 +113,22 @@ class Search:
                           baseline_decay=c.baseline_decay, seed=c.seed, device="cpu",
                           tensorboard_log=str(self.job.path / "tb"))
 
+    def check_resumable(self, path: Path) -> dict:
+        """The checkpoint's state, if it was made for this model, data, target and layers."""
+        try:
+            saved = checkpoint.read_state(path)
+        except Exception as exc:  # a damaged file can fail in many ways
+            raise UserError(f"checkpoint {path} cannot be read ({exc})") from None
+        mine = fingerprint(self.config, self.dense, self.env)
+        theirs = saved.get("fingerprint", {})
+        differ = [k for k in mine if theirs.get(k) != mine[k]]
+        if differ:
+            raise UserError(f"checkpoint {path} does not match this run's {', '.join(differ)}; "
+                            "refusing to resume it")
+        return saved
+
     def _load_agent(self, path: Path) -> AmcDDPG:
-        saved = checkpoint.read_state(path)
-        if saved["fingerprint"] != fingerprint(self.config, self.dense, self.env):
-            raise UserError(f"checkpoint {path} was made for another model, dataset, target or "
-                            "layer set; refusing to resume it")
+        saved = self.check_resumable(path)
         vec = DummyVecEnv([lambda: self.env])
         agent = AmcDDPG.load(path / "agent.zip", env=vec, device="cpu")
         agent.load_replay_buffer(path / "replay_buffer.pkl")
