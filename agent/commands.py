@@ -196,6 +196,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
     search = Search(config, dense, progress=not args.quiet)
     job = Job.create(args.run_dir, new_job_id(config.model, config.dataset, config.target))
+    config.checkpoint = str(dense.checkpoint.resolve())  # resume must find the same weights
     job.write_config(config.to_json())
     print(f"run {job.path}: {config.model} on {config.dataset}, target {config.target:g} "
           f"({config.scope}), {len(search.env.agent_layers)} agent layers, FC rule "
