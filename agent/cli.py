@@ -57,6 +57,31 @@ def _add_device_arg(p: argparse.ArgumentParser) -> None:
                    help="auto: cuda when available, else cpu (default: auto)")
 
 
+def _add_problem_args(p: argparse.ArgumentParser) -> None:
+    """What to prune and how: shared by search and baseline so they compare like with like."""
+    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
+    _add_data_args(p)
+    p.add_argument("--checkpoint", default=None,
+                   help="trained dense weights (default: cached pre-trained model, "
+                        "trained on first use)")
+    p.add_argument("--target", type=_target, default=0.9, help="global sparsity in (0, 1)")
+    p.add_argument("--scope", default="total", choices=("total", "agent"))
+    p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"))
+    p.add_argument("--fc-k", type=_fc_k, default="auto",
+                   help="k of the k-sigma FC rule, or auto (default: auto)")
+    p.add_argument("--fc-after-search", action="store_true",
+                   help="apply the FC masks only after the search (default: during it)")
+    p.add_argument("--reward", default="acc",
+                   choices=("acc", "-err*log(flops)", "-err*log(params)"))
+    p.add_argument("--bn-recalibration", type=int, default=1, metavar="BATCHES",
+                   help="re-estimate BatchNorm statistics on this many train batches before "
+                        "scoring (default: 1; 0: off)")
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    _add_device_arg(p)
+    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlprune", description="RL-driven weight pruning of PyTorch CNNs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -78,31 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
                                       "(no arguments: vgg-mini on mnist5k at 0.9)")
-    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
-    _add_data_args(p)
-    p.add_argument("--checkpoint", default=None,
-                   help="trained dense weights (default: cached pre-trained model, "
-                        "trained on first use)")
-    p.add_argument("--target", type=_target, default=0.9, help="global sparsity in (0, 1)")
-    p.add_argument("--scope", default="total", choices=("total", "agent"))
-    p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"))
-    p.add_argument("--fc-k", type=_fc_k, default="auto",
-                   help="k of the k-sigma FC rule, or auto (default: auto)")
-    p.add_argument("--fc-after-search", action="store_true",
-                   help="apply the FC masks only after the search (default: during it)")
-    p.add_argument("--reward", default="acc",
-                   choices=("acc", "-err*log(flops)", "-err*log(params)"))
-    p.add_argument("--bn-recalibration", type=int, default=1, metavar="BATCHES",
-                   help="re-estimate BatchNorm statistics on this many train batches before "
-                        "scoring (default: 1; 0: off)")
+    _add_problem_args(p)
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
-    p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    _add_device_arg(p)
-    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
+                                        "rule and fine-tune as search)")
+    p.add_argument("--method", required=True, choices=("uniform", "global", "lamp", "erk"))
+    _add_problem_args(p)
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
     p.add_argument("run", help="run folder (or its name under runs/)")

@@ -95,17 +95,20 @@ HANDLERS = {"pretrain": cmd_pretrain, "inspect": cmd_inspect}
 def _search_config(args: argparse.Namespace):
     from agent.config import SearchConfig
 
+    defaults = SearchConfig()
     for flag in ("episodes", "checkpoint_every"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag, 1) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.warmup < 0 or args.finetune_epochs < 0 or args.bn_recalibration < 0:
+    if min(getattr(args, "warmup", 0), args.finetune_epochs, args.bn_recalibration) < 0:
         raise UserError("--warmup, --finetune-epochs and --bn-recalibration must be >= 0")
     return SearchConfig(
         model=args.model, dataset=args.dataset, checkpoint=args.checkpoint,
         data_dir=args.data_dir, download=args.download, target=args.target, scope=args.scope,
         fc_rule=args.fc_rule, fc_k=args.fc_k, fc_during_search=not args.fc_after_search,
         reward=args.reward, bn_recalibration_batches=args.bn_recalibration,
-        episodes=args.episodes, warmup=args.warmup, checkpoint_every=args.checkpoint_every,
+        episodes=getattr(args, "episodes", defaults.episodes),
+        warmup=getattr(args, "warmup", defaults.warmup),
+        checkpoint_every=getattr(args, "checkpoint_every", defaults.checkpoint_every),
         finetune_epochs=args.finetune_epochs, seed=args.seed,
         device=resolve_device(args.device))
 
@@ -237,6 +240,46 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run_search(search, job, config, latest)
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from agent.baseline import baseline_env, run_baseline
+    from agent.jobs import Job, new_job_id
+    from agent.policy import save_policy
+    from agent.report import result_rows, write_report
+    from agent.search import load_dense
+    from models.train import save_checkpoint
+
+    config = _search_config(args)
+    _validate_names(config.model, config.dataset)
+    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
+        raise UserError(f"run folder {args.run_dir} is not empty; choose another --run-dir")
+    dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
+    baseline_env(config, dense)  # refuses an infeasible target before a folder is made
+    job = Job.create(args.run_dir, new_job_id(f"{config.model}-{args.method}", config.dataset,
+                                              config.target))
+    config.checkpoint = str(dense.checkpoint.resolve())
+    job.write_config({**config.to_json(), "method": args.method})
+    job.write_status("running", method=args.method)
+    start = time.perf_counter()
+    bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
+    try:
+        with bar:
+            policy, model = run_baseline(args.method, config, dense, on_epoch)
+    except BaseException:
+        job.write_status("failed", method=args.method)
+        raise
+    save_policy(policy, job.path / "policy.json")
+    save_checkpoint(job.path / "pruned.pt", model,
+                    {"model": config.model, "dataset": config.dataset,
+                     "accuracy": {"test": policy["accuracy"]["finetuned"]}})
+    write_report(job.path, policy, [], 0, {"prune + fine-tune": time.perf_counter() - start})
+    job.write_status("finished", method=args.method,
+                     achieved_sparsity=policy["achieved"]["sparsity"])
+    print(f"run {job.path} ({args.method})")
+    for key, value in result_rows(policy):
+        print(f"  {key:<40}{value}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from agent.jobs import list_jobs
 
@@ -335,5 +378,5 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS.update(search=cmd_search, resume=cmd_resume, list=cmd_list, status=cmd_status,
-                export=cmd_export, apply=cmd_apply)
+HANDLERS.update(search=cmd_search, baseline=cmd_baseline, resume=cmd_resume, list=cmd_list,
+                status=cmd_status, export=cmd_export, apply=cmd_apply)

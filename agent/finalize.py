@@ -18,6 +18,7 @@ from models.train import TrainConfig, evaluate, train
 @dataclass
 class Finalized:
     model: nn.Module
+    proxy_accuracy: float  # val, masks applied, before fine-tuning
     pruned_accuracy: float  # test, masks applied, before fine-tuning
     finetuned_accuracy: float  # test, after fine-tuning with masks held
 
@@ -31,6 +32,7 @@ def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs:
     masks = policy_masks(model, policy)
     apply_masks(model, masks)
     recalibrate_bn(model, data.train, bn_batches, bn_batch_size, np.random.default_rng(seed))
+    proxy = evaluate(model, data.val)
     pruned = evaluate(model, data.test)
     finetuned = pruned
     if epochs > 0:
@@ -38,4 +40,4 @@ def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs:
         train(model, data.train, TrainConfig(epochs=epochs, lr=lr, seed=seed), on_epoch)
         make_permanent(model)
         finetuned = evaluate(model, data.test)
-    return Finalized(model, pruned, finetuned)
+    return Finalized(model, proxy, pruned, finetuned)
