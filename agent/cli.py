@@ -114,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, choices=("uniform", "global", "lamp", "erk"))
     _add_problem_args(p)
 
+    p = sub.add_parser("bench", help="compare methods over targets and seeds (bench.json, "
+                                     "bench.md, bench.png)")
+    p.add_argument("--model", default="vgg-mini", help="registry name or package.module:factory")
+    _add_data_args(p)
+    p.add_argument("--checkpoint", default=None, help="dense weights (default: cached)")
+    p.add_argument("--targets", type=_target, nargs="+", default=[0.8, 0.9, 0.95])
+    p.add_argument("--methods", default="ddpg,ddpg-only,3sigma-only,uniform,global,lamp,erk",
+                   help="comma-separated (default: all)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--fc-k", type=_fc_k, default="auto")
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    _add_device_arg(p)
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+
     p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
     p.add_argument("run", help="run folder (or its name under runs/)")
     p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")

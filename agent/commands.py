@@ -280,6 +280,33 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agent.bench import run_bench
+    from agent.config import SearchConfig
+    from agent.search import load_dense
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose another --out")
+    if args.seeds < 1 or args.episodes < 1 or args.warmup < 0 or args.finetune_epochs < 0:
+        raise UserError("--seeds and --episodes must be >= 1, --warmup and "
+                        "--finetune-epochs >= 0")
+    _validate_names(args.model, args.dataset)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    base = SearchConfig(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint,
+                        data_dir=args.data_dir, download=args.download, fc_k=args.fc_k,
+                        episodes=args.episodes, warmup=args.warmup,
+                        checkpoint_every=args.episodes, finetune_epochs=args.finetune_epochs,
+                        device=resolve_device(args.device))
+    dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))
+    base.checkpoint = str(dense.checkpoint.resolve())
+    report = run_bench(dense, base, targets=args.targets, methods=methods, seeds=args.seeds,
+                       out=out, log=lambda line: print(line, file=sys.stderr))
+    print((out / "bench.md").read_text(), end="")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    return 0 if report["results"] else 1
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from agent.jobs import list_jobs
 
@@ -378,5 +405,5 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS.update(search=cmd_search, baseline=cmd_baseline, resume=cmd_resume, list=cmd_list,
-                status=cmd_status, export=cmd_export, apply=cmd_apply)
+HANDLERS.update(search=cmd_search, baseline=cmd_baseline, bench=cmd_bench, resume=cmd_resume,
+                list=cmd_list, status=cmd_status, export=cmd_export, apply=cmd_apply)

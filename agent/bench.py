@@ -1,0 +1,194 @@
+"""`rlprune bench`: every method at every target and seed, one fine-tune budget, one table.
+
+Methods: `ddpg` (search + FC rule), `ddpg-only` (the agent prunes every layer, no FC rule),
+`3sigma-only` (the k-sigma rule on every layer, k=3; its sparsity is whatever the rule gives),
+and the baselines `uniform`, `global`, `lamp`, `erk` (with the same FC rule as `ddpg`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from agent.baseline import run_baseline
+from agent.config import SearchConfig
+from agent.finalize import prune_and_finetune
+from agent.jobs import Job
+from agent.policy import build_policy
+from agent.search import Dense, Search
+from env.evaluate import recalibrate_bn
+from env.layers import describe, nonzero_costs
+from env.masks import sigma_mask
+from models.errors import UserError
+from models.registry import arch_fingerprint
+
+METHODS = ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp", "erk")
+
+
+def _three_sigma_everywhere(config: SearchConfig, dense: Dense, k: float = 3.0):
+    net = describe(dense.model, dense.input_shape, "3sigma")
+    for layer in net.layers:
+        layer.owner = "fc-rule"  # every layer by the rule
+    sparsities = {layer.name: 1.0 - float(sigma_mask(layer.module.weight, k).float().mean())
+                  for layer in net.layers}
+    policy = build_policy(model=config.model, dataset=config.dataset,
+                          fingerprint=arch_fingerprint(dense.model), method="3sigma-only",
+                          target=config.target, scope="total", net=net, sparsities=sparsities,
+                          fc_rule="3sigma", fc_k=k, costs=nonzero_costs(net, sparsities),
+                          accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
+    done = prune_and_finetune(dense.model, policy, dense.data, epochs=config.finetune_epochs,
+                              lr=config.finetune_lr, seed=config.seed,
+                              bn_batches=config.bn_recalibration_batches)
+    policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
+                              finetuned=done.finetuned_accuracy)
+    return policy
+
+
+def proxy_eval_seconds(search: Search, repeats: int = 10) -> float:
+    """Time of one reward computation as the env does it (BatchNorm recalibration + val)."""
+    env = search.env
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        recalibrate_bn(env.model, env.calibration, env.config.bn_recalibration_batches,
+                       env.config.bn_batch_size, rng)
+        env.evaluator.accuracy(env.model)
+    env.model.load_state_dict(env._bn_state, strict=False)
+    return (time.perf_counter() - start) / repeats
+
+
+def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
+            speed: list[dict]) -> dict:
+    if method in ("ddpg", "ddpg-only"):
+        if method == "ddpg-only":
+            config = dataclasses.replace(config, fc_rule="agent")
+        search = Search(config, dense, progress=False)
+        eval_s = proxy_eval_seconds(search)
+        job = Job.create(run_dir, run_dir.name)
+        job.write_config(config.to_json())
+        start = time.perf_counter()
+        search.run(job)
+        wall = time.perf_counter() - start
+        policy = search.finish()
+        job.write_status("finished", episodes_done=search.state.episode)
+        job.release()
+        speed.append({"episodes": search.state.episode, "search_s": wall,
+                      "proxy_eval_s": eval_s})
+        return policy
+    if method == "3sigma-only":
+        return _three_sigma_everywhere(config, dense)
+    policy, _ = run_baseline(method, config, dense)
+    return policy
+
+
+def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
+              seeds: int, out: Path, log: Callable[[str], None] = print) -> dict:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(METHODS)}")
+    results, speed = [], []
+    for target in targets:
+        for method in methods:
+            for seed in range(seeds):
+                config = dataclasses.replace(base, target=target, seed=seed)
+                run_dir = out / "runs" / f"{method}-{target:g}-seed{seed}"
+                start = time.perf_counter()
+                policy = run_one(method, config, dense, run_dir, speed)
+                row = {"method": method, "target": target, "seed": seed,
+                       "test_accuracy": policy["accuracy"]["finetuned"],
+                       "pruned_accuracy": policy["accuracy"]["pruned"],
+                       "proxy_accuracy": policy["accuracy"]["proxy"],
+                       "sparsity": policy["achieved"]["sparsity"],
+                       "seconds": round(time.perf_counter() - start, 2)}
+                results.append(row)
+                log(f"{method:<12} target {target:g} seed {seed}: test "
+                    f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "
+                    f"({row['seconds']:.0f}s)")
+    report = {"model": base.model, "dataset": base.dataset, "dense_test_accuracy":
+              dense.test_accuracy, "episodes": base.episodes, "finetune_epochs":
+              base.finetune_epochs, "results": results, "speed": _speed(speed)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(bench_table(report))
+    plot_bench(report, out / "bench.png")
+    return report
+
+
+def _speed(speed: list[dict]) -> dict:
+    if not speed:
+        return {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
+    episodes = sum(s["episodes"] for s in speed)
+    wall = sum(s["search_s"] for s in speed)
+    evals = sum(s["episodes"] * s["proxy_eval_s"] for s in speed)
+    return {"episode_s": wall / episodes, "proxy_eval_s": evals / episodes,
+            "overhead_ratio": wall / evals}
+
+
+def summarize(results: list[dict]) -> dict[tuple[str, float], dict]:
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in results:
+        groups.setdefault((row["method"], row["target"]), []).append(row)
+    return {key: {"mean": float(np.mean([r["test_accuracy"] for r in rows])),
+                  "std": float(np.std([r["test_accuracy"] for r in rows])),
+                  "sparsity": float(np.mean([r["sparsity"] for r in rows])), "n": len(rows)}
+            for key, rows in groups.items()}
+
+
+def bench_table(report: dict) -> str:
+    summary = summarize(report["results"])
+    targets = sorted({t for _, t in summary})
+    methods = list(dict.fromkeys(m for m, _ in summary))
+    lines = [f"# {report['model']} on {report['dataset']} (dense test accuracy "
+             f"{100 * report['dense_test_accuracy']:.2f}%)", "",
+             "Test accuracy after fine-tuning, mean ± std over seeds (achieved sparsity where "
+             "it differs from the target).", "",
+             "| method | " + " | ".join(f"{t:g}" for t in targets) + " |",
+             "|---|" + "---:|" * len(targets)]
+    for method in methods:
+        cells = []
+        for t in targets:
+            s = summary.get((method, t))
+            if s is None:
+                cells.append("—")
+                continue
+            cell = f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+            if abs(s["sparsity"] - t) > 1e-3:
+                cell += f" (at {s['sparsity']:.4f})"
+            cells.append(cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    sp = report["speed"]
+    if sp["overhead_ratio"] is not None:
+        lines += ["", f"Search speed: {sp['episode_s']:.3f} s per episode, one proxy "
+                  f"evaluation {sp['proxy_eval_s']:.3f} s, overhead ratio "
+                  f"{sp['overhead_ratio']:.3f}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_bench(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(report["results"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(m for m, _ in summary):
+        points = sorted((s["sparsity"], s["mean"], s["std"])
+                        for (m, _), s in summary.items() if m == method)
+        xs, ys, es = zip(*points)
+        ax.errorbar([100 * x for x in xs], [100 * y for y in ys], yerr=[100 * e for e in es],
+                    marker="o", capsize=3, label=method)
+    ax.axhline(100 * report["dense_test_accuracy"], color="k", lw=0.8, ls="--", label="dense")
+    ax.set_xlabel("sparsity of prunable weights (%)")
+    ax.set_ylabel("test accuracy after fine-tuning (%)")
+    ax.set_title(f"{report['model']} on {report['dataset']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
