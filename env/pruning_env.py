@@ -125,7 +125,7 @@ class PruningEnv(gym.Env):
                 return False
             return True
 
-        self.fc = choose_fc_rule(fc_layers, config.fc_k if fc_layers else 3.0,
+        self.fc = choose_fc_rule(fc_layers, config.fc_k,
                                  feasible=feasible, accuracy=self.evaluator.accuracy,
                                  model=self.model)
         self.budget = budget_for(self.fc.pruned)

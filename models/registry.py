@@ -206,7 +206,14 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1,
         kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
     except (TypeError, ValueError):
         kwargs = {}
-    model = factory(**kwargs)
+    if ":" in name:
+        try:
+            model = factory(**kwargs)
+        except Exception as exc:  # user code can fail in any way, like its import
+            raise UserError(f"model {name!r}: the factory failed "
+                            f"({type(exc).__name__}: {exc})") from None
+    else:
+        model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r}: the factory returned {type(model).__name__}, "
                         "not a torch.nn.Module")

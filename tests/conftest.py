@@ -1,0 +1,133 @@
+"""Shared fixtures: a tiny CNN with hand-checkable sizes, a tiny val split, a CLI runner.
+
+The tiny net (input 1x8x8) has five prunable layers:
+
+    c1  Conv2d(1, 4, 3, pad 1)            36 weights, out 8x8,  FLOPs 4*64*1*9  =  2,304
+    c2  Conv2d(4, 8, 3, stride 2, pad 1)  288 weights, out 4x4, FLOPs 8*16*4*9  =  4,608
+    bn  BatchNorm2d(8)
+    c3  Conv2d(8, 16, 3, pad 1)         1,152 weights, out 4x4, FLOPs 16*16*8*9 = 18,432
+    f1  Linear(64, 32)                  2,048 weights,          FLOPs            =  2,048
+    f2  Linear(32, 10)                    320 weights,          FLOPs            =    320
+
+Weights are Gaussian (seeded), so the k-sigma rule behaves as on trained weights and dense
+weights contain no exact zeros: counting zeros counts pruned weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from models.data import Split
+
+TINY_INPUT = (1, 8, 8)
+TINY_CONV = {"c1": 36, "c2": 288, "c3": 1152}
+TINY_FC = {"f1": 2048, "f2": 320}
+TINY_WEIGHTS = {**TINY_CONV, **TINY_FC}
+TINY_FLOPS = {"c1": 2304, "c2": 4608, "c3": 18432, "f1": 2048, "f2": 320}
+# biases 4+8+16+32+10 = 70, BatchNorm weight+bias 2*8 = 16
+TINY_PARAMS = sum(TINY_WEIGHTS.values()) + 70 + 16
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.c3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.f1 = nn.Linear(64, 32)
+        self.f2 = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.bn(self.c2(x)))
+        x = torch.relu(self.c3(x))
+        return self.f2(torch.relu(self.f1(self.pool(x).flatten(1))))
+
+
+def make_tiny(seed: int = 0, num_classes: int = 10) -> TinyNet:
+    """A TinyNet with seeded Gaussian weights and non-trivial BatchNorm statistics, in eval."""
+    model = TinyNet(num_classes)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "bn.weight":
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("weight"):
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+        model.bn.running_mean.copy_(0.2 * torch.randn(8, generator=gen))
+        model.bn.running_var.copy_(0.5 + torch.rand(8, generator=gen))
+    return model.eval()
+
+
+def tiny_images(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, *TINY_INPUT, generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_split(n: int = 64, seed: int = 1, model_seed: int = 0) -> Split:
+    """n random 1x8x8 images labelled by the dense tiny model: its val accuracy is exactly 1."""
+    x = tiny_images(n, seed)
+    with torch.no_grad():
+        y = make_tiny(model_seed)(x).argmax(1)
+    return Split(x, y)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_factory() -> Callable[..., TinyNet]:
+    return make_tiny
+
+
+@pytest.fixture
+def tiny_model() -> TinyNet:
+    return make_tiny(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_val() -> Split:
+    return tiny_split(64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration() -> Split:
+    x = tiny_images(256, seed=2) * 2.0 + 0.5  # other statistics than the stored ones
+    return Split(x, torch.zeros(256, dtype=torch.long))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `rlprune ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from agent.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse errors exit through SystemExit
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    from models.data import load_dataset
+
+    return load_dataset("mnist5k")
