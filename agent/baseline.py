@@ -44,7 +44,8 @@ def run_baseline(method: str, config: SearchConfig, dense: Dense, on_epoch=None)
         accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
     done = prune_and_finetune(dense.model, policy, dense.data, epochs=config.finetune_epochs,
                               lr=config.finetune_lr, seed=config.seed,
-                              bn_batches=config.bn_recalibration_batches, on_epoch=on_epoch)
+                              bn_batches=config.bn_recalibration_batches,
+                              device=config.device, on_epoch=on_epoch)
     policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
                               finetuned=done.finetuned_accuracy)
     return policy, done.model

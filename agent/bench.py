@@ -43,7 +43,7 @@ def _three_sigma_everywhere(config: SearchConfig, dense: Dense, k: float = 3.0):
                           accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
     done = prune_and_finetune(dense.model, policy, dense.data, epochs=config.finetune_epochs,
                               lr=config.finetune_lr, seed=config.seed,
-                              bn_batches=config.bn_recalibration_batches)
+                              bn_batches=config.bn_recalibration_batches, device=config.device)
     policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
                               finetuned=done.finetuned_accuracy)
     return policy

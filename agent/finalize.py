@@ -25,10 +25,11 @@ class Finalized:
 
 def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs: int,
                        lr: float = 0.01, seed: int = 0, bn_batches: int = 1,
-                       bn_batch_size: int = 128, on_epoch=None) -> Finalized:
+                       bn_batch_size: int = 128, device: str = "cpu",
+                       on_epoch=None) -> Finalized:
     """Apply `policy` to a copy of `dense` (BatchNorm statistics re-estimated on `bn_batches`
     train batches, as during the search), score it on test, fine-tune with masks held."""
-    model = copy.deepcopy(dense)
+    model = copy.deepcopy(dense).to(device)
     masks = policy_masks(model, policy)
     apply_masks(model, masks)
     recalibrate_bn(model, data.train, bn_batches, bn_batch_size, np.random.default_rng(seed))

@@ -241,14 +241,14 @@ class Search:
         costs = nonzero_costs(env.net, best["sparsities"])
         policy = build_policy(
             model=c.model, dataset=c.dataset, fingerprint=arch_fingerprint(self.dense.model),
-            method="ddpg", target=c.target, scope=c.scope, net=env.net,
+            method="ddpg" if c.fc_rule != "agent" else "ddpg-only", target=c.target, scope=c.scope, net=env.net,
             sparsities=best["sparsities"], fc_rule=c.fc_rule, fc_k=env.fc.k, costs=costs,
             accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
             search={"episodes": self.state.episode, "best_episode": best["episode"],
                     "best_reward": best["reward"], "seed": c.seed})
         done = prune_and_finetune(self.dense.model, policy, self.dense.data,
                                   epochs=c.finetune_epochs, lr=c.finetune_lr, seed=c.seed,
-                                  bn_batches=c.bn_recalibration_batches,
+                                  bn_batches=c.bn_recalibration_batches, device=c.device,
                                   on_epoch=on_finetune_epoch)
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         save_policy(policy, self.job.path / "policy.json")
