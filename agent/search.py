@@ -241,7 +241,7 @@ class Search:
         costs = nonzero_costs(env.net, best["sparsities"])
         policy = build_policy(
             model=c.model, dataset=c.dataset, fingerprint=arch_fingerprint(self.dense.model),
-            method="ddpg" if c.fc_rule != "agent" else "ddpg-only", target=c.target, scope=c.scope, net=env.net,
+            method="ddpg", target=c.target, scope=c.scope, net=env.net,
             sparsities=best["sparsities"], fc_rule=c.fc_rule, fc_k=env.fc.k, costs=costs,
             accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
             search={"episodes": self.state.episode, "best_episode": best["episode"],
