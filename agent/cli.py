@@ -43,6 +43,15 @@ def _fc_k(text: str) -> float | str:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _policies(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
+    unknown = [n for n in names if n not in ("uniform", "global", "lamp", "erk")]
+    if unknown:
+        msg = f"unknown seed policy {', '.join(unknown)}; choose from uniform,global,lamp,erk"
+        raise argparse.ArgumentTypeError(msg)
+    return names
+
+
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:
     p.add_argument("--dataset", default=dataset_default,
                    help="mnist5k (embedded), digits (embedded), cifar10, cifar100, "
@@ -107,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
+    p.add_argument("--seed-policies", type=_policies, default=(),
+                   help="baselines played as the first warm-up episodes, comma-separated "
+                        "(uniform,global,lamp,erk) or none (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "

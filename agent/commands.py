@@ -109,6 +109,7 @@ def _search_config(args: argparse.Namespace):
         episodes=getattr(args, "episodes", defaults.episodes),
         warmup=getattr(args, "warmup", defaults.warmup),
         checkpoint_every=getattr(args, "checkpoint_every", defaults.checkpoint_every),
+        seed_policies=getattr(args, "seed_policies", defaults.seed_policies),
         finetune_epochs=args.finetune_epochs, seed=args.seed,
         device=resolve_device(args.device))
 

@@ -40,6 +40,9 @@ class SearchConfig:
     learning_rate: float = 1e-3
     buffer_episodes: int = 100
     baseline_decay: float = 0.95
+    seed_policies: tuple[str, ...] = ()
+    """Baseline allocations (uniform, global, lamp, erk) played as the first warm-up
+    episodes, so the search starts from them; () for pure random warm-up."""
     # -- the job -----------------------------------------------------------------------
     checkpoint_every: int = 25
     """Episodes between checkpoints (one is also written on SIGINT/SIGTERM and at the end)."""
@@ -60,4 +63,5 @@ class SearchConfig:
         known = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         cfg.hidden = tuple(cfg.hidden)
+        cfg.seed_policies = tuple(cfg.seed_policies)
         return cfg

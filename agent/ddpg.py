@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from stable_baselines3 import DDPG
 from stable_baselines3.common.type_aliases import RolloutReturn
 
@@ -24,9 +25,20 @@ class AmcDDPG(DDPG):
     """
 
     boundary_hook: Callable[[], bool] | None = None
+    demonstrations: list[np.ndarray] | None = None
+    """Optional per-episode actions (one per layer) that replace the first warm-up episodes'
+    random actions, e.g. heuristic allocations to start the search from."""
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
+        # Always draw the warm-up sample first, so the random streams do not depend on
+        # whether an episode was a demonstration.
         action, buffer_action = super()._sample_action(learning_starts, None, n_envs)
+        demos = self.demonstrations or []
+        if demos and self.num_timesteps < learning_starts:
+            episode, step = divmod(self.num_timesteps, len(demos[0]))
+            if episode < len(demos):
+                buffer_action = np.full_like(buffer_action, demos[episode][step])
+                return self.policy.unscale_action(buffer_action), buffer_action
         if action_noise is not None and self.num_timesteps >= learning_starts:
             buffer_action = action_noise.around(buffer_action)
             action = self.policy.unscale_action(buffer_action)
@@ -38,7 +50,7 @@ class AmcDDPG(DDPG):
         return super().collect_rollouts(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "boundary_hook"]
+        return [*super()._excluded_save_params(), "boundary_hook", "demonstrations"]
 
     def _setup_learn(self, *args: Any, **kwargs: Any):
         noise = self.action_noise

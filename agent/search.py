@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
@@ -20,6 +21,7 @@ from agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
 from agent.finalize import prune_and_finetune
 from agent.jobs import Job
 from agent.policy import build_policy, save_policy
+from env.baselines import METHODS as BASELINES
 from env.layers import nonzero_costs
 from env.pruning_env import PruningEnv
 from models.data import Dataset, load_dataset
@@ -137,6 +139,17 @@ class Search:
         self._pending_rng = saved["rng"]  # applied at the first episode boundary, see below
         return agent
 
+    def demonstrations(self) -> list[np.ndarray]:
+        """The seed policies as actions: each baseline's per-layer sparsity, mapped to [-1, 1]."""
+        env, c = self.env, self.config
+        weights = [layer.module.weight.detach() for layer in env.agent_layers]
+        demos = []
+        for name in c.seed_policies:
+            counts = BASELINES[name](weights, env.budget.agent_goal)
+            sparsity = np.array(counts) / np.array(env.budget.sizes)
+            demos.append(np.clip(2 * (sparsity - c.s_min) / (c.s_max - c.s_min) - 1, -1, 1))
+        return demos
+
     # -- the loop ----------------------------------------------------------------------
     def run(self, job: Job, resume_from: Path | None = None) -> None:
         """Search until `config.episodes` are done or a signal stops it (`stop_requested`)."""
@@ -144,6 +157,7 @@ class Search:
         agent = self._load_agent(resume_from) if resume_from else self._new_agent()
         self.agent = agent
         agent.boundary_hook = self._at_boundary
+        agent.demonstrations = self.demonstrations()
         layers = len(self.env.agent_layers)
         remaining = (self.config.episodes - self.state.episode) * layers
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
