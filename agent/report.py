@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 
 def plot_sparsity(policy: dict, path: Path) -> None:
@@ -20,10 +21,11 @@ def plot_sparsity(policy: dict, path: Path) -> None:
                   ha="right", fontsize=7)
     ax.set_ylabel("sparsity (%)")
     ax.set_ylim(0, 100)
-    ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--", label="target")
-    for owner, color in colors.items():
-        ax.bar([], [], color=color, label=owner)
-    ax.legend(fontsize=7, loc="lower right")
+    target = ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--",
+                        label="target")
+    present = dict.fromkeys(layer["owner"] for layer in layers)
+    handles = [Patch(color=colors.get(owner, "tab:green"), label=owner) for owner in present]
+    ax.legend(handles=[target, *handles], fontsize=7, loc="lower right")
     ax.set_title(f"{policy['model']} on {policy['dataset']}: per-layer sparsity "
                  f"({policy['method']})", fontsize=9)
     fig.tight_layout()
@@ -77,9 +79,16 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
     lines += [f"| {k} | {v} |" for k, v in result_rows(policy)]
     search = policy.get("search") or {}
     fc = policy.get("fc_rule") or {}
-    lines += ["", f"Method `{policy['method']}`; FC rule `{fc.get('kind')}` with k = "
-              f"{fc.get('k')}; best policy at episode {search.get('best_episode')} of "
-              f"{search.get('episodes')} (seed {search.get('seed')}).", "",
+    if fc.get("kind") == "3sigma" and fc.get("k") is not None:
+        fc_text = f"FC layers by the k-sigma rule, k = {fc['k']:g}"
+    elif fc.get("kind") == "agent":
+        fc_text = "FC layers chosen by the same method"
+    else:
+        fc_text = "FC layers left dense"
+    found = (f"best policy at episode {search['best_episode']} of {search['episodes']}"
+             if search.get("best_episode") else "no search")
+    lines += ["", f"Method `{policy['method']}`; {fc_text}; {found} (seed "
+              f"{search.get('seed')}).", "",
               "| layer | kind | owner | params | sparsity |", "|---|---|---|---:|---:|"]
     lines += [f"| {layer['name']} | {layer['kind']} | {layer['owner']} | {layer['params']:,} | "
               f"{100 * layer['sparsity']:.1f}% |" for layer in policy["layers"]]
