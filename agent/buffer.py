@@ -31,7 +31,8 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
                               np.array(done), infos))
         if not bool(np.asarray(done).any()):
             return
-        final = float(np.asarray(reward).reshape(-1)[0])
+        # The env reports its exact reward in info; SB3's vectorised path passes float32.
+        final = float(infos[0].get("reward", np.asarray(reward).reshape(-1)[0]))
         if self.baseline is None:
             self.baseline = final
         relabelled = np.array([final - self.baseline], dtype=np.float32)

@@ -114,6 +114,17 @@ def _search_config(args: argparse.Namespace):
         device=resolve_device(args.device))
 
 
+def _require_empty_folder(path: str | Path | None, flag: str) -> None:
+    """Refuse an output folder that holds anything (or is a file): nothing gets overwritten."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"{flag} {path} is not empty; choose another (or `rlprune resume` a run)")
+
+
 def _validate_names(model: str, dataset: str) -> None:
     from models.data import spec_of
     from models.registry import build_model
@@ -163,23 +174,31 @@ def _run_search(search, job, config, resume_from=None) -> int:
     except BaseException:
         job.write_status("failed" if not search.stop_requested else "interrupted",
                          episodes_done=search.state.episode, episodes=config.episodes)
+        job.release()
         raise
     timings["search"] = time.perf_counter() - start
     if search.stop_requested:
         search._write_status("interrupted")
+        job.release()
         print(f"interrupted after episode {search.state.episode}; continue with: "
               f"rlprune resume {job.path}", file=sys.stderr)
         return 130
     start = time.perf_counter()
     bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
-    with bar:
-        policy = search.finish(on_finetune_epoch=on_epoch)
+    try:
+        with bar:
+            policy = search.finish(on_finetune_epoch=on_epoch)
+    except BaseException:
+        job.write_status("failed", episodes_done=search.state.episode, episodes=config.episodes)
+        job.release()
+        raise
     timings["fine-tune"] = time.perf_counter() - start
     episode_s = search.mean_episode_seconds()
     if episode_s is not None:
         timings["one episode (mean)"] = episode_s
     write_report(job.path, policy, search.state.rewards, config.warmup, timings)
     search._write_status("finished", achieved_sparsity=policy["achieved"]["sparsity"])
+    job.release()
     print(f"\nrun {job.path}")
     for key, value in result_rows(policy):
         print(f"  {key:<40}{value}")
@@ -194,9 +213,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     config = _search_config(args)
     _validate_names(config.model, config.dataset)
-    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
-        raise UserError(f"run folder {args.run_dir} is not empty; choose another --run-dir "
-                        "or `rlprune resume` it")
+    _require_empty_folder(args.run_dir, "--run-dir")
     dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
     search = Search(config, dense, progress=not args.quiet)
     job = Job.create(args.run_dir, new_job_id(config.model, config.dataset, config.target))
@@ -251,8 +268,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     config = _search_config(args)
     _validate_names(config.model, config.dataset)
-    if args.run_dir and Path(args.run_dir).exists() and any(Path(args.run_dir).iterdir()):
-        raise UserError(f"run folder {args.run_dir} is not empty; choose another --run-dir")
+    _require_empty_folder(args.run_dir, "--run-dir")
     dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
     baseline_env(config, dense)  # refuses an infeasible target before a folder is made
     job = Job.create(args.run_dir, new_job_id(f"{config.model}-{args.method}", config.dataset,
@@ -267,6 +283,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             policy, model = run_baseline(args.method, config, dense, on_epoch)
     except BaseException:
         job.write_status("failed", method=args.method)
+        job.release()
         raise
     save_policy(policy, job.path / "policy.json")
     save_checkpoint(job.path / "pruned.pt", model,
@@ -275,6 +292,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     write_report(job.path, policy, [], 0, {"prune + fine-tune": time.perf_counter() - start})
     job.write_status("finished", method=args.method,
                      achieved_sparsity=policy["achieved"]["sparsity"])
+    job.release()
     print(f"run {job.path} ({args.method})")
     for key, value in result_rows(policy):
         print(f"  {key:<40}{value}")
@@ -287,8 +305,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from agent.search import load_dense
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --out")
+    _require_empty_folder(out, "--out")
     if args.seeds < 1 or args.episodes < 1 or args.warmup < 0 or args.finetune_epochs < 0:
         raise UserError("--seeds and --episodes must be >= 1, --warmup and "
                         "--finetune-epochs >= 0")

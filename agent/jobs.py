@@ -124,7 +124,8 @@ class Job:
         return read_json(self.path / "config.json")
 
     def write_status(self, state: str, **fields: object) -> None:
-        assert state in STATES
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}")
         status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
                   "heartbeat": time.time(), **fields}
         write_json(self.path / "status.json", status)

@@ -4,6 +4,7 @@ best policy → FC rule → masked fine-tune → policy.json, report.md, pruned.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import sys
 import time
@@ -61,11 +62,23 @@ def load_dense(config: SearchConfig, on_pretrain_epoch=None) -> Dense:
     return Dense(data, model, path, evaluate(model, data.test))
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the dense weights' values: a retrained checkpoint is another problem."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv) -> dict:
-    """What a checkpoint must match to be resumed."""
-    return {"model": config.model, "dataset": config.dataset, "target": config.target,
-            "scope": config.scope, "arch": arch_fingerprint(dense.model),
-            "layers": [[layer.name, layer.params] for layer in env.agent_layers]}
+    """What a checkpoint must match to be resumed: the problem, not the agent's settings."""
+    c = config
+    return {"model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
+            "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
+            "layers": [[layer.name, layer.params] for layer in env.agent_layers],
+            "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
+            "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches]}
 
 
 @dataclass
@@ -100,6 +113,7 @@ class Search:
         self.state = SearchState()
         self.stop_requested = False
         self._pending_rng: dict | None = None
+        self._saved_at: int | None = None  # episode of the last checkpoint written
         self._bar = None
         self._start = time.perf_counter()
         self._episode_seconds: list[float] = []
@@ -166,7 +180,7 @@ class Search:
                 self._open_bar()
                 agent.learn(remaining, callback=_EpisodeCallback(self._on_episode_end),
                             log_interval=None, tb_log_name="search", reset_num_timesteps=False)
-            if not self.stop_requested:
+            if self._saved_at != self.state.episode:  # e.g. a stop during the last episode
                 self._save()
         finally:
             for s, handler in previous.items():
@@ -198,6 +212,7 @@ class Search:
                          "local": rng_state(self.agent, self.env)}}
         self.agent.replay_buffer.discard_pending()
         checkpoint.save(self.job.checkpoints, self.state.episode, self.agent, state)
+        self._saved_at = self.state.episode
         self._write_status()
 
     def _on_episode_end(self, reward: float, info: dict) -> None:

@@ -1,0 +1,195 @@
+"""The job layer (agent/jobs.py, agent/checkpoint.py): run folders, the run lock, status,
+checkpoint pointers; and the job lifecycle of in-process `rlprune search` / `resume` calls."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from agent_fixtures import (
+    MODEL_MODULE,
+    TINY_PRUNABLE,
+    copy_run,
+    episodes_done,
+    get_assets,
+    get_fleet,
+    one_torch_thread,
+    read_json,
+    run_main,
+)
+
+from agent import checkpoint
+from agent.jobs import Job, list_jobs, write_json
+from models.errors import UserError
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def jobs():
+    """Jobs a test created; their locks are released afterwards."""
+    made: list[Job] = []
+    yield made
+    for job in made:
+        job.release()
+
+
+def test_create_default_folder_under_runs(workdir, jobs):
+    job = Job.create(None, "m-d-0.5-20260101-000000")
+    jobs.append(job)
+    assert job.path.resolve() == (workdir / "runs" / "m-d-0.5-20260101-000000").resolve()
+    assert (job.path / "checkpoints").is_dir()
+    assert job.is_running()
+    twin = Job.create(None, "m-d-0.5-20260101-000000")  # same second, same settings
+    jobs.append(twin)
+    assert twin.path != job.path and twin.path.parent == job.path.parent
+
+
+def test_create_refuses_a_folder_with_files_and_takes_an_empty_one(workdir, jobs):
+    (workdir / "full").mkdir()
+    (workdir / "full" / "x").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        Job.create(workdir / "full", "id")
+    assert sorted(p.name for p in (workdir / "full").iterdir()) == ["x"]
+    (workdir / "empty").mkdir()
+    jobs.append(Job.create(workdir / "empty", "id"))
+    jobs.append(Job.create(workdir / "new" / "nested", "id"))
+    assert (workdir / "new" / "nested" / "checkpoints").is_dir()
+
+
+def test_create_refuses_a_folder_another_job_is_creating(workdir, jobs):
+    """Only a stale .lock in the folder, but someone holds it: refused."""
+    run = workdir / "contested"
+    run.mkdir()
+    other = Job(run)
+    other.acquire()  # as if another process had just taken it
+    jobs.append(other)
+    with pytest.raises(UserError):
+        Job.create(run, "id")
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+def test_lock_decides_running(workdir, jobs):
+    run = workdir / "r"
+    job = Job.create(run, "id")
+    write_json(run / "config.json", {"model": "m"})
+    job.write_status("running", episodes_done=3)
+    seen_from_elsewhere = Job.open(run)
+    assert seen_from_elsewhere.is_running()
+    assert seen_from_elsewhere.status()["state"] == "running"
+    with pytest.raises(UserError, match="already running"):
+        seen_from_elsewhere.acquire()
+    job.release()
+    assert not seen_from_elsewhere.is_running()
+    status = seen_from_elsewhere.status()
+    assert status["state"] == "interrupted"  # the job died without saying so
+    assert status["episodes_done"] == 3
+    assert read_json(run / "status.json")["state"] == "running"  # status() only reads
+    job.write_status("finished")
+    assert Job.open(run).status()["state"] == "finished"
+
+
+def test_status_without_status_file_is_interrupted(workdir):
+    run = workdir / "r"
+    run.mkdir()
+    write_json(run / "config.json", {})
+    assert Job.open(run).status()["state"] == "interrupted"
+
+
+def test_write_status_fields_and_no_temp_files(workdir, jobs):
+    job = Job.create(workdir / "r", "id")
+    jobs.append(job)
+    job.write_status("running", episodes_done=1, best_reward=0.5)
+    status = read_json(job.path / "status.json")
+    assert status["pid"] == os.getpid()
+    assert {"state", "heartbeat", "episodes_done", "best_reward"} <= set(status)
+    assert sorted(p.name for p in job.path.iterdir()) == [".lock", "checkpoints",
+                                                          "status.json"]
+    with pytest.raises((AssertionError, ValueError)):
+        job.write_status("exploded")
+
+
+def test_open_by_name_under_runs_and_list(workdir):
+    for name, config in (("b", True), ("a", True), ("junk", False)):
+        (workdir / "runs" / name).mkdir(parents=True)
+        if config:
+            write_json(workdir / "runs" / name / "config.json", {})
+    assert Job.open("a").path.name == "a"
+    assert [j.path.name for j in list_jobs()] == ["a", "b"]
+    with pytest.raises(UserError, match="no run"):
+        Job.open("junk")
+
+
+def test_latest_checkpoint_pointer(workdir):
+    folder = workdir / "checkpoints"
+    folder.mkdir()
+    assert checkpoint.latest(folder) is None
+    (folder / "latest").write_text("ep000003\n")
+    assert checkpoint.latest(folder) is None  # points at nothing yet
+    (folder / "ep000003").mkdir()
+    (folder / "ep000003" / "state.pt").write_bytes(b"")
+    assert checkpoint.latest(folder) == folder / "ep000003"
+
+
+# -- in-process commands ------------------------------------------------------------------
+@pytest.fixture
+def inprocess(tmp_path_factory, workdir, monkeypatch):
+    assets = get_assets(tmp_path_factory)
+    monkeypatch.syspath_prepend(str(assets.models))
+    with one_torch_thread():
+        yield assets
+
+
+def test_search_without_run_dir_makes_a_folder_under_runs(inprocess, capsys, workdir):
+    code, out, err = run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make",
+                              "--dataset", "digits", "--checkpoint", str(inprocess.dense),
+                              "--target", "0.5", "--fc-k", "1", "--episodes", "2",
+                              "--warmup", "1", "--finetune-epochs", "0", "--quiet")
+    assert code == 0, err
+    runs = list((workdir / "runs").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.name.startswith(MODEL_MODULE) and "digits" in run.name and "0.5" in run.name
+    assert read_json(run / "status.json")["state"] == "finished"
+    assert read_json(run / "policy.json")["search"]["episodes"] == 2
+    config = read_json(run / "config.json")
+    assert os.path.isabs(config["checkpoint"])  # resume finds the weights from anywhere
+    assert sorted(p.name for p in workdir.iterdir()) == ["runs"]
+
+
+def test_in_process_resume_releases_the_run_lock(tmp_path_factory, inprocess, capsys, workdir):
+    fleet = get_fleet(tmp_path_factory)
+    run = copy_run(fleet.copies / "c", workdir / "c")  # stopped by SIGTERM, checkpointed
+    done = episodes_done(run)
+    code, _, err = run_main(capsys, "resume", str(run), "--episodes", str(done), "--quiet")
+    if code != 0:
+        raise RuntimeError(f"resume failed: {err}")  # not the bug this test is about
+    if json.loads((run / "status.json").read_text())["state"] != "finished":
+        raise RuntimeError("resume did not finish")
+    assert not Job.open(run).is_running()
+
+
+def test_search_seeded_with_the_uniform_policy_plays_it_first(inprocess, capsys, workdir):
+    import torch
+
+    code, _, err = run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make",
+                            "--dataset", "digits", "--checkpoint", str(inprocess.dense),
+                            "--target", "0.5", "--fc-k", "1", "--episodes", "1",
+                            "--warmup", "1", "--seed-policies", "uniform",
+                            "--finetune-epochs", "0", "--quiet", "--run-dir", "r")
+    assert code == 0, err
+    policy = read_json(workdir / "r" / "policy.json")
+    assert policy["search"]["best_episode"] == 1
+    f1 = torch.load(inprocess.dense, weights_only=True)["state_dict"]["f1.weight"].double()
+    fc_pruned = int(((f1 - f1.mean()).abs() < f1.std(unbiased=False)).sum())
+    agent = {la["name"]: la for la in policy["layers"] if la["owner"] == "agent"}
+    agent_total = sum(la["params"] for la in agent.values())
+    agent_goal = round(0.5 * TINY_PRUNABLE) - fc_pruned
+    for layer in agent.values():
+        count = layer["sparsity"] * layer["params"]
+        assert abs(count - agent_goal * layer["params"] / agent_total) <= 2, layer
