@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import truncnorm
+from scipy.special import ndtr, ndtri
 from stable_baselines3.common.noise import ActionNoise
 
 
@@ -31,11 +31,16 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         return self.rng.normal(0.0, self.sigma, size=1)
 
     def around(self, action: np.ndarray) -> np.ndarray:
+        """Inverse-CDF draw from N(action, sigma) truncated to [low, high] (one uniform per
+        value; scipy.stats.truncnorm gives the same law but cost 1.2 ms a call here)."""
         mean = np.clip(np.asarray(action, dtype=np.float64), self.low, self.high)
-        sigma = max(self.sigma, 1e-8)
-        a, b = (self.low - mean) / sigma, (self.high - mean) / sigma
-        sample = truncnorm.rvs(a, b, loc=mean, scale=sigma, random_state=self.rng)
-        return np.asarray(sample, dtype=np.float32).reshape(np.shape(action))
+        sigma = self.sigma
+        if sigma < 1e-8:
+            return mean.astype(np.float32)
+        lo, hi = ndtr((self.low - mean) / sigma), ndtr((self.high - mean) / sigma)
+        u = lo + (hi - lo) * self.rng.random(mean.shape)
+        sample = np.clip(mean + sigma * ndtri(u), self.low, self.high)
+        return sample.astype(np.float32).reshape(np.shape(action))
 
     def reset(self) -> None:
         """Called by SB3 at the end of every episode: one more episode, sigma decays."""
