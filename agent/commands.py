@@ -193,9 +193,10 @@ def _run_search(search, job, config, resume_from=None) -> int:
         job.release()
         raise
     timings["fine-tune"] = time.perf_counter() - start
-    episode_s = search.mean_episode_seconds()
-    if episode_s is not None:
-        timings["one episode (mean)"] = episode_s
+    episodes_run = search.state.episode - search.episodes_at_start
+    if episodes_run:
+        timings["one episode (search ÷ episodes, updates included)"] = (
+            timings["search"] / episodes_run)
     write_report(job.path, policy, search.state.rewards, config.warmup, timings)
     search._write_status("finished", achieved_sparsity=policy["achieved"]["sparsity"])
     job.release()

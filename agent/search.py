@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,10 +112,9 @@ class Search:
         self.state = SearchState()
         self.stop_requested = False
         self._pending_rng: dict | None = None
+        self.episodes_at_start = 0
         self._saved_at: int | None = None  # episode of the last checkpoint written
         self._bar = None
-        self._start = time.perf_counter()
-        self._episode_seconds: list[float] = []
 
     # -- set-up ------------------------------------------------------------------------
     def _new_agent(self) -> AmcDDPG:
@@ -170,6 +168,7 @@ class Search:
         self.job = job
         agent = self._load_agent(resume_from) if resume_from else self._new_agent()
         self.agent = agent
+        self.episodes_at_start = self.state.episode  # after a resume: the checkpoint's
         agent.boundary_hook = self._at_boundary
         agent.demonstrations = self.demonstrations()
         layers = len(self.env.agent_layers)
@@ -202,7 +201,6 @@ class Search:
             return False
         if episode and episode % self.config.checkpoint_every == 0:
             self._save()
-        self._episode_start = time.perf_counter()
         return True
 
     def _save(self) -> None:
@@ -223,7 +221,6 @@ class Search:
         if s.best is None or reward > s.best["reward"]:
             s.best = {"reward": reward, "episode": s.episode, "sparsities": info["sparsities"],
                       "proxy_accuracy": info["proxy_accuracy"]}
-        self._episode_seconds.append(time.perf_counter() - self._episode_start)
         logger = self.agent.logger
         logger.record("search/reward", reward)
         logger.record("search/best_reward", s.best["reward"])
@@ -258,10 +255,6 @@ class Search:
                               target=self.config.target, **extra)
 
     # -- after the search --------------------------------------------------------------
-    def mean_episode_seconds(self) -> float | None:
-        times = self._episode_seconds
-        return sum(times) / len(times) if times else None
-
     def finish(self, on_finetune_epoch=None) -> dict:
         """Apply the best policy, fine-tune, write policy.json and pruned.pt; the policy."""
         c, env, best = self.config, self.env, self.state.best
