@@ -1,0 +1,55 @@
+"""`rlprune bench` on the tiny net: every method runs, baselines land on the target, files."""
+
+import json
+
+import pytest
+from conftest import TINY_INPUT, make_tiny, tiny_split
+
+from agent.bench import METHODS, _speed, run_bench
+from agent.config import SearchConfig
+from agent.search import Dense
+from models.data import Dataset, DataSpec
+
+
+@pytest.fixture
+def dense():
+    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
+                   val=tiny_split(64, 1), test=tiny_split(64, 4))
+    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+
+
+def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_thread):
+    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
+                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+    report = run_bench(dense, base, targets=[0.5], methods=list(METHODS), seeds=1,
+                       out=tmp_path / "out", log=lambda line: None)
+    on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert [r["method"] for r in on_disk["results"]] == list(METHODS)
+    n = 36 + 288 + 1152 + 2048 + 320
+    for row in on_disk["results"]:
+        assert set(row) >= {"method", "target", "seed", "test_accuracy", "sparsity"}
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        if row["method"] != "3sigma-only":  # the rule on every layer decides its own sparsity
+            assert abs(row["sparsity"] - 0.5) <= 0.5 / n, row
+    speed = on_disk["speed"]
+    assert speed["episode_s"] > 0 and speed["proxy_eval_s"] > 0
+    assert speed["overhead_ratio"] == pytest.approx(speed["episode_s"] / speed["proxy_eval_s"])
+    table = (tmp_path / "out" / "bench.md").read_text()
+    assert all(f"| {m} |" in table for m in METHODS)
+    assert (tmp_path / "out" / "bench.png").stat().st_size > 0
+
+
+def test_overhead_ratio_is_wall_time_over_episodes_times_one_evaluation():
+    speed = _speed([{"episodes": 10, "search_s": 15.0, "proxy_eval_s": 1.0},
+                    {"episodes": 30, "search_s": 45.0, "proxy_eval_s": 1.0}])
+    assert speed == {"episode_s": 1.5, "proxy_eval_s": 1.0, "overhead_ratio": 1.5}
+    assert _speed([])["overhead_ratio"] is None
+
+
+def test_unknown_method_is_refused(tmp_path, dense):
+    from models.errors import UserError
+
+    with pytest.raises(UserError, match="unknown method"):
+        run_bench(dense, SearchConfig(), targets=[0.5], methods=["magic"], seeds=1,
+                  out=tmp_path / "o", log=lambda line: None)
