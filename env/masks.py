@@ -52,11 +52,6 @@ class MagnitudePruner:
         live.copy_(self.dense[index])
         live.view(-1)[self.orders[index][:n_pruned]] = 0
 
-    @torch.no_grad()
-    def restore(self) -> None:
-        for live, dense in zip(self.weights, self.dense):
-            live.copy_(dense)
-
 
 def hold_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Register masks with torch's pruning machinery so they hold through fine-tuning.
