@@ -206,13 +206,20 @@ class PruningEnv(gym.Env):
             out[name] = float((~mask).sum()) / mask.numel()
         return out
 
-    def _finish(self, info: dict[str, Any]) -> float:
-        if self.config.bn_recalibration_batches and self.calibration is not None:
+    def proxy_accuracy(self) -> float:
+        """Val accuracy of the working model as it is now masked (BatchNorm statistics
+        re-estimated first if configured, then put back to the dense ones)."""
+        recalibrate = self.config.bn_recalibration_batches and self.calibration is not None
+        if recalibrate:
             recalibrate_bn(self.model, self.calibration, self.config.bn_recalibration_batches,
                            self.config.bn_batch_size, self.np_random)
         acc = self.evaluator.accuracy(self.model)
-        if self.config.bn_recalibration_batches:
-            self.model.load_state_dict(self._bn_state, strict=False)  # back to dense stats
+        if recalibrate:
+            self.model.load_state_dict(self._bn_state, strict=False)
+        return acc
+
+    def _finish(self, info: dict[str, Any]) -> float:
+        acc = self.proxy_accuracy()
         sparsity = self.sparsities()
         costs = nonzero_costs(self.net, sparsity)
         pruned = self.budget.fixed + self._pruned
