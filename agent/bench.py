@@ -76,7 +76,7 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
         search.run(job)
         wall = time.perf_counter() - start
         policy = search.finish()
-        job.write_status("finished", episodes_done=search.state.episode)
+        search.write_status("finished")
         job.release()
         speed.append({"episodes": search.state.episode, "search_s": wall,
                       "proxy_eval_s": eval_s})

@@ -164,42 +164,40 @@ def _pretrain_progress(config):
 
 
 def _run_search(search, job, config, resume_from=None) -> int:
+    """Search, then finish (policy, fine-tune, report); the run's lock is released however
+    this ends, and its status says how."""
+    try:
+        return _search_then_finish(search, job, config, resume_from)
+    except BaseException:
+        search.write_status("interrupted" if search.stop_requested else "failed")
+        raise
+    finally:
+        job.release()
+
+
+def _search_then_finish(search, job, config, resume_from) -> int:
     from agent.report import result_rows, write_report
 
     timings = {}
     start = time.perf_counter()
-    job.write_status("running", episodes_done=search.state.episode, episodes=config.episodes)
-    try:
-        search.run(job, resume_from)
-    except BaseException:
-        job.write_status("failed" if not search.stop_requested else "interrupted",
-                         episodes_done=search.state.episode, episodes=config.episodes)
-        job.release()
-        raise
+    search.run(job, resume_from)
     timings["search"] = time.perf_counter() - start
     if search.stop_requested:
-        search._write_status("interrupted")
-        job.release()
+        search.write_status("interrupted")
         print(f"interrupted after episode {search.state.episode}; continue with: "
               f"rlprune resume {job.path}", file=sys.stderr)
         return 130
     start = time.perf_counter()
     bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
-    try:
-        with bar:
-            policy = search.finish(on_finetune_epoch=on_epoch)
-    except BaseException:
-        job.write_status("failed", episodes_done=search.state.episode, episodes=config.episodes)
-        job.release()
-        raise
+    with bar:
+        policy = search.finish(on_finetune_epoch=on_epoch)
     timings["fine-tune"] = time.perf_counter() - start
     episodes_run = search.state.episode - search.episodes_at_start
     if episodes_run:
         timings["one episode (search ÷ episodes, updates included)"] = (
             timings["search"] / episodes_run)
     write_report(job.path, policy, search.state.rewards, config.warmup, timings)
-    search._write_status("finished", achieved_sparsity=policy["achieved"]["sparsity"])
-    job.release()
+    search.write_status("finished", achieved_sparsity=policy["achieved"]["sparsity"])
     print(f"\nrun {job.path}")
     for key, value in result_rows(policy):
         print(f"  {key:<40}{value}")

@@ -112,6 +112,7 @@ class Search:
         self.state = SearchState()
         self.stop_requested = False
         self._pending_rng: dict | None = None
+        self.job: Job | None = None  # set by run()
         self.episodes_at_start = 0
         self._saved_at: int | None = None  # episode of the last checkpoint written
         self._bar = None
@@ -169,6 +170,7 @@ class Search:
         agent = self._load_agent(resume_from) if resume_from else self._new_agent()
         self.agent = agent
         self.episodes_at_start = self.state.episode  # after a resume: the checkpoint's
+        self.write_status("running")
         agent.boundary_hook = self._at_boundary
         agent.demonstrations = self.demonstrations()
         layers = len(self.env.agent_layers)
@@ -211,7 +213,7 @@ class Search:
         self.agent.replay_buffer.discard_pending()
         checkpoint.save(self.job.checkpoints, self.state.episode, self.agent, state)
         self._saved_at = self.state.episode
-        self._write_status()
+        self.write_status()
 
     def _on_episode_end(self, reward: float, info: dict) -> None:
         s = self.state
@@ -230,7 +232,7 @@ class Search:
         if self._bar is not None:
             self._bar.set_postfix(best=f"{s.best['reward']:.4f}", last=f"{reward:.4f}")
             self._bar.update()
-        self._write_status()
+        self.write_status()
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.stop_requested:  # a second ^C: stop now, keep the last checkpoint
@@ -247,7 +249,9 @@ class Search:
         self._bar = tqdm(total=self.config.episodes, initial=self.state.episode,
                          desc="search", unit="ep", file=sys.stderr, dynamic_ncols=True)
 
-    def _write_status(self, state: str = "running", **extra) -> None:
+    def write_status(self, state: str = "running", **extra) -> None:
+        if self.job is None:  # failed before run() began: there is no run to report on
+            return
         s = self.state
         self.job.write_status(state, episodes_done=s.episode, episodes=self.config.episodes,
                               best_reward=s.best["reward"] if s.best else None,
