@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.config import SearchConfig
 from agent.finalize import prune_and_finetune
 from agent.policy import build_policy
-from agent.search import Dense
 from env.baselines import METHODS
 from env.layers import nonzero_costs
 from env.pruning_env import PruningEnv
 from models.errors import UserError
 from models.registry import arch_fingerprint
+
+if TYPE_CHECKING:  # search.py imports this module
+    from agent.search import Dense
 
 
 def baseline_env(config: SearchConfig, dense: Dense) -> PruningEnv:
@@ -19,11 +23,16 @@ def baseline_env(config: SearchConfig, dense: Dense) -> PruningEnv:
                       calibration=dense.data.train, device=config.device)
 
 
-def baseline_sparsities(method: str, env: PruningEnv) -> dict[str, float]:
+def baseline_counts(method: str, env: PruningEnv) -> list[int]:
+    """Weights the baseline prunes in each of the env's agent layers, on its exact budget."""
     if method not in METHODS:
         raise UserError(f"unknown baseline {method!r}; choose from {', '.join(METHODS)}")
     weights = [layer.module.weight.detach() for layer in env.agent_layers]
-    counts = METHODS[method](weights, env.budget.agent_goal)
+    return METHODS[method](weights, env.budget.agent_goal)
+
+
+def baseline_sparsities(method: str, env: PruningEnv) -> dict[str, float]:
+    counts = baseline_counts(method, env)
     sparsities = {layer.name: 0.0 for layer in env.net.layers}
     for layer, n in zip(env.agent_layers, counts):
         sparsities[layer.name] = n / layer.params

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agent.jobs import write_text_atomic
+
 STATE_FORMAT = "rlprune.search-checkpoint/1"
 KEEP = 2
 
@@ -50,9 +52,7 @@ def save(folder: Path, episode: int, agent, state: dict) -> Path:
     if final.exists():  # re-reached after a resume: same episode, same content
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer = folder / f".latest.tmp{os.getpid()}"
-    pointer.write_text(name + "\n")
-    os.replace(pointer, folder / "latest")
+    write_text_atomic(folder / "latest", name + "\n")
     for old in sorted(p for p in folder.glob("ep*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -23,21 +23,18 @@ def resolve_device(name: str) -> str:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from models.data import load_dataset, spec_of
-    from models.pretrain import DEFAULT_EPOCHS, FALLBACK_EPOCHS, default_checkpoint_path, pretrain
-    from models.registry import build_model
+    from models.data import load_dataset
+    from models.pretrain import default_checkpoint_path, default_epochs, pretrain
 
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
-    spec = spec_of(args.dataset)
-    build_model(args.model, spec.num_classes, spec.in_channels, spec.image_size)  # fail early
+    _validate_names(args.model, args.dataset)
     out = Path(args.out) if args.out else default_checkpoint_path(args.model, args.dataset,
                                                                   args.seed)
-    if out.exists() and not args.force:
-        raise UserError(f"{out} exists; pass --force to overwrite it or --out elsewhere")
+    _refuse_existing(out, args.force)
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, args.download)
-    epochs = args.epochs or DEFAULT_EPOCHS.get(args.model, FALLBACK_EPOCHS)
+    epochs = args.epochs or default_epochs(args.model)
     start = time.perf_counter()
     with tqdm(total=epochs, desc=f"pretrain {args.model}", unit="epoch", file=sys.stderr) as bar:
         def on_epoch(epoch: int, loss: float) -> None:
@@ -216,7 +213,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     dense = load_dense(config, on_pretrain_epoch=_pretrain_progress(config))
     search = Search(config, dense, progress=not args.quiet)
     job = Job.create(args.run_dir, new_job_id(config.model, config.dataset, config.target))
-    config.checkpoint = str(dense.checkpoint.resolve())  # resume must find the same weights
     job.write_config(config.to_json())
     k = search.env.fc.k
     fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
@@ -274,7 +270,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     baseline_env(config, dense)  # refuses an infeasible target before a folder is made
     job = Job.create(args.run_dir, new_job_id(f"{config.model}-{args.method}", config.dataset,
                                               config.target))
-    config.checkpoint = str(dense.checkpoint.resolve())
     job.write_config({**config.to_json(), "method": args.method})
     job.write_status("running", method=args.method)
     start = time.perf_counter()
@@ -318,7 +313,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         checkpoint_every=args.episodes, finetune_epochs=args.finetune_epochs,
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))
-    base.checkpoint = str(dense.checkpoint.resolve())
     report = run_bench(dense, base, targets=args.targets, methods=methods, seeds=args.seeds,
                        out=out, log=lambda line: print(line, file=sys.stderr))
     print((out / "bench.md").read_text(), end="")

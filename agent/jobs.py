@@ -22,11 +22,15 @@ RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary name, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from agent.jobs import write_text_atomic
 from env.layers import Network
 from env.masks import count_for, magnitude_mask, mean_distance_mask
 from models.errors import UserError
@@ -53,9 +53,7 @@ def save_policy(policy: dict, path: str | Path, fmt: str = "json") -> None:
         import yaml
 
         text = yaml.safe_dump(policy, sort_keys=False)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def load_policy(path: str | Path) -> dict:

@@ -16,12 +16,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from agent import checkpoint
+from agent.baseline import baseline_counts
 from agent.config import SearchConfig
 from agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
 from agent.finalize import prune_and_finetune
 from agent.jobs import Job
 from agent.policy import build_policy, save_policy
-from env.baselines import METHODS as BASELINES
 from env.layers import nonzero_costs
 from env.pruning_env import PruningEnv
 from models.data import Dataset, load_dataset
@@ -47,7 +47,10 @@ class Dense:
 
 
 def load_dense(config: SearchConfig, on_pretrain_epoch=None) -> Dense:
-    """Load the dense model from --checkpoint, or the cached pre-trained one (training it once)."""
+    """Load the dense model from --checkpoint, or the cached pre-trained one (training it once).
+
+    `config.checkpoint` is then pinned to the weights' absolute path, so that a saved config
+    (and a resume from it) finds the same file from any working folder."""
     data = load_dataset(config.dataset, config.data_dir, config.download)
     model = model_for(config.model, data)
     path = Path(config.checkpoint) if config.checkpoint else default_checkpoint_path(
@@ -58,6 +61,7 @@ def load_dense(config: SearchConfig, on_pretrain_epoch=None) -> Dense:
         model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
         model = model.cpu()
     model.eval()
+    config.checkpoint = str(path.resolve())
     return Dense(data, model, path, evaluate(model, data.test))
 
 
@@ -155,10 +159,9 @@ class Search:
     def demonstrations(self) -> list[np.ndarray]:
         """The seed policies as actions: each baseline's per-layer sparsity, mapped to [-1, 1]."""
         env, c = self.env, self.config
-        weights = [layer.module.weight.detach() for layer in env.agent_layers]
         demos = []
         for name in c.seed_policies:
-            counts = BASELINES[name](weights, env.budget.agent_goal)
+            counts = baseline_counts(name, env)
             sparsity = np.array(counts) / np.array(env.budget.sizes)
             demos.append(np.clip(2 * (sparsity - c.s_min) / (c.s_max - c.s_min) - 1, -1, 1))
         return demos

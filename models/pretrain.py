@@ -19,6 +19,10 @@ DEFAULT_EPOCHS: dict[str, int] = {"lenet5": 8, "lenet300": 10, "vgg-mini": 8}
 FALLBACK_EPOCHS = 30
 
 
+def default_epochs(model_name: str) -> int:
+    return DEFAULT_EPOCHS.get(model_name, FALLBACK_EPOCHS)
+
+
 def default_checkpoint_path(model_name: str, dataset_name: str, seed: int = 0,
                             root: str | Path = "runs/pretrained") -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model_name}-{dataset_name}-seed{seed}")
@@ -36,8 +40,7 @@ def pretrain(model_name: str, data: Dataset, out: str | Path, *, epochs: int | N
     """Train `model_name` densely on `data`, save it to `out`; returns the model and metadata."""
     torch.manual_seed(seed)
     model = model_for(model_name, data).to(device)
-    config = TrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(model_name, FALLBACK_EPOCHS),
-                         seed=seed)
+    config = TrainConfig(epochs=epochs or default_epochs(model_name), seed=seed)
     start = time.perf_counter()
     train(model, data.train, config, on_epoch)
     seconds = time.perf_counter() - start
