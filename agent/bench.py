@@ -112,8 +112,10 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
                     f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "
                     f"({row['seconds']:.0f}s)")
     report = {"model": base.model, "dataset": base.dataset, "dense_test_accuracy":
-              dense.test_accuracy, "episodes": base.episodes, "finetune_epochs":
-              base.finetune_epochs, "results": results, "speed": _speed(speed)}
+              dense.test_accuracy, "episodes": base.episodes, "warmup": base.warmup,
+              "seed_policies": list(base.seed_policies), "hidden": list(base.hidden),
+              "fc_k": base.fc_k, "finetune_epochs": base.finetune_epochs,
+              "results": results, "speed": _speed(speed)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(bench_table(report))

@@ -52,6 +52,12 @@ def _policies(text: str) -> tuple[str, ...]:
     return names
 
 
+def _add_seed_policies_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed-policies", type=_policies, default=("uniform", "global", "lamp", "erk"),
+                   help="baselines played as the first warm-up episodes, comma-separated "
+                        "(uniform,global,lamp,erk) or none (default: all four)")
+
+
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:
     p.add_argument("--dataset", default=dataset_default,
                    help="mnist5k (embedded), digits (embedded), cifar10, cifar100, "
@@ -116,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
-    p.add_argument("--seed-policies", type=_policies, default=(),
-                   help="baselines played as the first warm-up episodes, comma-separated "
-                        "(uniform,global,lamp,erk) or none (default: none)")
+    _add_seed_policies_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
@@ -137,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
+    _add_seed_policies_arg(p)
     p.add_argument("--fc-k", type=_fc_k, default="auto")
     p.add_argument("--finetune-epochs", type=int, default=3)
     _add_device_arg(p)

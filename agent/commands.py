@@ -310,7 +310,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = SearchConfig(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint,
                         data_dir=args.data_dir, download=args.download, fc_k=args.fc_k,
                         episodes=args.episodes, warmup=args.warmup,
-                        checkpoint_every=args.episodes, finetune_epochs=args.finetune_epochs,
+                        seed_policies=args.seed_policies, checkpoint_every=args.episodes,
+                        finetune_epochs=args.finetune_epochs,
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))
     report = run_bench(dense, base, targets=args.targets, methods=methods, seeds=args.seeds,

@@ -76,7 +76,8 @@ def test_search_config_defaults_are_amc():
     c = SearchConfig()
     assert (c.episodes, c.warmup) == (400, 100)
     assert (c.noise_sigma, c.noise_decay) == (0.5, 0.95)
-    assert tuple(c.hidden) == (300, 300)
+    assert tuple(c.hidden) == (128, 128)  # AMC's 300-300 costs 1.6x per update, no better
+    assert c.seed_policies == ("uniform", "global", "lamp", "erk")
     assert (c.batch_size, c.tau, c.buffer_episodes, c.baseline_decay) == (64, 0.01, 100, 0.95)
 
 
@@ -85,6 +86,10 @@ def test_cli_search_defaults():
 
     args = build_parser().parse_args(["search"])
     assert (args.episodes, args.warmup, args.target) == (400, 100, 0.9)
+    assert args.seed_policies == SearchConfig().seed_policies
+    assert build_parser().parse_args(["search", "--seed-policies", "none"]).seed_policies == ()
+    assert build_parser().parse_args(["bench", "--out", "x", "--seed-policies", "erk"]
+                                     ).seed_policies == ("erk",)
 
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
@@ -113,9 +118,9 @@ def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
     assert agent.replay_buffer.buffer_size == 100 * layers
     assert agent.batch_size == 64
     assert agent.tau == pytest.approx(0.01)
-    assert linear_widths(agent.actor.mu) == [300, 300, 1]
+    assert linear_widths(agent.actor.mu) == [128, 128, 1]
     assert len(agent.critic.q_networks) == 1
-    assert linear_widths(agent.critic.q_networks[0]) == [300, 300, 1]
+    assert linear_widths(agent.critic.q_networks[0]) == [128, 128, 1]
     assert agent.critic.q_networks[0][0].in_features == 12 + 1  # observation + action
     noise = agent.action_noise
     assert isinstance(noise, DecayingTruncatedNormalNoise)
