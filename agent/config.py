@@ -27,6 +27,8 @@ class SearchConfig:
     s_min: float = 0.0
     s_max: float = 0.99
     bn_recalibration_batches: int = 1
+    bn_fixed_batches: bool = True
+    """Recalibrate on the same batches every episode (a deterministic reward)."""
     # -- the agent (AMC defaults) ------------------------------------------------------
     episodes: int = 400
     """Episodes in all, warm-up included."""

@@ -81,7 +81,8 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv) -> dict:
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
             "layers": [[layer.name, layer.params] for layer in env.agent_layers],
             "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
-            "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches]}
+            "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches,
+                       c.bn_fixed_batches]}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Time the two non-evaluation costs of a search step on this machine (docs/benchmarks.md):
-SB3's DDPG update (8 gradient steps, 300-300, batch 64) under a few torch settings, and one
-exploration draw.
+SB3's DDPG update (8 gradient steps at batch 64) for AMC's 300-300 networks and our 128-128
+default, under a few torch settings, and one exploration draw.
 
     python scripts/time_search_parts.py
 """
@@ -28,10 +28,11 @@ class _Dummy(gym.Env):
         return np.zeros(12, np.float32), 0.0, True, False, {}
 
 
-def time_update(threads: int, flush_denormal: bool, foreach: bool, repeats: int = 50) -> float:
+def time_update(hidden: list[int], threads: int, flush_denormal: bool, foreach: bool,
+                repeats: int = 50) -> float:
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
-    kwargs = {"net_arch": [300, 300]}
+    kwargs = {"net_arch": hidden}
     if foreach:
         kwargs["optimizer_kwargs"] = {"foreach": True}
     agent = DDPG("MlpPolicy", _Dummy(), buffer_size=800, learning_starts=0, batch_size=64,
@@ -46,13 +47,16 @@ def time_update(threads: int, flush_denormal: bool, foreach: bool, repeats: int 
 
 def main() -> None:
     default_threads = torch.get_num_threads()
-    print("| threads | flush denormal | foreach Adam | ms per 8 gradient steps |")
-    print("|---:|---|---|---:|")
-    for threads in sorted({1, default_threads}):
-        for flush in (False, True):
-            for foreach in (False, True):
-                ms = 1000 * time_update(threads, flush, foreach)
-                print(f"| {threads} | {flush} | {foreach} | {ms:.1f} |")
+    print("| hidden | threads | flush denormal | foreach Adam | ms per 8 gradient steps |")
+    print("|---|---:|---|---|---:|")
+    for hidden in ([300, 300], [128, 128]):
+        for threads in sorted({1, default_threads}):
+            for flush in (False, True):
+                for foreach in (False, True):
+                    ms = 1000 * time_update(hidden, threads, flush, foreach)
+                    print(f"| {hidden[0]}-{hidden[1]} | {threads} | {flush} | {foreach} | "
+                          f"{ms:.1f} |")
+    torch.set_num_threads(default_threads)
     torch.set_flush_denormal(False)
 
     from scipy.stats import truncnorm

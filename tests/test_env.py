@@ -393,3 +393,19 @@ def test_last_info_carries_the_documented_keys():
     assert set(info["sparsities"]) == set(TINY_WEIGHTS)
     assert set(info["flops"]) == set(info["params"]) == {"dense", "nonzero"}
     assert info["requested"] == pytest.approx(0.495)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_bn_calibration_batches_fixed_or_fresh(tiny_calibration, fixed):
+    """Fixed batches: an allocation scores the same in every episode (the reward is a function
+    of the allocation); fresh batches: the same allocation gets another calibration each time."""
+    env = make_env(target=0.9, fc_k=3.0, bn_recalibration_batches=1, bn_batch_size=8,
+                   bn_fixed_batches=fixed, calibration=tiny_calibration)
+    seen = []
+    env.model.bn.register_forward_hook(
+        lambda m, inputs, out: seen.append(inputs[0].detach().clone()) if m.training else None)
+    rewards = [run_episode(env, [0.5, -0.5, 0.1], seed=None)[-1][1] for _ in range(4)]
+    same_batches = all(torch.equal(seen[0], x) for x in seen[1:])
+    assert len(seen) == 4 and same_batches == fixed
+    if fixed:
+        assert len(set(rewards)) == 1
