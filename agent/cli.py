@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
     _add_seed_policies_arg(p)
+    p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"),
+                   help="for every method but ddpg-only and 3sigma-only (default: 3sigma)")
     p.add_argument("--fc-k", type=_fc_k, default="auto")
     p.add_argument("--finetune-epochs", type=int, default=3)
     _add_device_arg(p)

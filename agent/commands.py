@@ -308,7 +308,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _validate_names(args.model, args.dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     base = SearchConfig(model=args.model, dataset=args.dataset, checkpoint=args.checkpoint,
-                        data_dir=args.data_dir, download=args.download, fc_k=args.fc_k,
+                        data_dir=args.data_dir, download=args.download,
+                        fc_rule=args.fc_rule, fc_k=args.fc_k,
                         episodes=args.episodes, warmup=args.warmup,
                         seed_policies=args.seed_policies, checkpoint_every=args.episodes,
                         finetune_epochs=args.finetune_epochs,

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import TINY_INPUT, make_tiny, tiny_split
 
-from agent.bench import METHODS, _speed, run_bench
+from agent.bench import METHODS, _speed, run_bench, run_one
 from agent.config import SearchConfig
 from agent.search import Dense
 from models.data import Dataset, DataSpec
@@ -53,3 +53,16 @@ def test_unknown_method_is_refused(tmp_path, dense):
     with pytest.raises(UserError, match="unknown method"):
         run_bench(dense, SearchConfig(), targets=[0.5], methods=["magic"], seeds=1,
                   out=tmp_path / "o", log=lambda line: None)
+
+
+def test_fc_rule_agent_gives_baselines_every_layer(tmp_path, dense, one_thread):
+    """`--fc-rule agent`: the baselines allocate over every layer (FC included), like the search
+    that controls every layer, and still land on the target."""
+    config = SearchConfig(model="tiny", dataset="tiny", fc_rule="agent", target=0.7,
+                          finetune_epochs=0)
+    n = 36 + 288 + 1152 + 2048 + 320
+    for method in ("global", "erk"):
+        policy = run_one(method, config, dense, tmp_path / method, [])
+        assert {layer["owner"] for layer in policy["layers"]} == {"agent"}
+        assert policy["fc_rule"]["kind"] == "agent"
+        assert abs(policy["achieved"]["sparsity"] - 0.7) <= 0.5 / n
