@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(no arguments: vgg-mini on mnist5k at 0.9)")
     _add_problem_args(p)
     p.add_argument("--episodes", type=int, default=400)
-    p.add_argument("--warmup", type=int, default=100, help="episodes of random actions")
+    p.add_argument("--warmup", type=int, default=100,
+                   help="warm-up episodes: the seed policies, then random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
     _add_seed_policies_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

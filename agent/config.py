@@ -33,7 +33,8 @@ class SearchConfig:
     episodes: int = 400
     """Episodes in all, warm-up included."""
     warmup: int = 100
-    """Episodes of uniform random actions before the actor acts and learns."""
+    """Warm-up episodes (the seed policies first, then uniform random actions) before the
+    actor acts and learns."""
     noise_sigma: float = 0.5
     noise_decay: float = 0.95
     hidden: tuple[int, ...] = (128, 128)

@@ -89,7 +89,9 @@ class PruningEnv(gym.Env):
     k-sigma masks once (during the search or only afterwards, `fc_during_search`).
 
     Reward: 0 on every step but the last; on the last, the proxy score on the val split:
-    accuracy (`acc`), or `-(1 - acc)·log(non-zero FLOPs or params)`.
+    accuracy (`acc`), or `-(1 - acc)·log(non-zero FLOPs or params)`. BatchNorm statistics are
+    first re-estimated on `bn_recalibration_batches` train batches (the same batches in every
+    episode with `bn_fixed_batches`, so the reward depends on the allocation alone).
 
     Termination: `terminated=True` after the last agent layer; never truncated.
 
