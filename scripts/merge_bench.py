@@ -40,12 +40,13 @@ def main() -> None:
     assert merged is not None
     merged["merged_from"] = [str(p) for p in args.inputs]
     merged["results"] = [row for group in rows.values() for row in group]
-    episodes = {id(r): sum(1 for row in r["results"] if row["method"].startswith("ddpg"))
+    # Every search runs the same number of episodes, so weight each file by its searches.
+    searches = {id(r): sum(1 for row in r["results"] if row["method"].startswith("ddpg"))
                 for r in speeds}
-    total = sum(episodes.values())
+    total = sum(searches.values())
     if total:
-        wall = sum(episodes[id(r)] * r["speed"]["episode_s"] for r in speeds) / total
-        evals = sum(episodes[id(r)] * r["speed"]["proxy_eval_s"] for r in speeds) / total
+        wall = sum(searches[id(r)] * r["speed"]["episode_s"] for r in speeds) / total
+        evals = sum(searches[id(r)] * r["speed"]["proxy_eval_s"] for r in speeds) / total
         merged["speed"] = {"episode_s": wall, "proxy_eval_s": evals, "overhead_ratio":
                            wall / evals}
     else:
