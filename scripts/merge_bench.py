@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agent.bench import bench_table, plot_bench
+from agent.bench import _speed, bench_table, plot_bench
 
 
 def main() -> None:
@@ -40,17 +40,12 @@ def main() -> None:
     assert merged is not None
     merged["merged_from"] = [str(p) for p in args.inputs]
     merged["results"] = [row for group in rows.values() for row in group]
-    # Every search runs the same number of episodes, so weight each file by its searches.
-    searches = {id(r): sum(1 for row in r["results"] if row["method"].startswith("ddpg"))
-                for r in speeds}
-    total = sum(searches.values())
-    if total:
-        wall = sum(searches[id(r)] * r["speed"]["episode_s"] for r in speeds) / total
-        evals = sum(searches[id(r)] * r["speed"]["proxy_eval_s"] for r in speeds) / total
-        merged["speed"] = {"episode_s": wall, "proxy_eval_s": evals, "overhead_ratio":
-                           wall / evals}
-    else:
-        merged["speed"] = {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
+    # Per-file aggregates back into per-search records, so bench's own _speed weighs them.
+    merged["speed"] = _speed([
+        {"episodes": n * r["episodes"], "search_s": n * r["episodes"] * r["speed"]["episode_s"],
+         "proxy_eval_s": r["speed"]["proxy_eval_s"]}
+        for r in speeds
+        if (n := sum(1 for row in r["results"] if row["method"].startswith("ddpg")))])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(merged, indent=2) + "\n")
     (args.out / "bench.md").write_text(bench_table(merged))

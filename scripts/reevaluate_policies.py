@@ -4,7 +4,7 @@ The search reports the proxy (val) accuracy its best episode scored. Scoring the
 allocation again, with 5 other single calibration batches and with 8 batches, shows how much
 of that score was the batch: a search keeps the maximum of hundreds of noisy scores.
 
-    python scripts/reevaluate_policies.py runs/bench2-vgg-mini [--targets 0.9 0.95]
+    python scripts/reevaluate_policies.py runs/bench2-vgg-mini [--targets 0.9 0.95] [--methods ddpg]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bench", type=Path)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.95])
-    parser.add_argument("--methods", default="ddpg,erk,lamp")
+    # Only searches keep run folders with a policy; baselines are not picked by their score.
+    parser.add_argument("--methods", default="ddpg,ddpg-only")
     args = parser.parse_args()
     report = json.loads((args.bench / "bench.json").read_text())
     dense = load_dense(SearchConfig(model=report["model"], dataset=report["dataset"]))
