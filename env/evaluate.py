@@ -15,14 +15,20 @@ class ProxyEvaluator:
         self.y = val.y.to(device)
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def accuracy(self, model: nn.Module) -> float:
+        return self.score(model)[0]
+
+    @torch.inference_mode()
+    def score(self, model: nn.Module) -> tuple[float, float]:
+        """Top-1 accuracy and mean cross-entropy on the val split, from the same forward pass."""
         model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.y.device)
+        loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
         for i in range(0, len(self.y), self.batch_size):
-            logits = model(self.x[i:i + self.batch_size])
-            correct += (logits.argmax(1) == self.y[i:i + self.batch_size]).sum()
-        return correct.item() / len(self.y)
+            logits, y = model(self.x[i:i + self.batch_size]), self.y[i:i + self.batch_size]
+            correct += (logits.argmax(1) == y).sum()
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        return correct.item() / len(self.y), loss.item() / len(self.y)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from models.errors import UserError
 
 REWARDS = ("acc", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
+ACTION_MAPPINGS = ("absolute", "feasible")
 N_FEATURES = 12
 CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
 
@@ -42,6 +43,9 @@ class EnvConfig:
     """Whether the FC masks are in place while the agent searches (else applied afterwards)."""
     s_min: float = 0.0
     s_max: float = 0.99
+    action_mapping: str = "absolute"
+    """`absolute`: the action maps onto [s_min, s_max] and the budget clamp then cuts it (AMC);
+    `feasible`: it maps onto the range the budget leaves this layer, so no action is cut."""
     reward: str = "acc"
     """`acc`, `-err*log(flops)` or `-err*log(params)`, on the val split."""
     bn_recalibration_batches: int = 1
@@ -64,6 +68,9 @@ class EnvConfig:
             raise UserError(f"fc rule must be one of {', '.join(FC_RULES)}, got {self.fc_rule!r}")
         if self.reward not in REWARDS:
             raise UserError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        if self.action_mapping not in ACTION_MAPPINGS:
+            raise UserError(f"action mapping must be one of {', '.join(ACTION_MAPPINGS)}, "
+                            f"got {self.action_mapping!r}")
         if not 0.0 <= self.s_min < self.s_max <= 1.0:
             raise UserError(f"need 0 <= s_min < s_max <= 1, got {self.s_min}, {self.s_max}")
 
@@ -80,9 +87,11 @@ class PruningEnv(gym.Env):
     pruned so far / N), rest (weights in later agent layers / N) and the previous layer's
     sparsity.
 
-    Action: `Box(-1, 1, (1,), float32)`, mapped linearly onto a sparsity in [s_min, s_max].
-    The sparsity is then clamped from both sides (see `env.budget`) so that the episode ends
-    with exactly round(target·N) weights pruned in scope, whatever the actions were.
+    Action: `Box(-1, 1, (1,), float32)`. With `action_mapping="absolute"` (AMC) it maps
+    linearly onto a sparsity in [s_min, s_max], which is then clamped from both sides (see
+    `env.budget`); with `"feasible"` it maps linearly onto the range of weights the budget
+    leaves this layer, so every action is applied as asked. Either way the episode ends with
+    exactly round(target·N) weights pruned in scope, whatever the actions were.
 
     Pruning: magnitude masks; each layer's |w| order is sorted once and `dense * mask` is
     written into the working copy of the model in place. Layers owned by the FC rule get their
@@ -95,9 +104,10 @@ class PruningEnv(gym.Env):
 
     Termination: `terminated=True` after the last agent layer; never truncated.
 
-    Info: each step has `layer`, `sparsity` (applied) and `requested` (before the clamp); the
-    last step adds `sparsities` (every prunable layer), `achieved_sparsity`, `pruned`,
-    `proxy_accuracy`, `reward`, `params` and `flops` (dense and non-zero).
+    Info: each step has `layer`, `sparsity` (applied), `requested` (before the clamp) and
+    `applied_action` (the action that asks for exactly what was applied); the last step adds
+    `sparsities` (every prunable layer), `achieved_sparsity`, `pruned`, `proxy_accuracy`,
+    `proxy_loss` (val cross-entropy), `reward`, `params` and `flops` (dense and non-zero).
 
     The model passed in is copied once; it is never modified.
     """
@@ -175,8 +185,33 @@ class PruningEnv(gym.Env):
         return np.concatenate([self._static[t], np.asarray(dynamic, np.float32)]).clip(0, 1)
 
     def action_to_sparsity(self, action: np.ndarray | float) -> float:
-        a = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1.0, 1.0))
-        return self.config.s_min + (a + 1.0) / 2.0 * (self.config.s_max - self.config.s_min)
+        """The `absolute` mapping: [-1, 1] linearly onto [s_min, s_max]."""
+        a = _unit(action)
+        return self.config.s_min + a * (self.config.s_max - self.config.s_min)
+
+    def _prune_count(self, t: int, action) -> tuple[int, float, float]:
+        """Weights layer t prunes for `action`, the sparsity the action asked for, and the
+        action that asks for exactly the applied count (what the agent learns from)."""
+        lo, hi = self.budget.bounds(t, self._pruned)
+        size = self.budget.sizes[t]
+        if self.config.action_mapping == "feasible":
+            n = lo + int(round(_unit(action) * (hi - lo)))
+            applied = 2.0 * (n - lo) / (hi - lo) - 1.0 if hi > lo else _unit(action) * 2 - 1
+            return n, n / size, applied
+        requested = self.action_to_sparsity(action)
+        n = self.budget.clamp(t, self._pruned, requested)
+        span = self.config.s_max - self.config.s_min
+        applied = float(np.clip(2.0 * (n / size - self.config.s_min) / span - 1.0, -1.0, 1.0))
+        return n, requested, applied
+
+    def action_for(self, t: int, pruned: int, count: int) -> float:
+        """The action that makes layer t prune `count` weights after `pruned` (inverse map)."""
+        if self.config.action_mapping == "feasible":
+            lo, hi = self.budget.bounds(t, pruned)
+            return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
+        span = self.config.s_max - self.config.s_min
+        sparsity = count / self.budget.sizes[t]
+        return float(np.clip(2.0 * (sparsity - self.config.s_min) / span - 1.0, -1.0, 1.0))
 
     # -- episode ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -189,15 +224,14 @@ class PruningEnv(gym.Env):
         if self._t >= len(self.agent_layers):
             raise RuntimeError("episode is over; call reset()")
         t = self._t
-        requested = self.action_to_sparsity(action)
-        n = self.budget.clamp(t, self._pruned, requested)
+        n, requested, applied = self._prune_count(t, action)
         self.pruner.apply(t, n)
         self._counts.append(n)
         self._pruned += n
         self._prev = n / self.budget.sizes[t]
         self._t += 1
         info: dict[str, Any] = {"layer": self.agent_layers[t].name, "sparsity": self._prev,
-                                "requested": requested}
+                                "requested": requested, "applied_action": applied}
         terminated = self._t == len(self.agent_layers)
         reward = 0.0
         if terminated:
@@ -214,25 +248,29 @@ class PruningEnv(gym.Env):
         return out
 
     def proxy_accuracy(self) -> float:
-        """Val accuracy of the working model as it is now masked (BatchNorm statistics
-        re-estimated first if configured, then put back to the dense ones)."""
+        """Val accuracy of the working model as it is now masked (see `proxy_score`)."""
+        return self.proxy_score()[0]
+
+    def proxy_score(self) -> tuple[float, float]:
+        """Val accuracy and cross-entropy of the working model as it is now masked (BatchNorm
+        statistics re-estimated first if configured, then put back to the dense ones)."""
         recalibrate = self.config.bn_recalibration_batches and self.calibration is not None
         if recalibrate:
             rng = (np.random.default_rng(CALIBRATION_SEED) if self.config.bn_fixed_batches
                    else self.np_random)
             recalibrate_bn(self.model, self.calibration, self.config.bn_recalibration_batches,
                            self.config.bn_batch_size, rng)
-        acc = self.evaluator.accuracy(self.model)
+        score = self.evaluator.score(self.model)
         if recalibrate:
             self.model.load_state_dict(self._bn_state, strict=False)
-        return acc
+        return score
 
     def _finish(self, info: dict[str, Any]) -> float:
-        acc = self.proxy_accuracy()
+        acc, loss = self.proxy_score()
         sparsity = self.sparsities()
         costs = nonzero_costs(self.net, sparsity)
         pruned = self.budget.fixed + self._pruned
-        info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc,
+        info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc, proxy_loss=loss,
                     achieved_sparsity=pruned / self.budget.total, **costs)
         if self.config.reward == "acc":
             reward = acc
@@ -241,3 +279,8 @@ class PruningEnv(gym.Env):
             reward = -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))
         info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
         return reward
+
+
+def _unit(action) -> float:
+    """An action in [-1, 1] (clipped) as a fraction in [0, 1]."""
+    return (float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1)) + 1) / 2

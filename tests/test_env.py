@@ -348,13 +348,13 @@ def test_bn_recalibration_scores_with_fresh_stats_then_restores(tiny_calibration
     seen, scored = [], []
     bn.register_forward_hook(lambda m, inputs, out: seen.append(
         (m.training, m.momentum, inputs[0].detach().clone())))
-    score = env.evaluator.accuracy
+    score = env.evaluator.score
 
     def spy(model):
         scored.append({k: v.clone() for k, v in model.bn.state_dict().items()})
         return score(model)
 
-    env.evaluator.accuracy = spy
+    env.evaluator.score = spy
     *_, reward, _, _, info = run_episode(env, [0.5, -0.5, 0.1])[-1]
 
     calibration_calls = [s for s in seen if s[0]]
