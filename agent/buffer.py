@@ -15,28 +15,20 @@ class EpisodeRewardReplayBuffer(ReplayBuffer):
 
     The baseline starts at the first episode's reward and then moves by
     `(1 − baseline_decay) · (reward − baseline)` after each episode.
-
-    With `learn_applied_action`, a transition keeps the action the environment applied after
-    its budget clamp (`info["applied_action"]`) instead of the one the agent asked for, so the
-    critic learns what was done, not what was asked.
     """
 
-    def __init__(self, *args: Any, baseline_decay: float = 0.95,
-                 learn_applied_action: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, baseline_decay: float = 0.95, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.n_envs != 1:
             raise ValueError("EpisodeRewardReplayBuffer supports a single environment")
         self.baseline_decay = baseline_decay
-        self.learn_applied_action = learn_applied_action
         self.baseline: float | None = None
         self._pending: list[tuple] = []
 
     def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray,
             reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        action = np.array(action)
-        if self.learn_applied_action and "applied_action" in infos[0]:
-            action = np.full_like(action, infos[0]["applied_action"])
-        self._pending.append((np.array(obs), np.array(next_obs), action, np.array(done), infos))
+        self._pending.append((np.array(obs), np.array(next_obs), np.array(action),
+                              np.array(done), infos))
         if not bool(np.asarray(done).any()):
             return
         # The env reports its exact reward in info; SB3's vectorised path passes float32.

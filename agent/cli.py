@@ -52,10 +52,13 @@ def _policies(text: str) -> tuple[str, ...]:
     return names
 
 
-def _add_seed_policies_arg(p: argparse.ArgumentParser) -> None:
+def _add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-policies", type=_policies, default=("uniform", "global", "lamp", "erk"),
                    help="baselines played as the first warm-up episodes, comma-separated "
                         "(uniform,global,lamp,erk) or none (default: all four)")
+    p.add_argument("--action-mapping", default="feasible", choices=("feasible", "absolute"),
+                   help="feasible: an action spans what the budget leaves the layer; absolute: "
+                        "[s_min, s_max], then clamped, as AMC (default: feasible)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=100,
                    help="warm-up episodes: the seed policies, then random actions")
     p.add_argument("--checkpoint-every", type=int, default=25, metavar="EPISODES")
-    _add_seed_policies_arg(p)
+    _add_agent_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
-    _add_seed_policies_arg(p)
+    _add_agent_args(p)
     p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"),
                    help="for every method but ddpg-only and 3sigma-only (default: 3sigma)")
     p.add_argument("--fc-k", type=_fc_k, default="auto")

@@ -107,6 +107,7 @@ def _search_config(args: argparse.Namespace):
         warmup=getattr(args, "warmup", defaults.warmup),
         checkpoint_every=getattr(args, "checkpoint_every", defaults.checkpoint_every),
         seed_policies=getattr(args, "seed_policies", defaults.seed_policies),
+        action_mapping=getattr(args, "action_mapping", defaults.action_mapping),
         finetune_epochs=args.finetune_epochs, seed=args.seed,
         device=resolve_device(args.device))
 
@@ -311,7 +312,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         data_dir=args.data_dir, download=args.download,
                         fc_rule=args.fc_rule, fc_k=args.fc_k,
                         episodes=args.episodes, warmup=args.warmup,
-                        seed_policies=args.seed_policies, checkpoint_every=args.episodes,
+                        seed_policies=args.seed_policies, action_mapping=args.action_mapping,
+                        checkpoint_every=args.episodes,
                         finetune_epochs=args.finetune_epochs,
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))

@@ -26,9 +26,12 @@ class SearchConfig:
     reward: str = "acc"
     s_min: float = 0.0
     s_max: float = 0.99
-    action_mapping: str = "absolute"
-    """`absolute` (AMC): onto [s_min, s_max], then cut by the budget clamp; `feasible`: onto
-    the range the budget leaves the layer."""
+    action_mapping: str = "feasible"
+    """`feasible`: an action maps onto the range of weights the budget leaves its layer;
+    `absolute` (AMC): onto [s_min, s_max], then cut by the budget clamp. On LeNet-5 pruned
+    every layer, absolute actions were mostly cut (FC1 holds 93% of the weights, so its
+    window is [0.95, 0.99] of [0, 0.99]) and the actor collapsed to 51% proxy accuracy; with
+    feasible actions it kept improving on its seed policies (docs/benchmarks.md)."""
     bn_recalibration_batches: int = 1
     bn_fixed_batches: bool = True
     """Recalibrate on the same batches every episode (a deterministic reward)."""
@@ -48,8 +51,6 @@ class SearchConfig:
     learning_rate: float = 1e-3
     buffer_episodes: int = 100
     baseline_decay: float = 0.95
-    learn_applied_action: bool = False
-    """Store the action the budget clamp applied, not the one the actor asked for."""
     seed_policies: tuple[str, ...] = ("uniform", "global", "lamp", "erk")
     """Baseline allocations played as the first warm-up episodes, so the search starts from
     them (and its best policy is at least their best on the proxy); () for pure random

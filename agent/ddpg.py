@@ -64,8 +64,7 @@ class AmcDDPG(DDPG):
 def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
                sigma0: float, sigma_decay: float, hidden: tuple[int, ...], batch_size: int,
                tau: float, learning_rate: float, baseline_decay: float, seed: int,
-               device: str, tensorboard_log: str | None,
-               learn_applied_action: bool = False) -> AmcDDPG:
+               device: str, tensorboard_log: str | None) -> AmcDDPG:
     noise = DecayingTruncatedNormalNoise(sigma0, sigma_decay, warmup_episodes, seed=seed)
     return AmcDDPG(
         "MlpPolicy", env,
@@ -77,8 +76,7 @@ def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
         train_freq=(1, "episode"), gradient_steps=-1,  # one update per step, after the episode
         action_noise=noise,
         replay_buffer_class=EpisodeRewardReplayBuffer,
-        replay_buffer_kwargs={"baseline_decay": baseline_decay,
-                              "learn_applied_action": learn_applied_action},
+        replay_buffer_kwargs={"baseline_decay": baseline_decay},
         policy_kwargs={"net_arch": list(hidden)},
         tensorboard_log=tensorboard_log, seed=seed, device=device, verbose=0,
     )

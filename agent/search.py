@@ -140,8 +140,7 @@ class Search:
                           buffer_episodes=c.buffer_episodes, sigma0=c.noise_sigma,
                           sigma_decay=c.noise_decay, hidden=c.hidden, batch_size=c.batch_size,
                           tau=c.tau, learning_rate=c.learning_rate,
-                          baseline_decay=c.baseline_decay,
-                          learn_applied_action=c.learn_applied_action, seed=c.seed, device="cpu",
+                          baseline_decay=c.baseline_decay, seed=c.seed, device="cpu",
                           tensorboard_log=str(self.job.path / "tb"))
 
     def check_resumable(self, path: Path) -> dict:

@@ -43,9 +43,9 @@ class EnvConfig:
     """Whether the FC masks are in place while the agent searches (else applied afterwards)."""
     s_min: float = 0.0
     s_max: float = 0.99
-    action_mapping: str = "absolute"
-    """`absolute`: the action maps onto [s_min, s_max] and the budget clamp then cuts it (AMC);
-    `feasible`: it maps onto the range the budget leaves this layer, so no action is cut."""
+    action_mapping: str = "feasible"
+    """`feasible`: the action maps onto the range the budget leaves this layer, so no action is
+    cut; `absolute`: onto [s_min, s_max], then the budget clamp cuts it (AMC)."""
     reward: str = "acc"
     """`acc`, `-err*log(flops)` or `-err*log(params)`, on the val split."""
     bn_recalibration_batches: int = 1
@@ -104,10 +104,11 @@ class PruningEnv(gym.Env):
 
     Termination: `terminated=True` after the last agent layer; never truncated.
 
-    Info: each step has `layer`, `sparsity` (applied), `requested` (before the clamp) and
-    `applied_action` (the action that asks for exactly what was applied); the last step adds
-    `sparsities` (every prunable layer), `achieved_sparsity`, `pruned`, `proxy_accuracy`,
-    `proxy_loss` (val cross-entropy), `reward`, `params` and `flops` (dense and non-zero).
+    Info: each step has `layer`, `sparsity` (applied) and `requested` (asked for, before the
+    clamp); the last step adds `sparsities` (every prunable layer), `achieved_sparsity`,
+    `pruned`, `proxy_accuracy`, `proxy_loss` (val cross-entropy), `reward`, `params` and
+    `flops` (dense and non-zero). A search keeps the episode with the highest reward, and of
+    equal rewards the one with the lowest `proxy_loss`.
 
     The model passed in is copied once; it is never modified.
     """
@@ -189,20 +190,14 @@ class PruningEnv(gym.Env):
         a = _unit(action)
         return self.config.s_min + a * (self.config.s_max - self.config.s_min)
 
-    def _prune_count(self, t: int, action) -> tuple[int, float, float]:
-        """Weights layer t prunes for `action`, the sparsity the action asked for, and the
-        action that asks for exactly the applied count (what the agent learns from)."""
-        lo, hi = self.budget.bounds(t, self._pruned)
-        size = self.budget.sizes[t]
+    def _prune_count(self, t: int, action) -> tuple[int, float]:
+        """Weights layer t prunes for `action`, and the sparsity the action asked for."""
         if self.config.action_mapping == "feasible":
+            lo, hi = self.budget.bounds(t, self._pruned)
             n = lo + int(round(_unit(action) * (hi - lo)))
-            applied = 2.0 * (n - lo) / (hi - lo) - 1.0 if hi > lo else _unit(action) * 2 - 1
-            return n, n / size, applied
+            return n, n / self.budget.sizes[t]
         requested = self.action_to_sparsity(action)
-        n = self.budget.clamp(t, self._pruned, requested)
-        span = self.config.s_max - self.config.s_min
-        applied = float(np.clip(2.0 * (n / size - self.config.s_min) / span - 1.0, -1.0, 1.0))
-        return n, requested, applied
+        return self.budget.clamp(t, self._pruned, requested), requested
 
     def action_for(self, t: int, pruned: int, count: int) -> float:
         """The action that makes layer t prune `count` weights after `pruned` (inverse map)."""
@@ -224,14 +219,14 @@ class PruningEnv(gym.Env):
         if self._t >= len(self.agent_layers):
             raise RuntimeError("episode is over; call reset()")
         t = self._t
-        n, requested, applied = self._prune_count(t, action)
+        n, requested = self._prune_count(t, action)
         self.pruner.apply(t, n)
         self._counts.append(n)
         self._pruned += n
         self._prev = n / self.budget.sizes[t]
         self._t += 1
         info: dict[str, Any] = {"layer": self.agent_layers[t].name, "sparsity": self._prev,
-                                "requested": requested, "applied_action": applied}
+                                "requested": requested}
         terminated = self._t == len(self.agent_layers)
         reward = 0.0
         if terminated:

@@ -178,6 +178,55 @@ def test_action_maps_linearly_onto_sparsity_range():
     assert env.action_to_sparsity(np.array([7.0])) == pytest.approx(0.8)
 
 
+def test_feasible_mapping_spans_what_the_budget_leaves_by_hand():
+    """Target 0.5 over the conv layers only (scope agent, no FC rule): goal 738 of 1,476.
+    Layer c1 (36) may prune [738 - 0.99*(288+1152), 738] ∩ [0, 36] = [0, 36]; after 36, c2
+    (288) may prune [702 - round(0.99*1152), 702] ∩ [0, 285] = [0, 285]; c3 takes the rest."""
+    def first_two(a1, a2):
+        env = make_env(target=0.5, fc_rule="none", scope="agent", action_mapping="feasible")
+        infos = [info for *_, info in run_episode(env, [a1, a2, 0.0])[1:]]
+        return [round(i["sparsity"] * w) for i, w in zip(infos, TINY_CONV.values())], infos
+
+    counts, infos = first_two(1.0, -1.0)
+    assert counts == [36, 0, 702]
+    assert [i["requested"] for i in infos] == [i["sparsity"] for i in infos]
+    counts, _ = first_two(1.0, 1.0)
+    assert counts == [36, 285, 417]
+    counts, _ = first_two(-1.0, 0.0)  # c2 then may prune [738 - 1140, 285] -> [0, 285]
+    assert counts == [0, round(0.5 * 285), 738 - round(0.5 * 285)]
+
+
+def test_absolute_mapping_is_cut_by_the_clamp_by_hand():
+    """Target 0.9 of the conv layers (goal 1,328 of 1,476). c1 asks for 0 and may
+    (1328 - 285 - 1140 < 0); c2 asks for 0 but must prune at least 1328 - 1140 = 188; c3 must
+    then prune 1,140 whatever it asks."""
+    env = make_env(target=0.9, fc_rule="none", scope="agent", action_mapping="absolute")
+    infos = [info for *_, info in run_episode(env, [-1.0, -1.0, -1.0])[1:]]
+    assert [round(i["sparsity"] * w) for i, w in zip(infos, TINY_CONV.values())] == [0, 188, 1140]
+    assert [i["requested"] for i in infos] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("mapping", ["absolute", "feasible"])
+def test_action_for_inverts_the_mapping(mapping):
+    env = make_env(target=0.7, fc_k=2.0, action_mapping=mapping)
+    wanted = [30, 200]  # c1, c2; c3 closes the budget
+    pruned, actions = 0, []
+    for t, n in enumerate(wanted):
+        actions.append(env.action_for(t, pruned, n))
+        pruned += n
+    *_, info = run_episode(env, [*actions, 0.0])[-1]
+    assert [round(info["sparsities"][name] * TINY_CONV[name]) for name in ("c1", "c2")] == wanted
+
+
+def test_proxy_loss_is_the_val_cross_entropy():
+    env = make_env(target=0.6, fc_k=2.0)
+    *_, info = run_episode(env, [0.2, 0.2, 0.2])[-1]
+    with torch.no_grad():
+        logits = env.model(VAL.x)
+    assert info["proxy_loss"] == pytest.approx(
+        nn.functional.cross_entropy(logits, VAL.y).item(), rel=1e-5)
+
+
 # -- episodes always land on the target (property) ----------------------------------------------
 SPARSITY_RANGES = [(0.0, 0.99), (0.0, 1.0), (0.2, 0.8)]
 
@@ -192,6 +241,7 @@ def episodes(draw):
         fc_rule=fc_rule,
         fc_k=draw(st.sampled_from([1.0, 2.0, 3.0])),
         fc_during_search=draw(st.booleans()),
+        action_mapping=draw(st.sampled_from(["absolute", "feasible"])),
         target=draw(st.floats(0.01, 0.99)),
         sparsity_range=draw(st.sampled_from(SPARSITY_RANGES)),
         actions=draw(st.lists(action, min_size=n_agent, max_size=n_agent)),
@@ -215,7 +265,8 @@ def test_every_episode_lands_exactly_on_target(case):
     feasible = fewest <= goal - f_scope <= most
 
     config = dict(target=target, scope=scope, fc_rule=fc_rule, fc_k=k, s_min=s_min,
-                  s_max=s_max, fc_during_search=case["fc_during_search"])
+                  s_max=s_max, fc_during_search=case["fc_during_search"],
+                  action_mapping=case["action_mapping"])
     event(f"feasible={feasible}, fc_rule={fc_rule}, scope={scope}")
     if not feasible:
         with pytest.raises(UserError):
@@ -237,6 +288,8 @@ def test_every_episode_lands_exactly_on_target(case):
         assert step["layer"] == name
         assert counts[name] == round(step["sparsity"] * w)
         assert round(s_min * w) <= counts[name] <= round(s_max * w)
+        if case["action_mapping"] == "feasible":  # nothing is cut: applied as asked
+            assert step["requested"] == step["sparsity"]
     for name, n in fc_pruned.items():
         assert zeros(getattr(env.model, name)) == (n if case["fc_during_search"] else 0)
     for name in set(TINY_FC) - set(agent) - set(fc_pruned):
@@ -386,9 +439,10 @@ def test_bn_recalibration_without_calibration_data_scores_dense_stats():
 
 
 def test_last_info_carries_the_documented_keys():
-    *_, info = run_episode(make_env(target=0.9, fc_k=2.0), [0.0, 0.0, 0.0])[-1]
+    env = make_env(target=0.9, fc_k=2.0, action_mapping="absolute")
+    *_, info = run_episode(env, [0.0, 0.0, 0.0])[-1]
     for key in ("layer", "sparsity", "requested", "sparsities", "achieved_sparsity", "pruned",
-                "proxy_accuracy"):
+                "proxy_accuracy", "proxy_loss", "reward", "params", "flops"):
         assert key in info
     assert set(info["sparsities"]) == set(TINY_WEIGHTS)
     assert set(info["flops"]) == set(info["params"]) == {"dense", "nonzero"}

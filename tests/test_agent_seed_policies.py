@@ -1,0 +1,69 @@
+"""The search's start (seed policies) and its final pick (ties broken by val loss)."""
+
+import dataclasses
+
+import pytest
+from conftest import TINY_INPUT, make_tiny, tiny_split
+
+from agent.baseline import baseline_sparsities
+from agent.config import SearchConfig
+from agent.jobs import Job
+from agent.search import Dense, Search, _better
+from models.data import Dataset, DataSpec
+
+
+@pytest.fixture
+def dense():
+    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
+                   val=tiny_split(64, 1), test=tiny_split(64, 4))
+    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+
+
+@pytest.mark.parametrize("mapping", ["absolute", "feasible"])
+@pytest.mark.parametrize("fc_rule", ["3sigma", "agent"])
+def test_seed_policies_are_played_exactly_first(tmp_path, dense, one_thread, mapping, fc_rule):
+    names = ("uniform", "global", "lamp", "erk")
+    config = SearchConfig(model="tiny", dataset="tiny", fc_rule=fc_rule, fc_k=1.0, target=0.6,
+                          action_mapping=mapping, episodes=5, warmup=5, checkpoint_every=5,
+                          hidden=(16, 16), batch_size=4, seed_policies=names)
+    search = Search(config, dense, progress=False)
+    played = []
+    record = search._on_episode_end
+    search._on_episode_end = lambda r, info: (played.append(info["sparsities"]), record(r, info))
+    search.run(Job.create(tmp_path / "run", "run"))
+    assert len(played) == 5
+    for name, sparsities in zip(names, played):
+        expected = baseline_sparsities(name, Search(config, dense, progress=False).env)
+        assert sparsities == pytest.approx(expected, abs=1e-12), name
+    assert played[4] != pytest.approx(played[0])  # then random warm-up
+
+
+def test_equal_rewards_are_broken_by_the_lower_val_loss():
+    best = {"reward": 0.95, "proxy_loss": 0.40}
+    assert _better(0.95, 0.35, best)
+    assert not _better(0.95, 0.45, best)
+    assert not _better(0.95, 0.40, best)  # a full tie keeps the earlier episode
+    assert _better(0.96, 9.0, best) and not _better(0.94, 0.0, best)
+    assert _better(0.95, 1.0, {"reward": 0.95})  # a best saved before losses were kept
+
+
+def test_search_keeps_the_best_reward_then_lowest_loss(tmp_path, dense, one_thread):
+    config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=12,
+                          warmup=12, checkpoint_every=12, hidden=(16, 16), batch_size=4)
+    search = Search(config, dense, progress=False)
+    seen = []
+    record = search._on_episode_end
+    search._on_episode_end = lambda r, info: (seen.append((r, info["proxy_loss"])),
+                                              record(r, info))
+    search.run(Job.create(tmp_path / "run", "run"))
+    top = max(r for r, _ in seen)
+    loss = min(loss for r, loss in seen if r == top)
+    best = search.state.best
+    assert (best["reward"], best["proxy_loss"]) == (top, loss)
+    assert seen[best["episode"] - 1] == (top, loss)
+
+
+def test_dataclass_fields_reach_the_env():
+    config = SearchConfig(action_mapping="feasible")
+    assert config.env_config().action_mapping == "feasible"
+    assert dataclasses.asdict(config)["action_mapping"] == "feasible"
