@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,8 +74,16 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
         job = Job.create(run_dir, run_dir.name)
         job.write_config(config.to_json())
         start = time.perf_counter()
-        search.run(job)
+        try:
+            search.run(job)
+        except BaseException:
+            job.release()
+            raise
         wall = time.perf_counter() - start
+        if search.stop_requested:  # SIGINT/SIGTERM: the whole bench stops, not one search
+            search.write_status("interrupted")
+            job.release()
+            raise KeyboardInterrupt
         policy = search.finish()
         search.write_status("finished")
         job.release()
@@ -94,6 +103,30 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
         raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from "
                         f"{', '.join(METHODS)}")
     results, speed = [], []
+    # SIGTERM between searches stops the bench like ^C (a search handles both itself: it
+    # stops after its episode, and then the bench stops too).
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        _run_all(dense, base, targets, methods, seeds, out, log, results, speed)
+    except KeyboardInterrupt:
+        if results:
+            _write(_report(base, dense, results, speed, interrupted=True), out)
+            log(f"interrupted: the {len(results)} finished rows are in {out / 'bench.json'}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report = _report(base, dense, results, speed)
+    _write(report, out)
+    return report
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: list[str],
+             seeds: int, out: Path, log: Callable[[str], None], results: list[dict],
+             speed: list[dict]) -> None:
     for target in targets:
         for method in methods:
             for seed in range(seeds):
@@ -111,16 +144,26 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
                 log(f"{method:<12} target {target:g} seed {seed}: test "
                     f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "
                     f"({row['seconds']:.0f}s)")
+
+
+def _report(base: SearchConfig, dense: Dense, results: list[dict], speed: list[dict],
+            interrupted: bool = False) -> dict:
     report = {"model": base.model, "dataset": base.dataset, "dense_test_accuracy":
               dense.test_accuracy, "episodes": base.episodes, "warmup": base.warmup,
               "seed_policies": list(base.seed_policies), "hidden": list(base.hidden),
-              "fc_k": base.fc_k, "finetune_epochs": base.finetune_epochs,
-              "results": results, "speed": _speed(speed)}
+              "action_mapping": base.action_mapping, "fc_k": base.fc_k,
+              "finetune_epochs": base.finetune_epochs, "results": results,
+              "speed": _speed(speed)}
+    if interrupted:
+        report["interrupted"] = True
+    return report
+
+
+def _write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(bench_table(report))
     plot_bench(report, out / "bench.png")
-    return report
 
 
 def _speed(speed: list[dict]) -> dict:

@@ -66,3 +66,31 @@ def test_fc_rule_agent_gives_baselines_every_layer(tmp_path, dense, one_thread):
         assert {layer["owner"] for layer in policy["layers"]} == {"agent"}
         assert policy["fc_rule"]["kind"] == "agent"
         assert abs(policy["achieved"]["sparsity"] - 0.7) <= 0.5 / n
+
+
+def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, dense,
+                                                                      one_thread, monkeypatch):
+    """^C or SIGTERM during a search stops that search after its episode (it keeps a
+    checkpoint) and then the whole bench; the rows already finished are written."""
+    from agent.search import Search
+
+    boundary = Search._at_boundary
+
+    def stop_after_two(self):
+        if self.state.episode == 2:
+            self.stop_requested = True
+        return boundary(self)
+
+    monkeypatch.setattr(Search, "_at_boundary", stop_after_two)
+    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=5, warmup=1,
+                        checkpoint_every=5, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(dense, base, targets=[0.5], methods=["uniform", "ddpg", "lamp"], seeds=1,
+                  out=out, log=lambda line: None)
+    report = json.loads((out / "bench.json").read_text())
+    assert report["interrupted"] is True
+    assert [r["method"] for r in report["results"]] == ["uniform"]
+    status = json.loads((out / "runs" / "ddpg-0.5-seed0" / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["episodes_done"] == 2
+    assert not (out / "runs" / "lamp-0.5-seed0").exists()

@@ -1,0 +1,95 @@
+"""Does the search's final pick predict the fine-tuned result? Run one search, then score its
+best distinct allocations and the four baselines several ways (val accuracy and loss, train
+accuracy, test before and after fine-tuning) and print the rank correlations with the
+fine-tuned test accuracy.
+
+    python scripts/rank_candidates.py runs/exp-rank-lenet5-s1 model=lenet5 fc_rule=agent \
+        target=0.95 seed=1 action_mapping=feasible
+
+Any SearchConfig field can be set as key=value. Candidates: the 12 best distinct allocations
+by reward (ties in episode order), then uniform, global, lamp, erk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+
+from agent.baseline import baseline_env, baseline_sparsities
+from agent.config import SearchConfig
+from agent.finalize import prune_and_finetune
+from agent.jobs import Job
+from agent.policy import build_policy
+from agent.search import Search, load_dense
+from env.layers import nonzero_costs
+from models.registry import arch_fingerprint
+
+
+def parse(pairs: list[str]) -> SearchConfig:
+    config = SearchConfig(checkpoint_every=10_000)
+    types = {f.name: f.type for f in dataclasses.fields(SearchConfig)}
+    for key, value in (p.split("=", 1) for p in pairs):
+        kind = types[key]
+        setattr(config, key, value.lower() == "true" if kind == "bool" else
+                float(value) if kind == "float" else int(value) if kind == "int" else value)
+    return config
+
+
+@torch.inference_mode()
+def loss_and_accuracy(model, split) -> tuple[float, float]:
+    logits = model(split.x)
+    return (float(torch.nn.functional.cross_entropy(logits, split.y)),
+            float((logits.argmax(1) == split.y).float().mean()))
+
+
+def main(out: str, pairs: list[str]) -> None:
+    config = parse(pairs)
+    dense = load_dense(config)
+    search = Search(config, dense, progress=False)
+    played = []
+    record = search._on_episode_end
+    search._on_episode_end = lambda r, info: (played.append((r, len(played) + 1,
+                                                             info["sparsities"])),
+                                              record(r, info))
+    search.run(Job.create(Path(out), Path(out).name))
+    seen, candidates = set(), []
+    for reward, episode, sparsities in sorted(played, key=lambda p: (-p[0], p[1])):
+        key = tuple(round(v, 4) for v in sparsities.values())
+        if key not in seen and len(candidates) < 12:
+            seen.add(key)
+            candidates.append((f"ep{episode}", reward, sparsities))
+    fresh = baseline_env(config, dense)  # dense weights: the search's env is masked now
+    candidates += [(m, None, baseline_sparsities(m, fresh))
+                   for m in ("uniform", "global", "lamp", "erk")]
+    rows = []
+    for name, reward, sparsities in candidates:
+        policy = build_policy(
+            model=config.model, dataset=config.dataset,
+            fingerprint=arch_fingerprint(dense.model), method=name, target=config.target,
+            scope=config.scope, net=fresh.net, sparsities=sparsities, fc_rule=config.fc_rule,
+            fc_k=fresh.fc.k, costs=nonzero_costs(fresh.net, sparsities), accuracy={},
+            search={})
+        pruned = prune_and_finetune(dense.model, policy, dense.data, epochs=0, seed=config.seed)
+        val_loss, val_acc = loss_and_accuracy(pruned.model, dense.data.val)
+        _, train_acc = loss_and_accuracy(pruned.model, dense.data.train)
+        tuned = prune_and_finetune(dense.model, policy, dense.data,
+                                   epochs=config.finetune_epochs, seed=config.seed)
+        rows.append(dict(name=name, reward=reward, val_acc=val_acc, val_loss=val_loss,
+                         train_acc=train_acc, test_pruned=pruned.pruned_accuracy,
+                         test_finetuned=tuned.finetuned_accuracy))
+        print(json.dumps(rows[-1]), flush=True)
+    tuned = [r["test_finetuned"] for r in rows]
+    for key in ("val_acc", "val_loss", "train_acc", "test_pruned"):
+        sign = -1 if "loss" in key else 1
+        rho = spearmanr([sign * r[key] for r in rows], tuned)[0]
+        print(f"spearman({key}, test_finetuned) = {rho:.2f}")
+    Path(out, "candidates.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
