@@ -97,7 +97,7 @@ class SearchState:
 def _better(reward: float, loss: float, best: dict) -> bool:
     """A higher reward wins; an equal one wins with a lower val cross-entropy. Accuracy on a few
     hundred images ties often (LeNet-5 at 0.95: the first of seven 95.8% episodes had loss 0.43
-    and fine-tuned to 96.4%, the other six had 0.35 and 96.7-97.0%)."""
+    and fine-tuned to 96.4%, the other six had 0.34-0.36 and 96.7-97.0%; docs/decisions.md)."""
     if reward != best["reward"]:
         return reward > best["reward"]
     return loss < best.get("proxy_loss", math.inf)
@@ -168,7 +168,8 @@ class Search:
         return agent
 
     def demonstrations(self) -> list[np.ndarray]:
-        """The seed policies as actions: each baseline's per-layer sparsity, mapped to [-1, 1]."""
+        """The seed policies as actions: per layer, the action that makes the env prune exactly
+        the baseline's count, whichever action mapping the env uses."""
         env = self.env
         demos = []
         for name in self.config.seed_policies:
@@ -243,6 +244,7 @@ class Search:
         logger.record("search/reward", reward)
         logger.record("search/best_reward", s.best["reward"])
         logger.record("search/proxy_accuracy", info["proxy_accuracy"])
+        logger.record("search/proxy_loss", info["proxy_loss"])
         logger.record("search/noise_sigma", self.agent.action_noise.sigma)
         logger.dump(step=s.episode)
         if self._bar is not None:

@@ -83,6 +83,11 @@ def test_run_folder_checkpoints_and_tensorboard(fleet):
     assert len(state["search"]["rewards"]) == EPISODES
     events = list((run / "tb").rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0])).Reload().Tags()["scalars"]
+    assert {"search/reward", "search/best_reward", "search/proxy_accuracy", "search/proxy_loss",
+            "search/noise_sigma"} <= set(tags)
 
 
 def test_policy_format(fleet):
