@@ -1,7 +1,7 @@
 """Does the search's final pick predict the fine-tuned result? Run one search, then score its
 best distinct allocations and the four baselines several ways (val accuracy and loss, train
-accuracy, test before and after fine-tuning) and print the rank correlations with the
-fine-tuned test accuracy.
+accuracy, test before fine-tuning, val after one epoch of fine-tuning) and print the rank
+correlations with the fine-tuned test accuracy.
 
     python scripts/rank_candidates.py runs/exp-rank-lenet5-s1 model=lenet5 fc_rule=agent \
         target=0.95 seed=1 action_mapping=feasible
@@ -77,14 +77,18 @@ def main(out: str, pairs: list[str]) -> None:
         pruned = prune_and_finetune(dense.model, policy, dense.data, epochs=0, seed=config.seed)
         val_loss, val_acc = loss_and_accuracy(pruned.model, dense.data.val)
         _, train_acc = loss_and_accuracy(pruned.model, dense.data.train)
+        short = prune_and_finetune(dense.model, policy, dense.data, epochs=1, seed=config.seed)
+        short_loss, short_acc = loss_and_accuracy(short.model, dense.data.val)
         tuned = prune_and_finetune(dense.model, policy, dense.data,
                                    epochs=config.finetune_epochs, seed=config.seed)
         rows.append(dict(name=name, reward=reward, val_acc=val_acc, val_loss=val_loss,
                          train_acc=train_acc, test_pruned=pruned.pruned_accuracy,
-                         test_finetuned=tuned.finetuned_accuracy))
-        print(json.dumps(rows[-1]), flush=True)
+                         val_acc_1epoch=short_acc, val_loss_1epoch=short_loss,
+                         test_finetuned=tuned.finetuned_accuracy, sparsities=sparsities))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "sparsities"}), flush=True)
     tuned = [r["test_finetuned"] for r in rows]
-    for key in ("val_acc", "val_loss", "train_acc", "test_pruned"):
+    for key in ("val_acc", "val_loss", "train_acc", "test_pruned", "val_acc_1epoch",
+                "val_loss_1epoch"):
         sign = -1 if "loss" in key else 1
         rho = spearmanr([sign * r[key] for r in rows], tuned)[0]
         print(f"spearman({key}, test_finetuned) = {rho:.2f}")
