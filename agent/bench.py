@@ -73,20 +73,17 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
         eval_s = proxy_eval_seconds(search)
         job = Job.create(run_dir, run_dir.name)
         job.write_config(config.to_json())
-        start = time.perf_counter()
         try:
+            start = time.perf_counter()
             search.run(job)
-        except BaseException:
+            wall = time.perf_counter() - start
+            if search.stop_requested:  # SIGINT/SIGTERM: the whole bench stops, not one search
+                search.write_status("interrupted")
+                raise KeyboardInterrupt
+            policy = search.finish()
+            search.write_status("finished")
+        finally:
             job.release()
-            raise
-        wall = time.perf_counter() - start
-        if search.stop_requested:  # SIGINT/SIGTERM: the whole bench stops, not one search
-            search.write_status("interrupted")
-            job.release()
-            raise KeyboardInterrupt
-        policy = search.finish()
-        search.write_status("finished")
-        job.release()
         speed.append({"episodes": search.state.episode, "search_s": wall,
                       "proxy_eval_s": eval_s})
         return policy
