@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from scipy.stats import spearmanr
 
 from agent.baseline import baseline_env, baseline_sparsities
@@ -26,6 +25,7 @@ from agent.finalize import prune_and_finetune
 from agent.jobs import Job
 from agent.policy import build_policy
 from agent.search import Search, load_dense
+from env.evaluate import ProxyEvaluator
 from env.layers import nonzero_costs
 from models.registry import arch_fingerprint
 
@@ -38,13 +38,6 @@ def parse(pairs: list[str]) -> SearchConfig:
         setattr(config, key, value.lower() == "true" if kind == "bool" else
                 float(value) if kind == "float" else int(value) if kind == "int" else value)
     return config
-
-
-@torch.inference_mode()
-def loss_and_accuracy(model, split) -> tuple[float, float]:
-    logits = model(split.x)
-    return (float(torch.nn.functional.cross_entropy(logits, split.y)),
-            float((logits.argmax(1) == split.y).float().mean()))
 
 
 def main(out: str, pairs: list[str]) -> None:
@@ -75,10 +68,10 @@ def main(out: str, pairs: list[str]) -> None:
             fc_k=fresh.fc.k, costs=nonzero_costs(fresh.net, sparsities), accuracy={},
             search={})
         pruned = prune_and_finetune(dense.model, policy, dense.data, epochs=0, seed=config.seed)
-        val_loss, val_acc = loss_and_accuracy(pruned.model, dense.data.val)
-        _, train_acc = loss_and_accuracy(pruned.model, dense.data.train)
+        val_acc, val_loss = ProxyEvaluator(dense.data.val, "cpu").score(pruned.model)
+        train_acc, _ = ProxyEvaluator(dense.data.train, "cpu").score(pruned.model)
         short = prune_and_finetune(dense.model, policy, dense.data, epochs=1, seed=config.seed)
-        short_loss, short_acc = loss_and_accuracy(short.model, dense.data.val)
+        short_acc, short_loss = ProxyEvaluator(dense.data.val, "cpu").score(short.model)
         tuned = prune_and_finetune(dense.model, policy, dense.data,
                                    epochs=config.finetune_epochs, seed=config.seed)
         rows.append(dict(name=name, reward=reward, val_acc=val_acc, val_loss=val_loss,
