@@ -94,7 +94,13 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
 
 
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
-              seeds: int, out: Path, log: Callable[[str], None] = print) -> dict:
+              seeds: int, out: Path, log: Callable[[str], None] = print,
+              first_seed: int = 0) -> dict:
+    """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target.
+
+    A later bench with `first_seed` past an earlier one's seeds extends it
+    (scripts/merge_bench.py joins the two).
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from "
@@ -104,7 +110,8 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     # stops after its episode, and then the bench stops too).
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        _run_all(dense, base, targets, methods, seeds, out, log, results, speed)
+        _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,
+                 results, speed)
     except KeyboardInterrupt:
         if results:
             _write(_report(base, dense, results, speed, interrupted=True), out)
@@ -122,11 +129,11 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: list[str],
-             seeds: int, out: Path, log: Callable[[str], None], results: list[dict],
+             seeds: range, out: Path, log: Callable[[str], None], results: list[dict],
              speed: list[dict]) -> None:
     for target in targets:
         for method in methods:
-            for seed in range(seeds):
+            for seed in seeds:
                 config = dataclasses.replace(base, target=target, seed=seed)
                 run_dir = out / "runs" / f"{method}-{target:g}-seed{seed}"
                 start = time.perf_counter()

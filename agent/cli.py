@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", type=_target, nargs="+", default=[0.8, 0.9, 0.95])
     p.add_argument("--methods", default="ddpg,ddpg-only,3sigma-only,uniform,global,lamp,erk",
                    help="comma-separated (default: all)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds per method and target")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run from here (extend an earlier bench; default: 0)")
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
     _add_agent_args(p)

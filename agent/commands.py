@@ -303,8 +303,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _require_empty_folder(out, "--out")
-    if args.seeds < 1 or args.episodes < 1 or args.warmup < 0 or args.finetune_epochs < 0:
-        raise UserError("--seeds and --episodes must be >= 1, --warmup and "
+    if (args.seeds < 1 or args.episodes < 1 or args.warmup < 0 or args.finetune_epochs < 0
+            or args.first_seed < 0):
+        raise UserError("--seeds and --episodes must be >= 1, --warmup, --first-seed and "
                         "--finetune-epochs >= 0")
     _validate_names(args.model, args.dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -318,7 +319,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))
     report = run_bench(dense, base, targets=args.targets, methods=methods, seeds=args.seeds,
-                       out=out, log=lambda line: print(line, file=sys.stderr))
+                       first_seed=args.first_seed, out=out,
+                       log=lambda line: print(line, file=sys.stderr))
     print((out / "bench.md").read_text(), end="")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
     return 0 if report["results"] else 1

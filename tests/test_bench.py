@@ -94,3 +94,17 @@ def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, 
     status = json.loads((out / "runs" / "ddpg-0.5-seed0" / "status.json").read_text())
     assert status["state"] == "interrupted" and status["episodes_done"] == 2
     assert not (out / "runs" / "lamp-0.5-seed0").exists()
+
+
+def test_first_seed_extends_an_earlier_bench(tmp_path, dense, one_thread):
+    """`first_seed` runs the later seeds only, and each row is the one a longer bench gives."""
+    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
+                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+    quiet = {"targets": [0.5], "methods": ["uniform", "ddpg"], "log": lambda line: None}
+    whole = run_bench(dense, base, seeds=2, out=tmp_path / "whole", **quiet)
+    later = run_bench(dense, base, seeds=1, first_seed=1, out=tmp_path / "later", **quiet)
+    assert [(r["method"], r["seed"]) for r in later["results"]] == [("uniform", 1), ("ddpg", 1)]
+    assert sorted((tmp_path / "later" / "runs").iterdir())[0].name == "ddpg-0.5-seed1"
+    same = {(r["method"], r["seed"]): r["test_accuracy"] for r in whole["results"]}
+    for row in later["results"]:
+        assert row["test_accuracy"] == same[(row["method"], row["seed"])]

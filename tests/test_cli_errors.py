@@ -133,3 +133,10 @@ def test_subprocess_bad_model_exits_2_without_traceback(entry, tmp_path):
     assert_one_line_error(proc.returncode, proc.stderr)
     assert proc.stdout == ""
     assert_empty(tmp_path)
+
+
+@pytest.mark.parametrize("flag", [["--seeds", "0"], ["--first-seed", "-1"], ["--episodes", "0"]])
+def test_bench_bad_counts(cli, workdir, flag):
+    code, _, err = cli("bench", "--model", "lenet300", "--dataset", "digits", "--out", "b", *flag)
+    assert "seeds" in assert_one_line_error(code, err)
+    assert_empty(workdir)
