@@ -111,6 +111,17 @@ def tiny_calibration() -> Split:
 
 
 @pytest.fixture
+def tiny_dense():
+    """A search's view of the tiny net: its train/val/test splits and the untrained model."""
+    from agent.search import Dense
+    from models.data import Dataset, DataSpec
+
+    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
+                   val=tiny_split(64, 1), test=tiny_split(64, 4))
+    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+
+
+@pytest.fixture
 def cli(capsys):
     """Run `rlprune ARGS` in-process; returns (exit code, stdout, stderr)."""
     from agent.cli import main

@@ -3,20 +3,16 @@
 import dataclasses
 
 import pytest
-from conftest import TINY_INPUT, make_tiny, tiny_split
 
 from agent.baseline import baseline_sparsities
 from agent.config import SearchConfig
 from agent.jobs import Job
-from agent.search import Dense, Search, _better
-from models.data import Dataset, DataSpec
+from agent.search import Search, _better
 
 
 @pytest.fixture
-def dense():
-    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
-                   val=tiny_split(64, 1), test=tiny_split(64, 4))
-    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+def dense(tiny_dense):
+    return tiny_dense
 
 
 @pytest.mark.parametrize("mapping", ["absolute", "feasible"])

@@ -3,19 +3,14 @@
 import json
 
 import pytest
-from conftest import TINY_INPUT, make_tiny, tiny_split
 
 from agent.bench import METHODS, _speed, run_bench, run_one
 from agent.config import SearchConfig
-from agent.search import Dense
-from models.data import Dataset, DataSpec
 
 
 @pytest.fixture
-def dense():
-    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
-                   val=tiny_split(64, 1), test=tiny_split(64, 4))
-    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+def dense(tiny_dense):
+    return tiny_dense
 
 
 def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_thread):
