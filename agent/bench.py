@@ -212,12 +212,81 @@ def bench_table(report: dict) -> str:
                 cell += f" (at {s['sparsity']:.4f})"
             cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += _paired_lines(report["results"])
     sp = report["speed"]
     if sp["overhead_ratio"] is not None:
         lines += ["", f"Search speed: {sp['episode_s']:.3f} s per episode, one proxy "
                   f"evaluation {sp['proxy_eval_s']:.3f} s, overhead ratio "
                   f"{sp['overhead_ratio']:.3f}."]
     return "\n".join(lines) + "\n"
+
+
+def paired_differences(results: list[dict], method: str = "ddpg"
+                       ) -> dict[tuple[str, float], dict]:
+    """`method` minus each other method, seed by seed (a seed fixes the fine-tune's seed too).
+
+    Per (other method, target) with at least two shared seeds: the mean difference, its
+    standard error (sample std / sqrt(n)), and the seeds won, tied and lost. Rows that missed
+    their target (3sigma-only decides its own sparsity) are not compared.
+    """
+    acc = {(r["method"], r["target"], r["seed"]): r["test_accuracy"] for r in results
+           if abs(r["sparsity"] - r["target"]) <= 1e-3}
+    out: dict[tuple[str, float], dict] = {}
+    for (other, target, seed), theirs in acc.items():
+        if other == method or (method, target, seed) not in acc:
+            continue
+        out.setdefault((other, target), {"d": []})["d"].append(acc[(method, target, seed)]
+                                                                 - theirs)
+    for key, entry in list(out.items()):
+        d = np.round(np.array(entry.pop("d")), 6)  # accuracies are k/n: exact ties stay ties
+        if len(d) < 2:
+            del out[key]
+            continue
+        entry.update(n=len(d), mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))),
+                     won=int((d > 0).sum()), tied=int((d == 0).sum()), lost=int((d < 0).sum()))
+    return out
+
+
+def _paired_lines(results: list[dict], method: str = "ddpg") -> list[str]:
+    pairs = paired_differences(results, method)
+    if not pairs:
+        return []
+    lines = ["", f"{method} minus each method on the same seeds (mean ± standard error, "
+             "points; seeds won / tied / lost):", "",
+             "| method | target | difference | won / tied / lost |", "|---|---:|---:|---|"]
+    for (other, target), p in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(f"| {other} | {target:g} | {100 * p['mean']:+.2f} ± {100 * p['se']:.2f} "
+                     f"| {p['won']} / {p['tied']} / {p['lost']} |")
+    return lines
+
+
+def merge_reports(reports: list[tuple[str, dict]]) -> dict:
+    """Join bench reports (name, bench.json) into one: rows are keyed by method, target and seed,
+    and a later report's row replaces an earlier one's (the search re-run after a change, or
+    more seeds from `first_seed`). Speed is kept from the reports that ran searches, weighted
+    by their episodes. Refuses reports made on different dense models."""
+    merged: dict | None = None
+    rows: dict[tuple[str, float, int], dict] = {}
+    searches = []
+    for name, report in reports:
+        if merged is None:
+            merged = {k: v for k, v in report.items() if k not in ("results", "speed")}
+        elif report["dense_test_accuracy"] != merged["dense_test_accuracy"]:
+            raise UserError(f"{name}: another dense model; refusing to merge")
+        for row in report["results"]:
+            rows[(row["method"], row["target"], row["seed"])] = {**row, "source": name}
+        n = sum(1 for row in report["results"] if row["method"].startswith("ddpg"))
+        if n and report["speed"]["overhead_ratio"] is not None:
+            sp = report["speed"]
+            searches.append({"episodes": n * report["episodes"],
+                             "search_s": n * report["episodes"] * sp["episode_s"],
+                             "proxy_eval_s": sp["proxy_eval_s"]})
+    if merged is None:
+        raise UserError("nothing to merge")
+    merged["merged_from"] = [name for name, _ in reports]
+    merged["results"] = list(rows.values())
+    merged["speed"] = _speed(searches)
+    return merged
 
 
 def plot_bench(report: dict, path: Path) -> None:

@@ -4,8 +4,17 @@ import json
 
 import pytest
 
-from agent.bench import METHODS, _speed, run_bench, run_one
+from agent.bench import (
+    METHODS,
+    _speed,
+    bench_table,
+    merge_reports,
+    paired_differences,
+    run_bench,
+    run_one,
+)
 from agent.config import SearchConfig
+from models.errors import UserError
 
 
 @pytest.fixture
@@ -103,3 +112,43 @@ def test_first_seed_extends_an_earlier_bench(tmp_path, dense, one_thread):
     same = {(r["method"], r["seed"]): r["test_accuracy"] for r in whole["results"]}
     for row in later["results"]:
         assert row["test_accuracy"] == same[(row["method"], row["seed"])]
+
+
+def _row(method, target, seed, acc, sparsity=None):
+    return {"method": method, "target": target, "seed": seed, "test_accuracy": acc,
+            "sparsity": target if sparsity is None else sparsity}
+
+
+def test_paired_differences_by_hand():
+    results = [_row("ddpg", 0.9, 0, 0.975), _row("ddpg", 0.9, 1, 0.970),
+               _row("ddpg", 0.9, 2, 0.972), _row("erk", 0.9, 0, 0.973),
+               _row("erk", 0.9, 1, 0.970), _row("erk", 0.9, 2, 0.974),
+               _row("lamp", 0.9, 0, 0.960),  # one shared seed: not compared
+               _row("3sigma-only", 0.9, 0, 0.1, 0.9999), _row("3sigma-only", 0.9, 1, 0.1, 0.9999)]
+    pairs = paired_differences(results)
+    assert set(pairs) == {("erk", 0.9)}
+    p = pairs[("erk", 0.9)]
+    # differences +0.002, 0, -0.002: mean 0, sample std 0.002, se 0.002 / sqrt(3)
+    assert p["n"] == 3 and (p["won"], p["tied"], p["lost"]) == (1, 1, 1)
+    assert p["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert p["se"] == pytest.approx(0.002 / 3 ** 0.5)
+    assert "| erk | 0.9 | +0.00 ± 0.12 | 1 / 1 / 1 |" in bench_table(
+        {"model": "m", "dataset": "d", "dense_test_accuracy": 0.98, "results": results,
+         "speed": _speed([])})
+
+
+def test_merge_reports_keys_rows_by_method_target_and_seed():
+    speed = {"episode_s": 2.0, "proxy_eval_s": 1.0, "overhead_ratio": 2.0}
+    first = {"model": "m", "dense_test_accuracy": 0.98, "episodes": 10, "speed": speed,
+             "results": [_row("ddpg", 0.9, 0, 0.90), _row("erk", 0.9, 0, 0.91)]}
+    rerun = {"model": "m", "dense_test_accuracy": 0.98, "episodes": 30,
+             "speed": {"episode_s": 1.0, "proxy_eval_s": 1.0, "overhead_ratio": 1.0},
+             "results": [_row("ddpg", 0.9, 0, 0.95), _row("ddpg", 0.9, 1, 0.96)]}
+    merged = merge_reports([("a", first), ("b", rerun)])
+    got = {(r["method"], r["seed"]): (r["test_accuracy"], r["source"]) for r in merged["results"]}
+    assert got == {("ddpg", 0): (0.95, "b"), ("erk", 0): (0.91, "a"), ("ddpg", 1): (0.96, "b")}
+    # 10 episodes at 2 s and 60 at 1 s: 80 s over 70 evaluations of 1 s
+    assert merged["speed"]["overhead_ratio"] == pytest.approx(80 / 70)
+    assert merged["merged_from"] == ["a", "b"]
+    with pytest.raises(UserError, match="another dense model"):
+        merge_reports([("a", first), ("c", {**rerun, "dense_test_accuracy": 0.5})])
