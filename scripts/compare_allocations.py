@@ -5,7 +5,7 @@
         "absolute=runs/bench3-vgg-mini/runs/ddpg-0.95-*/policy.json" \
         "erk=runs/erk-0.95/policy.json"
 
-Each argument is LABEL=GLOB (quote it). Prints one markdown row per group: the number of
+Each argument is LABEL=GLOB[,GLOB…] (quote it). Prints one markdown row per group: the number of
 policies, their mean proxy (val) and test accuracy before fine-tuning and after it (as the
 policy files record them), and each layer's mean sparsity.
 """
@@ -23,7 +23,8 @@ def main(groups: list[str]) -> None:
     header = None
     for group in groups:
         label, _, pattern = group.partition("=")
-        policies = [json.loads(open(p).read()) for p in sorted(glob.glob(pattern))]
+        paths = sorted(p for one in pattern.split(",") for p in glob.glob(one))
+        policies = [json.loads(open(p).read()) for p in paths]
         if not policies:
             raise SystemExit(f"{label}: no file matches {pattern}")
         names = [layer["name"] for layer in policies[0]["layers"]]
