@@ -1,6 +1,7 @@
 """Move pruned weights from one layer to another in kept policies, then fine-tune again.
 
-    python scripts/shift_sparsity.py "runs/bench5-vgg-mini-0.95/runs/ddpg-0.95-*" \
+    python scripts/shift_sparsity.py \
+        "runs/bench4-vgg-mini/runs/ddpg-0.95-*,runs/bench5-vgg-mini-0.95/runs/ddpg-0.95-*" \
         --layer features.17 --sparsity 0.93 --compensate features.10
 
 Sets LAYER to SPARSITY in each run's policy and changes COMPENSATE so the total number of
@@ -38,7 +39,7 @@ def shifted(policy: dict, layer: str, sparsity: float, compensate: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("runs", help="glob of run folders (quote it)")
+    parser.add_argument("runs", help="glob(s) of run folders, comma-separated (quote it)")
     parser.add_argument("--layer", required=True)
     parser.add_argument("--sparsity", type=float, required=True)
     parser.add_argument("--compensate", required=True)
@@ -47,7 +48,7 @@ def main() -> None:
           f"shifted: {args.compensate} | test, no fine-tune | fine-tuned |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     gains = []
-    for run in sorted(Path(p) for p in glob.glob(args.runs)):
+    for run in sorted(Path(p) for one in args.runs.split(",") for p in glob.glob(one)):
         config = SearchConfig.from_json(json.loads((run / "config.json").read_text()))
         dense = load_dense(config)
         policy = json.loads((run / "policy.json").read_text())
