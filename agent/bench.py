@@ -231,20 +231,17 @@ def paired_differences(results: list[dict], method: str = "ddpg"
     """
     acc = {(r["method"], r["target"], r["seed"]): r["test_accuracy"] for r in results
            if abs(r["sparsity"] - r["target"]) <= 1e-3}
-    out: dict[tuple[str, float], dict] = {}
+    diffs: dict[tuple[str, float], list[float]] = {}
     for (other, target, seed), theirs in acc.items():
-        if other == method or (method, target, seed) not in acc:
-            continue
-        out.setdefault((other, target), {"d": []})["d"].append(acc[(method, target, seed)]
-                                                                 - theirs)
-    for key, entry in list(out.items()):
-        d = np.round(np.array(entry.pop("d")), 6)  # accuracies are k/n: exact ties stay ties
-        if len(d) < 2:
-            del out[key]
-            continue
-        entry.update(n=len(d), mean=float(d.mean()), se=float(d.std(ddof=1) / np.sqrt(len(d))),
-                     won=int((d > 0).sum()), tied=int((d == 0).sum()), lost=int((d < 0).sum()))
-    return out
+        if other != method and (method, target, seed) in acc:
+            diffs.setdefault((other, target), []).append(acc[(method, target, seed)] - theirs)
+    return {key: _paired_summary(np.round(np.array(d), 6))  # k/n accuracies: ties stay exact
+            for key, d in diffs.items() if len(d) >= 2}
+
+
+def _paired_summary(d: np.ndarray) -> dict:
+    return {"n": len(d), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+            "won": int((d > 0).sum()), "tied": int((d == 0).sum()), "lost": int((d < 0).sum())}
 
 
 def _paired_lines(results: list[dict], method: str = "ddpg") -> list[str]:
