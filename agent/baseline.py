@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.config import SearchConfig
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.policy import build_policy
 from env.baselines import METHODS
 from env.layers import nonzero_costs
@@ -51,10 +51,7 @@ def run_baseline(method: str, config: SearchConfig, dense: Dense, on_epoch=None)
         sparsities=sparsities, fc_rule=config.fc_rule, fc_k=env.fc.k,
         costs=nonzero_costs(env.net, sparsities),
         accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
-    done = prune_and_finetune(dense.model, policy, dense.data, epochs=config.finetune_epochs,
-                              lr=config.finetune_lr, seed=config.seed,
-                              bn_batches=config.bn_recalibration_batches,
-                              device=config.device, on_epoch=on_epoch)
+    done = finalize_with(config, dense, policy, on_epoch=on_epoch)
     policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
                               finetuned=done.finetuned_accuracy)
     return policy, done.model

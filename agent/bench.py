@@ -18,7 +18,7 @@ import numpy as np
 
 from agent.baseline import run_baseline
 from agent.config import SearchConfig
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.jobs import Job
 from agent.policy import build_policy
 from agent.search import Dense, Search
@@ -41,9 +41,7 @@ def _three_sigma_everywhere(config: SearchConfig, dense: Dense, k: float = 3.0):
                           target=config.target, scope="total", net=net, sparsities=sparsities,
                           fc_rule="3sigma", fc_k=k, costs=nonzero_costs(net, sparsities),
                           accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
-    done = prune_and_finetune(dense.model, policy, dense.data, epochs=config.finetune_epochs,
-                              lr=config.finetune_lr, seed=config.seed,
-                              bn_batches=config.bn_recalibration_batches, device=config.device)
+    done = finalize_with(config, dense, policy)
     policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
                               finetuned=done.finetuned_accuracy)
     return policy

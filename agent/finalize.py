@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
@@ -13,6 +14,10 @@ from env.evaluate import recalibrate_bn
 from env.masks import apply_masks, hold_masks, make_permanent
 from models.data import Dataset
 from models.train import TrainConfig, evaluate, train
+
+if TYPE_CHECKING:
+    from agent.config import SearchConfig
+    from agent.search import Dense
 
 
 @dataclass
@@ -42,3 +47,14 @@ def prune_and_finetune(dense: nn.Module, policy: dict, data: Dataset, *, epochs:
         make_permanent(model)
         finetuned = evaluate(model, data.test)
     return Finalized(model, proxy, pruned, finetuned)
+
+
+def finalize_with(config: SearchConfig, dense: Dense, policy: dict, *, epochs: int | None = None,
+                  seed: int | None = None, on_epoch=None) -> Finalized:
+    """`prune_and_finetune` with a job's settings (fine-tune budget, learning rate, seed,
+    BatchNorm recalibration, device); `epochs` and `seed` override the job's."""
+    return prune_and_finetune(
+        dense.model, policy, dense.data,
+        epochs=config.finetune_epochs if epochs is None else epochs, lr=config.finetune_lr,
+        seed=config.seed if seed is None else seed, bn_batches=config.bn_recalibration_batches,
+        device=config.device, on_epoch=on_epoch)

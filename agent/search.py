@@ -20,7 +20,7 @@ from agent import checkpoint
 from agent.baseline import baseline_counts
 from agent.config import SearchConfig
 from agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.jobs import Job
 from agent.policy import build_policy, save_policy
 from env.layers import nonzero_costs
@@ -290,10 +290,7 @@ class Search:
             accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
             search={"episodes": self.state.episode, "best_episode": best["episode"],
                     "best_reward": best["reward"], "seed": c.seed})
-        done = prune_and_finetune(self.dense.model, policy, self.dense.data,
-                                  epochs=c.finetune_epochs, lr=c.finetune_lr, seed=c.seed,
-                                  bn_batches=c.bn_recalibration_batches, device=c.device,
-                                  on_epoch=on_finetune_epoch)
+        done = finalize_with(c, self.dense, policy, on_epoch=on_finetune_epoch)
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         save_policy(policy, self.job.path / "policy.json")
         save_checkpoint(self.job.path / "pruned.pt", done.model,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import SearchConfig
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.search import load_dense
 
 
@@ -41,10 +41,7 @@ def main() -> None:
             dense = load_dense(config)
             policy = json.loads((run / "policy.json").read_text())
             seeds = [config.seed] if args.own_seed else range(args.finetune_seeds)
-            epochs = config.finetune_epochs if args.epochs is None else args.epochs
-            accs = [prune_and_finetune(dense.model, policy, dense.data, epochs=epochs,
-                                       lr=config.finetune_lr, seed=f,
-                                       bn_batches=config.bn_recalibration_batches)
+            accs = [finalize_with(config, dense, policy, epochs=args.epochs, seed=f)
                     .finetuned_accuracy for f in seeds]
             print(f"| {bench.name}/{run.name} | "
                   + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * np.mean(accs):.2f} |",

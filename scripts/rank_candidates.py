@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from agent.baseline import baseline_env, baseline_sparsities
 from agent.config import SearchConfig
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.jobs import Job
 from agent.policy import build_policy
 from agent.search import Search, load_dense
@@ -67,13 +67,12 @@ def main(out: str, pairs: list[str]) -> None:
             scope=config.scope, net=fresh.net, sparsities=sparsities, fc_rule=config.fc_rule,
             fc_k=fresh.fc.k, costs=nonzero_costs(fresh.net, sparsities), accuracy={},
             search={})
-        pruned = prune_and_finetune(dense.model, policy, dense.data, epochs=0, seed=config.seed)
+        pruned = finalize_with(config, dense, policy, epochs=0)
         val_acc, val_loss = ProxyEvaluator(dense.data.val, "cpu").score(pruned.model)
         train_acc, _ = ProxyEvaluator(dense.data.train, "cpu").score(pruned.model)
-        short = prune_and_finetune(dense.model, policy, dense.data, epochs=1, seed=config.seed)
+        short = finalize_with(config, dense, policy, epochs=1)
         short_acc, short_loss = ProxyEvaluator(dense.data.val, "cpu").score(short.model)
-        tuned = prune_and_finetune(dense.model, policy, dense.data,
-                                   epochs=config.finetune_epochs, seed=config.seed)
+        tuned = finalize_with(config, dense, policy)
         rows.append(dict(name=name, reward=reward, val_acc=val_acc, val_loss=val_loss,
                          train_acc=train_acc, test_pruned=pruned.pruned_accuracy,
                          val_acc_1epoch=short_acc, val_loss_1epoch=short_loss,

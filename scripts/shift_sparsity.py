@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import SearchConfig
-from agent.finalize import prune_and_finetune
+from agent.finalize import finalize_with
 from agent.search import load_dense
 
 
@@ -53,9 +53,7 @@ def main() -> None:
         dense = load_dense(config)
         policy = json.loads((run / "policy.json").read_text())
         new = shifted(policy, args.layer, args.sparsity, args.compensate)
-        done = prune_and_finetune(dense.model, new, dense.data, epochs=config.finetune_epochs,
-                                  lr=config.finetune_lr, seed=config.seed,
-                                  bn_batches=config.bn_recalibration_batches)
+        done = finalize_with(config, dense, new)
         old = {e["name"]: e["sparsity"] for e in policy["layers"]}
         comp = {e["name"]: e["sparsity"] for e in new["layers"]}[args.compensate]
         gains.append(done.finetuned_accuracy - policy["accuracy"]["finetuned"])
