@@ -142,6 +142,8 @@ def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: li
                        "proxy_accuracy": policy["accuracy"]["proxy"],
                        "sparsity": policy["achieved"]["sparsity"],
                        "seconds": round(time.perf_counter() - start, 2)}
+                if (policy.get("search") or {}).get("action_mapping"):
+                    row["action_mapping"] = policy["search"]["action_mapping"]
                 results.append(row)
                 log(f"{method:<12} target {target:g} seed {seed}: test "
                     f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "

@@ -56,9 +56,11 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-policies", type=_policies, default=("uniform", "global", "lamp", "erk"),
                    help="baselines played as the first warm-up episodes, comma-separated "
                         "(uniform,global,lamp,erk) or none (default: all four)")
-    p.add_argument("--action-mapping", default="feasible", choices=("feasible", "absolute"),
-                   help="feasible: an action spans what the budget leaves the layer; absolute: "
-                        "[s_min, s_max], then clamped, as AMC (default: feasible)")
+    p.add_argument("--action-mapping", default="auto", choices=("auto", "absolute", "feasible"),
+                   help="absolute: an action spans [s_min, s_max], then is clamped, as AMC; "
+                        "feasible: it spans what the budget leaves the layer; auto: feasible "
+                        "when a layer other than the last holds most of the agent's weights, "
+                        "else absolute (default: auto)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:

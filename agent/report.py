@@ -87,6 +87,8 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
         fc_text = "FC layers left dense"
     found = (f"best policy at episode {search['best_episode']} of {search['episodes']}"
              if search.get("best_episode") else "no search")
+    if search.get("action_mapping"):
+        found += f", {search['action_mapping']} actions"
     lines += ["", f"Method `{policy['method']}`; {fc_text}; {found} (seed "
               f"{search.get('seed')}).", "",
               "| layer | kind | owner | params | sparsity |", "|---|---|---|---:|---:|"]

@@ -83,7 +83,7 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv) -> dict:
             "layers": [[layer.name, layer.params] for layer in env.agent_layers],
             "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
             "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches,
-                       c.bn_fixed_batches], "action_mapping": c.action_mapping}
+                       c.bn_fixed_batches], "action_mapping": env.action_mapping}
 
 
 @dataclass
@@ -289,7 +289,8 @@ class Search:
             sparsities=best["sparsities"], fc_rule=c.fc_rule, fc_k=env.fc.k, costs=costs,
             accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
             search={"episodes": self.state.episode, "best_episode": best["episode"],
-                    "best_reward": best["reward"], "seed": c.seed})
+                    "best_reward": best["reward"], "seed": c.seed,
+                    "action_mapping": env.action_mapping})
         done = finalize_with(c, self.dense, policy, on_epoch=on_finetune_epoch)
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         save_policy(policy, self.job.path / "policy.json")

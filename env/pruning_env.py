@@ -22,7 +22,7 @@ from models.errors import UserError
 
 REWARDS = ("acc", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
-ACTION_MAPPINGS = ("absolute", "feasible")
+ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 N_FEATURES = 12
 CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
 
@@ -43,9 +43,11 @@ class EnvConfig:
     """Whether the FC masks are in place while the agent searches (else applied afterwards)."""
     s_min: float = 0.0
     s_max: float = 0.99
-    action_mapping: str = "feasible"
+    action_mapping: str = "auto"
     """`feasible`: the action maps onto the range the budget leaves this layer, so no action is
-    cut; `absolute`: onto [s_min, s_max], then the budget clamp cuts it (AMC)."""
+    cut; `absolute`: onto [s_min, s_max], then the budget clamp cuts it (AMC); `auto`:
+    `absolute` unless a layer other than the last holds more than half of the agent's weights
+    (see `resolve_action_mapping`)."""
     reward: str = "acc"
     """`acc`, `-err*log(flops)` or `-err*log(params)`, on the val split."""
     bn_recalibration_batches: int = 1
@@ -75,6 +77,21 @@ class EnvConfig:
             raise UserError(f"need 0 <= s_min < s_max <= 1, got {self.s_min}, {self.s_max}")
 
 
+def resolve_action_mapping(mapping: str, sizes: list[int]) -> str:
+    """`auto` → `feasible` if a layer other than the last holds most of the agent's weights,
+    else `absolute`; any other mapping is returned as it is.
+
+    Such a layer's budget window is narrow whatever the others do (LeNet-5's FC1, 93% of the
+    weights, may only take 0.95-0.99 at a 0.95 target), so AMC's mapping cuts nearly all of
+    its actions and, below the window, pushes the later layers to s_max; there the actor
+    collapsed. Elsewhere (vgg-mini's conv layers, the last of which is the largest) AMC's
+    mapping fine-tuned better at 0.95 (docs/decisions.md).
+    """
+    if mapping != "auto":
+        return mapping
+    return "feasible" if any(2 * n > sum(sizes) for n in sizes[:-1]) else "absolute"
+
+
 class PruningEnv(gym.Env):
     """Choose a weight sparsity for each agent-controlled layer of a trained network.
 
@@ -90,7 +107,8 @@ class PruningEnv(gym.Env):
     Action: `Box(-1, 1, (1,), float32)`. With `action_mapping="absolute"` (AMC) it maps
     linearly onto a sparsity in [s_min, s_max], which is then clamped from both sides (see
     `env.budget`); with `"feasible"` it maps linearly onto the range of weights the budget
-    leaves this layer, so every action is applied as asked. Either way the episode ends with
+    leaves this layer, so every action is applied as asked; `"auto"` picks one of the two
+    from the layer sizes (`resolve_action_mapping`; the choice is `env.action_mapping`). Either way the episode ends with
     exactly round(target·N) weights pruned in scope, whatever the actions were.
 
     Pruning: magnitude masks; each layer's |w| order is sorted once and `dense * mask` is
@@ -147,6 +165,7 @@ class PruningEnv(gym.Env):
                                  feasible=feasible, accuracy=self.evaluator.accuracy,
                                  model=self.model)
         self.budget = budget_for(self.fc.pruned)
+        self.action_mapping = resolve_action_mapping(config.action_mapping, sizes)
         try:
             self.budget.check()
         except UserError as exc:
@@ -192,7 +211,7 @@ class PruningEnv(gym.Env):
 
     def _prune_count(self, t: int, action) -> tuple[int, float]:
         """Weights layer t prunes for `action`, and the sparsity the action asked for."""
-        if self.config.action_mapping == "feasible":
+        if self.action_mapping == "feasible":
             lo, hi = self.budget.bounds(t, self._pruned)
             n = lo + int(round(_unit(action) * (hi - lo)))
             return n, n / self.budget.sizes[t]
@@ -201,7 +220,7 @@ class PruningEnv(gym.Env):
 
     def action_for(self, t: int, pruned: int, count: int) -> float:
         """The action that makes layer t prune `count` weights after `pruned` (inverse map)."""
-        if self.config.action_mapping == "feasible":
+        if self.action_mapping == "feasible":
             lo, hi = self.budget.bounds(t, pruned)
             return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
         span = self.config.s_max - self.config.s_min

@@ -90,7 +90,7 @@ def test_cli_search_defaults():
     assert build_parser().parse_args(["search", "--seed-policies", "none"]).seed_policies == ()
     assert build_parser().parse_args(["bench", "--out", "x", "--seed-policies", "erk"]
                                      ).seed_policies == ("erk",)
-    assert args.action_mapping == SearchConfig().action_mapping == "feasible"
+    assert args.action_mapping == SearchConfig().action_mapping == "auto"
     assert build_parser().parse_args(["bench", "--out", "x", "--action-mapping", "absolute"]
                                      ).action_mapping == "absolute"
 
