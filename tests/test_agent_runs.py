@@ -105,6 +105,7 @@ def test_policy_format(fleet):
     assert {"dense", "proxy", "pruned", "finetuned"} <= set(policy["accuracy"])
     assert {"episodes", "best_episode", "seed"} <= set(policy["search"])
     assert policy["search"]["episodes"] == EPISODES and policy["search"]["seed"] == 0
+    assert policy["search"]["action_mapping"] == "absolute"  # auto: c3, the largest, is last
 
 
 def test_policy_lands_on_target(fleet):

@@ -30,6 +30,10 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert [r["method"] for r in on_disk["results"]] == list(METHODS)
+    # auto mapping: c3 (the largest conv layer) is last; with every layer, f1 is not
+    mapping = {r["method"]: r.get("action_mapping") for r in on_disk["results"]}
+    assert (mapping["ddpg"], mapping["ddpg-only"], mapping["lamp"]) == ("absolute", "feasible",
+                                                                         None)
     n = 36 + 288 + 1152 + 2048 + 320
     for row in on_disk["results"]:
         assert set(row) >= {"method", "target", "seed", "test_accuracy", "sparsity"}

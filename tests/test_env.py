@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from env.masks import magnitude_mask, sigma_mask
-from env.pruning_env import EnvConfig, PruningEnv
+from env.pruning_env import EnvConfig, PruningEnv, resolve_action_mapping
 from models.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,6 +206,32 @@ def test_absolute_mapping_is_cut_by_the_clamp_by_hand():
     assert [i["requested"] for i in infos] == [0.0, 0.0, 0.0]
 
 
+def test_auto_mapping_is_feasible_only_when_a_layer_before_the_last_holds_most_weights():
+    assert resolve_action_mapping("auto", [10, 100, 5]) == "feasible"  # 100 of 115, not last
+    assert resolve_action_mapping("auto", [10, 20, 100]) == "absolute"  # the largest is last
+    assert resolve_action_mapping("auto", [50, 30, 20]) == "absolute"  # half is not most
+    assert resolve_action_mapping("auto", [51, 29, 20]) == "feasible"
+    for mapping in ("absolute", "feasible"):
+        assert resolve_action_mapping(mapping, [10, 100, 5]) == mapping
+
+
+def test_auto_mapping_on_the_tiny_net_and_its_episodes():
+    """Every layer: f1 holds 2,048 of 3,844 weights and is not last -> feasible, and the
+    episode is the feasible one. Conv layers only: c3 (1,152 of 1,476) is last -> absolute."""
+    actions = [0.3, -0.5, 0.1, 0.7, -0.2]
+    every = dict(target=0.8, fc_rule="agent", scope="agent")
+    auto = make_env(**every)
+    assert auto.action_mapping == "feasible"
+    *_, info = run_episode(auto, actions)[-1]
+    *_, same = run_episode(make_env(**every, action_mapping="feasible"), actions)[-1]
+    assert info["sparsities"] == same["sparsities"]
+    conv = dict(target=0.8, fc_rule="none", scope="agent")
+    assert make_env(**conv).action_mapping == "absolute"
+    *_, info = run_episode(make_env(**conv), actions[:3])[-1]
+    *_, same = run_episode(make_env(**conv, action_mapping="absolute"), actions[:3])[-1]
+    assert info["sparsities"] == same["sparsities"]
+
+
 @pytest.mark.parametrize("mapping", ["absolute", "feasible"])
 def test_action_for_inverts_the_mapping(mapping):
     env = make_env(target=0.7, fc_k=2.0, action_mapping=mapping)
@@ -241,7 +267,7 @@ def episodes(draw):
         fc_rule=fc_rule,
         fc_k=draw(st.sampled_from([1.0, 2.0, 3.0])),
         fc_during_search=draw(st.booleans()),
-        action_mapping=draw(st.sampled_from(["absolute", "feasible"])),
+        action_mapping=draw(st.sampled_from(["auto", "absolute", "feasible"])),
         target=draw(st.floats(0.01, 0.99)),
         sparsity_range=draw(st.sampled_from(SPARSITY_RANGES)),
         actions=draw(st.lists(action, min_size=n_agent, max_size=n_agent)),
@@ -288,7 +314,7 @@ def test_every_episode_lands_exactly_on_target(case):
         assert step["layer"] == name
         assert counts[name] == round(step["sparsity"] * w)
         assert round(s_min * w) <= counts[name] <= round(s_max * w)
-        if case["action_mapping"] == "feasible":  # nothing is cut: applied as asked
+        if env.action_mapping == "feasible":  # nothing is cut: applied as asked
             assert step["requested"] == step["sparsity"]
     for name, n in fc_pruned.items():
         assert zeros(getattr(env.model, name)) == (n if case["fc_during_search"] else 0)
