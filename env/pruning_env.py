@@ -108,8 +108,9 @@ class PruningEnv(gym.Env):
     linearly onto a sparsity in [s_min, s_max], which is then clamped from both sides (see
     `env.budget`); with `"feasible"` it maps linearly onto the range of weights the budget
     leaves this layer, so every action is applied as asked; `"auto"` picks one of the two
-    from the layer sizes (`resolve_action_mapping`; the choice is `env.action_mapping`). Either way the episode ends with
-    exactly round(target·N) weights pruned in scope, whatever the actions were.
+    from the layer sizes (`resolve_action_mapping`; the choice is `env.action_mapping`).
+    Either way the episode ends with exactly round(target·N) weights pruned in scope,
+    whatever the actions were.
 
     Pruning: magnitude masks; each layer's |w| order is sorted once and `dense * mask` is
     written into the working copy of the model in place. Layers owned by the FC rule get their
