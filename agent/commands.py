@@ -219,8 +219,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
           "FC layers by the agent" if config.fc_rule == "agent" else "FC layers dense")
     print(f"run {job.path}: {config.model} on {config.dataset}, target {config.target:g} "
-          f"({config.scope}), {len(search.env.agent_layers)} agent layers, {fc}, dense test "
-          f"accuracy {100 * dense.test_accuracy:.2f}%", file=sys.stderr)
+          f"({config.scope}), {len(search.env.agent_layers)} agent layers, {fc}, "
+          f"{search.env.action_mapping} actions, dense test accuracy "
+          f"{100 * dense.test_accuracy:.2f}%", file=sys.stderr)
     return _run_search(search, job, config)
 
 
