@@ -93,6 +93,15 @@ def test_cli_search_defaults():
     assert args.action_mapping == SearchConfig().action_mapping == "auto"
     assert build_parser().parse_args(["bench", "--out", "x", "--action-mapping", "absolute"]
                                      ).action_mapping == "absolute"
+    # the CLI spells the mappings out (it does not import torch); they must be the env's
+    from env.pruning_env import ACTION_MAPPINGS
+
+    for command in (["search"], ["bench", "--out", "x"]):
+        for mapping in ACTION_MAPPINGS:
+            assert build_parser().parse_args([*command, "--action-mapping", mapping]
+                                             ).action_mapping == mapping
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*command, "--action-mapping", "relative"])
 
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
