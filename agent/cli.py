@@ -63,6 +63,14 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
                         "else absolute (default: auto)")
 
 
+def _add_reward_arg(p: argparse.ArgumentParser) -> None:
+    # Spelled out, as env.pruning_env.REWARDS, so that `--help` does not import torch.
+    p.add_argument("--reward", default="acc",
+                   choices=("acc", "-loss", "-err*log(flops)", "-err*log(params)"),
+                   help="the search's reward on the val split: accuracy, minus the "
+                        "cross-entropy, or AMC's error times log cost (default: acc)")
+
+
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:
     p.add_argument("--dataset", default=dataset_default,
                    help="mnist5k (embedded), digits (embedded), cifar10, cifar100, "
@@ -91,8 +99,7 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="k of the k-sigma FC rule, or auto (default: auto)")
     p.add_argument("--fc-after-search", action="store_true",
                    help="apply the FC masks only after the search (default: during it)")
-    p.add_argument("--reward", default="acc",
-                   choices=("acc", "-err*log(flops)", "-err*log(params)"))
+    _add_reward_arg(p)
     p.add_argument("--bn-recalibration", type=int, default=1, metavar="BATCHES",
                    help="re-estimate BatchNorm statistics on this many train batches before "
                         "scoring (default: 1; 0: off)")
@@ -150,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=400)
     p.add_argument("--warmup", type=int, default=100)
     _add_agent_args(p)
+    _add_reward_arg(p)
     p.add_argument("--fc-rule", default="3sigma", choices=("3sigma", "agent", "none"),
                    help="for every method but ddpg-only and 3sigma-only (default: 3sigma)")
     p.add_argument("--fc-k", type=_fc_k, default="auto")

@@ -315,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         fc_rule=args.fc_rule, fc_k=args.fc_k,
                         episodes=args.episodes, warmup=args.warmup,
                         seed_policies=args.seed_policies, action_mapping=args.action_mapping,
-                        checkpoint_every=args.episodes,
+                        reward=args.reward, checkpoint_every=args.episodes,
                         finetune_epochs=args.finetune_epochs,
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))

@@ -20,7 +20,7 @@ from env.masks import MagnitudePruner, apply_masks
 from models.data import Split
 from models.errors import UserError
 
-REWARDS = ("acc", "-err*log(flops)", "-err*log(params)")
+REWARDS = ("acc", "-loss", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 N_FEATURES = 12
@@ -289,6 +289,8 @@ class PruningEnv(gym.Env):
                     achieved_sparsity=pruned / self.budget.total, **costs)
         if self.config.reward == "acc":
             reward = acc
+        elif self.config.reward == "-loss":
+            reward = -loss
         else:
             key = "flops" if "flops" in self.config.reward else "params"
             reward = -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))

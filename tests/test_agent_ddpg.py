@@ -94,7 +94,7 @@ def test_cli_search_defaults():
     assert build_parser().parse_args(["bench", "--out", "x", "--action-mapping", "absolute"]
                                      ).action_mapping == "absolute"
     # the CLI spells the mappings out (it does not import torch); they must be the env's
-    from env.pruning_env import ACTION_MAPPINGS
+    from env.pruning_env import ACTION_MAPPINGS, REWARDS
 
     for command in (["search"], ["bench", "--out", "x"]):
         for mapping in ACTION_MAPPINGS:
@@ -102,6 +102,11 @@ def test_cli_search_defaults():
                                              ).action_mapping == mapping
         with pytest.raises(SystemExit):
             build_parser().parse_args([*command, "--action-mapping", "relative"])
+        # likewise the rewards
+        for reward in REWARDS:
+            assert build_parser().parse_args([*command, "--reward", reward]).reward == reward
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*command, "--reward", "loss"])
 
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):

@@ -397,13 +397,14 @@ def test_bad_config_is_refused(bad, words):
 def test_reward_choices():
     actions = [0.2, -0.4, 0.6]
     results = {}
-    for reward in ("acc", "-err*log(flops)", "-err*log(params)"):
+    for reward in ("acc", "-loss", "-err*log(flops)", "-err*log(params)"):
         *_, r, _, _, info = run_episode(make_env(target=0.9, fc_k=3.0, reward=reward),
                                         actions)[-1]
         results[reward] = (r, info)
     acc_reward, info = results["acc"]
     acc = info["proxy_accuracy"]
     assert acc_reward == acc and 0.0 < acc < 1.0  # a real error term for the other two
+    assert results["-loss"][0] == -info["proxy_loss"] and info["proxy_loss"] > 0.0
     # Non-zero params and FLOPs recomputed from the layer sparsities and the hand counts.
     sparsity = info["sparsities"]
     params = TINY_PARAMS - sum(round(s * TINY_WEIGHTS[n]) for n, s in sparsity.items())
