@@ -65,10 +65,10 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
 
 def _add_reward_arg(p: argparse.ArgumentParser) -> None:
     # Spelled out, as env.pruning_env.REWARDS, so that `--help` does not import torch.
-    p.add_argument("--reward", default="acc",
-                   choices=("acc", "-loss", "-err*log(flops)", "-err*log(params)"),
-                   help="the search's reward on the val split: accuracy, minus the "
-                        "cross-entropy, or AMC's error times log cost (default: acc)")
+    p.add_argument("--reward", default="loss",
+                   choices=("loss", "acc", "-err*log(flops)", "-err*log(params)"),
+                   help="the search's reward on the val split: minus the cross-entropy, the "
+                        "accuracy (AMC), or AMC's error times log cost (default: loss)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist5k") -> None:

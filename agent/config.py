@@ -23,7 +23,9 @@ class SearchConfig:
     fc_rule: str = "3sigma"
     fc_k: float | str = "auto"
     fc_during_search: bool = True
-    reward: str = "acc"
+    reward: str = "loss"
+    """The episode's reward on the val split: `loss` (minus the cross-entropy), `acc`, or
+    AMC's `-err*log(flops)` / `-err*log(params)` (see EnvConfig.reward for the measurement)."""
     s_min: float = 0.0
     s_max: float = 0.99
     action_mapping: str = "auto"

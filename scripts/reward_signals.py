@@ -2,7 +2,7 @@
 
 Candidates: the four baselines, `random=N` allocations from uniformly random actions in the
 search's env (seeded), and any policy.json files given with `policies=GLOB`. Each is scored
-on the val split (accuracy and cross-entropy: the `acc` and `-loss` rewards) and on 2,000
+on the val split (accuracy and cross-entropy: the `acc` and `loss` rewards) and on 2,000
 train images, then fine-tuned (the job's budget) with two fine-tune seeds; the printed rank
 correlations are with the mean fine-tuned test accuracy, over all candidates and over those
 whose val accuracy is within `top=POINTS` of the best (where a search's choice is made).
@@ -33,7 +33,7 @@ from env.layers import nonzero_costs
 from models.data import Split
 from models.registry import arch_fingerprint
 
-SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (-loss)": ("val_loss", -1),
+SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}
 
 

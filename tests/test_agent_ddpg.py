@@ -104,9 +104,9 @@ def test_cli_search_defaults():
             build_parser().parse_args([*command, "--action-mapping", "relative"])
         # likewise the rewards
         for reward in REWARDS:
-            assert build_parser().parse_args([*command, "--reward", reward]).reward == reward
+            assert build_parser().parse_args([*command, f"--reward={reward}"]).reward == reward
         with pytest.raises(SystemExit):
-            build_parser().parse_args([*command, "--reward", "loss"])
+            build_parser().parse_args([*command, "--reward", "accuracy"])
 
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):

@@ -335,7 +335,8 @@ def test_every_episode_lands_exactly_on_target(case):
     assert info["flops"]["dense"] == TINY_FLOPS_TOTAL
     assert abs(info["flops"]["nonzero"] - (TINY_FLOPS_TOTAL - saved)) <= 0.5 + 1e-9
     acc = expected_accuracy(counts, k if fc_pruned and case["fc_during_search"] else None)
-    assert reward == info["proxy_accuracy"] == acc
+    assert info["proxy_accuracy"] == acc
+    assert reward == -info["proxy_loss"]  # the default reward, loss
 
 
 # -- refusals -----------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ def test_agent_without_layers_is_refused():
 @pytest.mark.parametrize("bad, words", [
     ({"target": 0.0}, "target"), ({"target": 1.0}, "target"), ({"target": 1.5}, "target"),
     ({"target": -0.1}, "target"), ({"scope": "all"}, "scope"), ({"fc_rule": "x"}, "fc rule"),
-    ({"reward": "loss"}, "reward"), ({"s_min": 0.5, "s_max": 0.5}, "s_min"),
+    ({"reward": "accuracy"}, "reward"), ({"s_min": 0.5, "s_max": 0.5}, "s_min"),
 ])
 def test_bad_config_is_refused(bad, words):
     with pytest.raises(UserError, match=words):
@@ -397,14 +398,14 @@ def test_bad_config_is_refused(bad, words):
 def test_reward_choices():
     actions = [0.2, -0.4, 0.6]
     results = {}
-    for reward in ("acc", "-loss", "-err*log(flops)", "-err*log(params)"):
+    for reward in ("acc", "loss", "-err*log(flops)", "-err*log(params)"):
         *_, r, _, _, info = run_episode(make_env(target=0.9, fc_k=3.0, reward=reward),
                                         actions)[-1]
         results[reward] = (r, info)
     acc_reward, info = results["acc"]
     acc = info["proxy_accuracy"]
     assert acc_reward == acc and 0.0 < acc < 1.0  # a real error term for the other two
-    assert results["-loss"][0] == -info["proxy_loss"] and info["proxy_loss"] > 0.0
+    assert results["loss"][0] == -info["proxy_loss"] and info["proxy_loss"] > 0.0
     # Non-zero params and FLOPs recomputed from the layer sparsities and the hand counts.
     sparsity = info["sparsities"]
     params = TINY_PARAMS - sum(round(s * TINY_WEIGHTS[n]) for n, s in sparsity.items())
@@ -451,7 +452,7 @@ def test_bn_recalibration_scores_with_fresh_stats_then_restores(tiny_calibration
     check = copy.deepcopy(env.model)
     check.bn.running_mean.copy_(scored[0]["running_mean"])
     check.bn.running_var.copy_(scored[0]["running_var"])
-    assert reward == info["proxy_accuracy"] == accuracy(check)
+    assert info["proxy_accuracy"] == accuracy(check) and reward == -info["proxy_loss"]
     # Afterwards the working model is back to the dense statistics, in eval mode.
     for key, value in bn.state_dict().items():
         assert torch.equal(value, dense_stats[key]), key
