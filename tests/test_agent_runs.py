@@ -55,6 +55,10 @@ def test_search_exits_0_and_reports(fleet):
     assert "Traceback" not in done.stderr
     assert "runs/a" in done.stdout and "policy.json" in done.stdout
     assert "sparsity" in done.stdout  # the result table
+    # the first line names what is searched: layers, FC rule, action mapping, reward
+    first = done.stderr.splitlines()[0]
+    assert "3 agent layers" in first and "k=1" in first, first
+    assert "absolute actions" in first and "reward loss" in first, first
 
 
 def test_run_folder_config_and_status(fleet):
