@@ -154,7 +154,10 @@ def _pretrain_progress(config):
 
             print(f"no cached dense {config.model} for {config.dataset}: pre-training it once",
                   file=sys.stderr)
-            bar = tqdm(desc="pretrain", unit="epoch", file=sys.stderr, leave=False)
+            from models.pretrain import default_epochs
+
+            bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(config.model),
+                       file=sys.stderr, leave=False)
         bar.set_postfix(loss=f"{loss:.4f}")
         bar.update()
 
