@@ -40,6 +40,16 @@ def parse(pairs: list[str]) -> SearchConfig:
     return config
 
 
+def candidate_policy(config: SearchConfig, dense, env, name: str,
+                     sparsities: dict[str, float]) -> dict:
+    """A policy.json dict for one candidate allocation over `env`'s layers (no accuracies)."""
+    return build_policy(
+        model=config.model, dataset=config.dataset, fingerprint=arch_fingerprint(dense.model),
+        method=name, target=config.target, scope=config.scope, net=env.net,
+        sparsities=sparsities, fc_rule=config.fc_rule, fc_k=env.fc.k,
+        costs=nonzero_costs(env.net, sparsities), accuracy={}, search={})
+
+
 def main(out: str, pairs: list[str]) -> None:
     config = parse(pairs)
     dense = load_dense(config)
@@ -61,12 +71,7 @@ def main(out: str, pairs: list[str]) -> None:
                    for m in ("uniform", "global", "lamp", "erk")]
     rows = []
     for name, reward, sparsities in candidates:
-        policy = build_policy(
-            model=config.model, dataset=config.dataset,
-            fingerprint=arch_fingerprint(dense.model), method=name, target=config.target,
-            scope=config.scope, net=fresh.net, sparsities=sparsities, fc_rule=config.fc_rule,
-            fc_k=fresh.fc.k, costs=nonzero_costs(fresh.net, sparsities), accuracy={},
-            search={})
+        policy = candidate_policy(config, dense, fresh, name, sparsities)
         pruned = finalize_with(config, dense, policy, epochs=0)
         val_acc, val_loss = ProxyEvaluator(dense.data.val, "cpu").score(pruned.model)
         train_acc, _ = ProxyEvaluator(dense.data.train, "cpu").score(pruned.model)

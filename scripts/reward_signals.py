@@ -18,20 +18,18 @@ from __future__ import annotations
 import glob
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from rank_candidates import parse
+from rank_candidates import candidate_policy, parse
 from scipy.stats import spearmanr
 
 from agent.baseline import baseline_env, baseline_sparsities
 from agent.finalize import finalize_with
-from agent.policy import build_policy
 from agent.search import load_dense
 from env.evaluate import ProxyEvaluator
-from env.layers import nonzero_costs
 from models.data import Split
-from models.registry import arch_fingerprint
 
 SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}
@@ -40,7 +38,7 @@ SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("v
 def candidates(env, n_random: int, pattern: str | None) -> dict[str, dict[str, float]]:
     out = {m: baseline_sparsities(m, env) for m in ("uniform", "global", "lamp", "erk")}
     for path in sorted(glob.glob(pattern)) if pattern else []:
-        policy = json.loads(open(path).read())
+        policy = json.loads(Path(path).read_text())
         out[path] = {layer["name"]: layer["sparsity"] for layer in policy["layers"]}
     rng = np.random.default_rng(0)
     for i in range(n_random):
@@ -81,11 +79,7 @@ def main(pairs: list[str]) -> None:
     val = ProxyEvaluator(dense.data.val, "cpu")
     rows = []
     for name, sparsities in pool.items():
-        policy = build_policy(
-            model=config.model, dataset=config.dataset,
-            fingerprint=arch_fingerprint(dense.model), method=name, target=config.target,
-            scope=config.scope, net=env.net, sparsities=sparsities, fc_rule=config.fc_rule,
-            fc_k=env.fc.k, costs=nonzero_costs(env.net, sparsities), accuracy={}, search={})
+        policy = candidate_policy(config, dense, env, name, sparsities)
         pruned = finalize_with(config, dense, policy, epochs=0).model
         val_acc, val_loss = val.score(pruned)
         train_acc, train_loss = train.score(pruned)
