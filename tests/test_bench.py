@@ -159,13 +159,16 @@ def test_merge_reports_keys_rows_by_method_target_and_seed():
 
 
 def test_the_search_reward_reaches_every_search_and_the_report(tmp_path, dense, one_thread):
+    """A reward other than the default (`loss`) reaches the searches, so the test can fail."""
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
                         checkpoint_every=3, finetune_epochs=0, hidden=(16, 16), batch_size=4,
-                        reward="loss")
+                        reward="acc")
+    assert SearchConfig().reward == "loss"
     report = run_bench(dense, base, targets=[0.5], methods=["ddpg"], seeds=1,
                        out=tmp_path / "out", log=lambda line: None)
-    assert report["reward"] == "loss"
+    assert report["reward"] == "acc"
     run = tmp_path / "out" / "runs" / "ddpg-0.5-seed0"
-    assert json.loads((run / "config.json").read_text())["reward"] == "loss"
-    search = json.loads((run / "policy.json").read_text())["search"]
-    assert search["best_reward"] < 0  # minus a cross-entropy, not an accuracy
+    assert json.loads((run / "config.json").read_text())["reward"] == "acc"
+    policy = json.loads((run / "policy.json").read_text())
+    # the accuracy reward: the best reward is the kept policy's val accuracy, not -loss
+    assert policy["search"]["best_reward"] == policy["accuracy"]["proxy"] > 0
