@@ -1,7 +1,7 @@
 """Which score before fine-tuning ranks allocations as the fine-tune does? No search needed.
 
 Candidates: the four baselines, `random=N` allocations from uniformly random actions in the
-search's env (seeded), and any policy.json files given with `policies=GLOB`. Each is scored
+search's env (seeded), and any policy.json files given with `policies=GLOB[,GLOB...]`. Each is scored
 on the val split (accuracy and cross-entropy: the `acc` and `loss` rewards) and on 2,000
 train images, then fine-tuned (the job's budget) with two fine-tune seeds; the printed rank
 correlations are with the mean fine-tuned test accuracy, over all candidates and over those
@@ -37,7 +37,8 @@ SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("v
 
 def candidates(env, n_random: int, pattern: str | None) -> dict[str, dict[str, float]]:
     out = {m: baseline_sparsities(m, env) for m in ("uniform", "global", "lamp", "erk")}
-    for path in sorted(glob.glob(pattern)) if pattern else []:
+    paths = sorted({p for one in (pattern or "").split(",") if one for p in glob.glob(one)})
+    for path in paths:
         policy = json.loads(Path(path).read_text())
         out[path] = {layer["name"]: layer["sparsity"] for layer in policy["layers"]}
     rng = np.random.default_rng(0)

@@ -1,0 +1,95 @@
+"""Does a short masked fine-tune before scoring rank allocations closer to the real fine-tune?
+
+Reuses a reward_signals.py study (its candidates and their fine-tuned test accuracies): each
+candidate is pruned as the search prunes it (BatchNorm recalibrated on one batch), trained for
+N SGD steps with its masks held (batch 128, no augmentation, the fine-tune's learning rate on a
+one-cycle schedule, fixed seed), then scored on the val split. Prints the Spearman correlation
+of each score with the mean fine-tuned test accuracy, over all candidates and over the
+near-best ones (val accuracy before tuning within `top` points of the best), and the time of
+one scoring relative to one proxy evaluation.
+
+    python scripts/short_tune_signal.py docs/bench/signals/signals-lenet5-agent-0.95.json \
+        out=runs/short-tune-lenet5-0.95.json steps=0,5,20,50 top=3
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+from rank_candidates import candidate_policy
+from scipy.stats import spearmanr
+
+from agent.baseline import baseline_env
+from agent.config import SearchConfig
+from agent.policy import policy_masks
+from agent.search import load_dense
+from env.evaluate import ProxyEvaluator, recalibrate_bn
+from env.masks import apply_masks, hold_masks
+from models.data import Split
+from models.train import TrainConfig, train
+
+
+def short_tuned(dense_model, policy: dict, data, steps: int, lr: float, seed: int = 0):
+    model = copy.deepcopy(dense_model)
+    masks = policy_masks(model, policy)
+    apply_masks(model, masks)
+    recalibrate_bn(model, data.train, 1, 128, np.random.default_rng(seed))
+    if steps > 0:
+        idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+        idx = idx[:steps * 128]
+        hold_masks(model, masks)
+        train(model, Split(data.train.x[idx], data.train.y[idx]),
+              TrainConfig(epochs=1, lr=lr, shift=0, seed=seed))
+    return model
+
+
+def main(source: str, pairs: list[str]) -> None:
+    opts = dict(p.split("=", 1) for p in pairs)
+    steps_list = [int(s) for s in opts.get("steps", "0,5,20,50").split(",")]
+    top = float(opts.get("top", 3))
+    study = json.loads(open(source).read())
+    config = SearchConfig(**study["config"])
+    torch.manual_seed(0)
+    dense = load_dense(config)
+    env = baseline_env(config, dense)
+    val = ProxyEvaluator(dense.data.val, "cpu")
+    rows, seconds = study["rows"], {}
+    t0 = time.perf_counter()
+    for _ in range(20):
+        val.score(dense.model)
+    proxy_s = (time.perf_counter() - t0) / 20
+    for row in rows:
+        policy = candidate_policy(config, dense, env, row["name"], row["sparsities"])
+        for steps in steps_list:
+            t0 = time.perf_counter()
+            acc, loss = val.score(short_tuned(dense.model, policy, dense.data, steps,
+                                              config.finetune_lr))
+            seconds.setdefault(steps, []).append(time.perf_counter() - t0)
+            row[f"val_acc@{steps}"], row[f"val_loss@{steps}"] = acc, loss
+        print(row["name"], {k: round(v, 4) for k, v in row.items() if "@" in k}, flush=True)
+    best = max(r["val_acc"] for r in rows)
+    groups = {"all": rows, f"near-best (val within {top:g} pts)": [
+        r for r in rows if r["val_acc"] >= best - top / 100]}
+    table = {}
+    for group, sub in groups.items():
+        y = [np.mean(r["finetuned"]) for r in sub]
+        table[group] = {"n": len(sub), **{
+            f"{name}@{s}": round(float(spearmanr([sign * r[f"{key}@{s}"] for r in sub], y)[0]), 2)
+            for s in steps_list for name, key, sign in (("acc", "val_acc", 1),
+                                                        ("loss", "val_loss", -1))}}
+    cost = {s: round(float(np.mean(v)) / proxy_s, 1) for s, v in seconds.items()}
+    with open(opts["out"], "w") as f:
+        json.dump({"source": source, "rows": rows, "spearman": table,
+                   "cost_in_proxy_evals": cost}, f, indent=1)
+    for group, values in table.items():
+        print(f"{group}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+    print("cost of one scoring, in proxy evaluations:", cost)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
