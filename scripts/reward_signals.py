@@ -1,8 +1,8 @@
 """Which score before fine-tuning ranks allocations as the fine-tune does? No search needed.
 
 Candidates: the four baselines, `random=N` allocations from uniformly random actions in the
-search's env (seeded), and any policy.json files given with `policies=GLOB[,GLOB...]`. Each is scored
-on the val split (accuracy and cross-entropy: the `acc` and `loss` rewards) and on 2,000
+search's env (seeded), and any policy.json files given with `policies=GLOB[,GLOB...]`. Each
+is scored on the val split (accuracy and cross-entropy: the `acc` and `loss` rewards) and on 2,000
 train images, then fine-tuned (the job's budget) with two fine-tune seeds; the printed rank
 correlations are with the mean fine-tuned test accuracy, over all candidates and over those
 whose val accuracy is within `top=POINTS` of the best (where a search's choice is made).
