@@ -63,11 +63,12 @@ def proxy_eval_seconds(search: Search, repeats: int = 10) -> float:
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-            speed: list[dict]) -> dict:
+            speed: list[dict], progress: bool = False) -> dict:
+    """One method at one target and seed; `progress`: the search's bar, named after the run."""
     if method in ("ddpg", "ddpg-only"):
         if method == "ddpg-only":
             config = dataclasses.replace(config, fc_rule="agent")
-        search = Search(config, dense, progress=False)
+        search = Search(config, dense, progress=progress, label=run_dir.name)
         eval_s = proxy_eval_seconds(search)
         job = Job.create(run_dir, run_dir.name)
         job.write_config(config.to_json())
@@ -93,8 +94,11 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
 
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
               seeds: int, out: Path, log: Callable[[str], None] = print,
-              first_seed: int = 0) -> dict:
+              first_seed: int = 0, progress: bool = False) -> dict:
     """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target.
+
+    `log` gets one line per finished run, counted ("[3/25] ..."); `progress` shows each
+    search's bar (on stderr).
 
     A later bench with `first_seed` past an earlier one's seeds extends it
     (scripts/merge_bench.py joins the two).
@@ -109,7 +113,7 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,
-                 results, speed)
+                 results, speed, progress)
     except KeyboardInterrupt:
         if results:
             _write(_report(base, dense, results, speed, interrupted=True), out)
@@ -128,14 +132,15 @@ def _raise_interrupt(signum, frame) -> None:
 
 def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: list[str],
              seeds: range, out: Path, log: Callable[[str], None], results: list[dict],
-             speed: list[dict]) -> None:
+             speed: list[dict], progress: bool) -> None:
+    total = len(targets) * len(methods) * len(seeds)
     for target in targets:
         for method in methods:
             for seed in seeds:
                 config = dataclasses.replace(base, target=target, seed=seed)
                 run_dir = out / "runs" / f"{method}-{target:g}-seed{seed}"
                 start = time.perf_counter()
-                policy = run_one(method, config, dense, run_dir, speed)
+                policy = run_one(method, config, dense, run_dir, speed, progress)
                 row = {"method": method, "target": target, "seed": seed,
                        "test_accuracy": policy["accuracy"]["finetuned"],
                        "pruned_accuracy": policy["accuracy"]["pruned"],
@@ -145,7 +150,7 @@ def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: li
                 if (policy.get("search") or {}).get("action_mapping"):
                     row["action_mapping"] = policy["search"]["action_mapping"]
                 results.append(row)
-                log(f"{method:<12} target {target:g} seed {seed}: test "
+                log(f"[{len(results)}/{total}] {method:<12} target {target:g} seed {seed}: test "
                     f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "
                     f"({row['seconds']:.0f}s)")
 

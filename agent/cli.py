@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=3)
     _add_device_arg(p)
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (one line per finished run still)")
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
     p.add_argument("run", help="run folder (or its name under runs/)")

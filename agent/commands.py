@@ -323,7 +323,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         device=resolve_device(args.device))
     dense = load_dense(base, on_pretrain_epoch=_pretrain_progress(base))
     report = run_bench(dense, base, targets=args.targets, methods=methods, seeds=args.seeds,
-                       first_seed=args.first_seed, out=out,
+                       first_seed=args.first_seed, out=out, progress=not args.quiet,
                        log=lambda line: print(line, file=sys.stderr))
     print((out / "bench.md").read_text(), end="")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")

@@ -118,9 +118,11 @@ class _EpisodeCallback(BaseCallback):
 class Search:
     """One search job in one run folder; `run()` starts it or continues it from a checkpoint."""
 
-    def __init__(self, config: SearchConfig, dense: Dense, *, progress: bool = True):
-        """Builds the environment (which refuses infeasible targets) before any file is written."""
-        self.config, self.dense, self.progress = config, dense, progress
+    def __init__(self, config: SearchConfig, dense: Dense, *, progress: bool = True,
+                 label: str = "search"):
+        """Builds the environment (which refuses infeasible targets) before any file is written.
+        `progress`: a tqdm bar on stderr named `label`."""
+        self.config, self.dense, self.progress, self.label = config, dense, progress, label
         self.env = PruningEnv(dense.model, dense.data.val, dense.input_shape,
                               config.env_config(), calibration=dense.data.train,
                               device=config.device)
@@ -265,7 +267,7 @@ class Search:
         from tqdm import tqdm
 
         self._bar = tqdm(total=self.config.episodes, initial=self.state.episode,
-                         desc="search", unit="ep", file=sys.stderr, dynamic_ncols=True)
+                         desc=self.label, unit="ep", file=sys.stderr, dynamic_ncols=True)
 
     def write_status(self, state: str = "running", **extra) -> None:
         if self.job is None:  # failed before run() began: there is no run to report on

@@ -122,6 +122,13 @@ def tiny_dense():
 
 
 @pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """tmp_path as the current directory: whatever a command writes shows up there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def cli(capsys):
     """Run `rlprune ARGS` in-process; returns (exit code, stdout, stderr)."""
     from agent.cli import main

@@ -25,12 +25,6 @@ from models.errors import UserError
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
 def jobs():
     """Jobs a test created; their locks are released afterwards."""
     made: list[Job] = []

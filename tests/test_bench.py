@@ -172,3 +172,25 @@ def test_the_search_reward_reaches_every_search_and_the_report(tmp_path, dense, 
     policy = json.loads((run / "policy.json").read_text())
     # the accuracy reward: the best reward is the kept policy's val accuracy, not -loss
     assert policy["search"]["best_reward"] == policy["accuracy"]["proxy"] > 0
+
+
+def test_the_bench_command_hands_its_settings_to_the_searches(cli, workdir, one_thread):
+    """`rlprune bench` end to end: the reward, episodes and fine-tune budget on the command
+    line reach the search's config, and stderr counts the finished runs."""
+    code, _, err = cli("pretrain", "--model", "lenet300", "--dataset", "digits", "--epochs", "1",
+                       "--out", "dense.pt")
+    assert code == 0, err
+    code, out, err = cli("bench", "--model", "lenet300", "--dataset", "digits", "--checkpoint",
+                         "dense.pt", "--fc-rule", "agent", "--targets", "0.5", "--methods",
+                         "ddpg,lamp", "--seeds", "1", "--episodes", "3", "--warmup", "1",
+                         "--finetune-epochs", "0", "--reward", "acc", "--quiet", "--out", "b")
+    assert code == 0, err
+    assert "[1/2] ddpg" in err and "[2/2] lamp" in err
+    assert "| ddpg |" in out
+    run = workdir / "b" / "runs" / "ddpg-0.5-seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["reward"], config["episodes"], config["finetune_epochs"]) == ("acc", 3, 0)
+    policy = json.loads((run / "policy.json").read_text())
+    assert policy["search"]["best_reward"] == policy["accuracy"]["proxy"] > 0
+    assert policy["accuracy"]["finetuned"] == policy["accuracy"]["pruned"]  # no fine-tune
+    assert json.loads((workdir / "b" / "bench.json").read_text())["reward"] == "acc"

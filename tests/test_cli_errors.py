@@ -20,13 +20,6 @@ def assert_one_line_error(code, err: str) -> str:
     return err
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """An empty current directory: whatever a failing command writes would show up here."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def assert_empty(path):
     assert list(path.iterdir()) == [], sorted(p.name for p in path.rglob("*"))
 
