@@ -223,7 +223,8 @@ def cmd_search(args: argparse.Namespace) -> int:
           "FC layers by the agent" if config.fc_rule == "agent" else "FC layers dense")
     print(f"run {job.path}: {config.model} on {config.dataset}, target {config.target:g} "
           f"({config.scope}), {len(search.env.agent_layers)} agent layers, {fc}, "
-          f"{search.env.action_mapping} actions, reward {config.reward}, dense test accuracy "
+          f"{search.env.action_mapping} actions (layer sparsity up to {search.env.s_max:.4g}), "
+          f"reward {config.reward}, dense test accuracy "
           f"{100 * dense.test_accuracy:.2f}%", file=sys.stderr)
     return _run_search(search, job, config)
 

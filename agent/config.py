@@ -27,7 +27,9 @@ class SearchConfig:
     """The episode's reward on the val split: `loss` (minus the cross-entropy), `acc`, or
     AMC's `-err*log(flops)` / `-err*log(params)` (see EnvConfig.reward for the measurement)."""
     s_min: float = 0.0
-    s_max: float = 0.99
+    s_max: float | str = "auto"
+    """The most an agent layer may prune; `auto`: 0.99, or more where LAMP or ERK prune a layer
+    harder at this target (EnvConfig.s_max). Runs saved before it existed keep 0.99."""
     action_mapping: str = "auto"
     """`absolute` (AMC): an action maps onto [s_min, s_max], then the budget clamp cuts it;
     `feasible`: onto the range of weights the budget leaves its layer; `auto`: `feasible` when
@@ -56,8 +58,8 @@ class SearchConfig:
     baseline_decay: float = 0.95
     seed_policies: tuple[str, ...] = ("uniform", "global", "lamp", "erk")
     """Baseline allocations played as the first warm-up episodes, so the search starts from
-    them (and its best policy is at least their best on the proxy); () for pure random
-    warm-up, as in AMC."""
+    them (and its best policy is at least their best on the proxy, for those within s_max:
+    LAMP and ERK always with s_max `auto`); () for pure random warm-up, as in AMC."""
     # -- the job -----------------------------------------------------------------------
     checkpoint_every: int = 25
     """Episodes between checkpoints (one is also written on SIGINT/SIGTERM and at the end)."""

@@ -292,7 +292,7 @@ class Search:
             accuracy={"dense": self.dense.test_accuracy, "proxy": best["proxy_accuracy"]},
             search={"episodes": self.state.episode, "best_episode": best["episode"],
                     "best_reward": best["reward"], "seed": c.seed,
-                    "action_mapping": env.action_mapping})
+                    "action_mapping": env.action_mapping, "s_max": env.s_max})
         done = finalize_with(c, self.dense, policy, on_epoch=on_finetune_epoch)
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         save_policy(policy, self.job.path / "policy.json")

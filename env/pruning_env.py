@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from env.baselines import METHODS as BASELINES
 from env.budget import Budget
 from env.evaluate import ProxyEvaluator, recalibrate_bn
 from env.fc_rule import choose_fc_rule
@@ -25,6 +26,7 @@ SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 N_FEATURES = 12
 CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
+S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
 
 
 @dataclass
@@ -42,7 +44,12 @@ class EnvConfig:
     fc_during_search: bool = True
     """Whether the FC masks are in place while the agent searches (else applied afterwards)."""
     s_min: float = 0.0
-    s_max: float = 0.99
+    s_max: float | str = "auto"
+    """The most any agent layer may prune, or `auto`: 0.99 (the design's), raised to the largest
+    layer sparsity of the LAMP and ERK allocations at this target, so that the agent can play
+    them (neither empties a layer). Measured (docs/decisions.md): at 0.98 on vgg-mini LAMP
+    prunes the largest conv layer to 0.996; capped at 0.99 the agent had to prune the middle
+    layers harder and fine-tuned 2.0 points below LAMP on every seed."""
     action_mapping: str = "auto"
     """`feasible`: the action maps onto the range the budget leaves this layer, so no action is
     cut; `absolute`: onto [s_min, s_max], then the budget clamp cuts it (AMC); `auto`:
@@ -77,8 +84,10 @@ class EnvConfig:
         if self.action_mapping not in ACTION_MAPPINGS:
             raise UserError(f"action mapping must be one of {', '.join(ACTION_MAPPINGS)}, "
                             f"got {self.action_mapping!r}")
-        if not 0.0 <= self.s_min < self.s_max <= 1.0:
-            raise UserError(f"need 0 <= s_min < s_max <= 1, got {self.s_min}, {self.s_max}")
+        s_max = S_MAX_FLOOR if self.s_max == "auto" else self.s_max
+        if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
+            raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
+                            f"{self.s_max}")
 
 
 def resolve_action_mapping(mapping: str, sizes: list[int]) -> str:
@@ -109,7 +118,8 @@ class PruningEnv(gym.Env):
     sparsity.
 
     Action: `Box(-1, 1, (1,), float32)`. With `action_mapping="absolute"` (AMC) it maps
-    linearly onto a sparsity in [s_min, s_max], which is then clamped from both sides (see
+    linearly onto a sparsity in [s_min, s_max] (`env.s_max`: `auto` resolved, see
+    EnvConfig.s_max), which is then clamped from both sides (see
     `env.budget`); with `"feasible"` it maps linearly onto the range of weights the budget
     leaves this layer, so every action is applied as asked; `"auto"` picks one of the two
     from the layer sizes (`resolve_action_mapping`; the choice is `env.action_mapping`).
@@ -156,9 +166,12 @@ class PruningEnv(gym.Env):
         n_total = sum(layer.params for layer in in_scope)
         sizes = [layer.params for layer in self.agent_layers]
 
+        # `auto` starts from the floor: the FC rule's k is chosen as with s_max 0.99
+        self.s_max = S_MAX_FLOOR if config.s_max == "auto" else float(config.s_max)
+
         def budget_for(fixed: int) -> Budget:
             counted = fixed if config.scope == "total" else 0
-            return Budget(config.target, n_total, counted, sizes, config.s_min, config.s_max)
+            return Budget(config.target, n_total, counted, sizes, config.s_min, self.s_max)
 
         def feasible(fixed: int) -> bool:
             try:
@@ -171,6 +184,9 @@ class PruningEnv(gym.Env):
                                  feasible=feasible, accuracy=self.evaluator.accuracy,
                                  model=self.model)
         self.budget = budget_for(self.fc.pruned)
+        if config.s_max == "auto" and 0 <= self.budget.agent_goal <= sum(sizes):
+            self.s_max = max(S_MAX_FLOOR, self._baseline_max_sparsity())
+            self.budget = budget_for(self.fc.pruned)
         self.action_mapping = resolve_action_mapping(config.action_mapping, sizes)
         try:
             self.budget.check()
@@ -194,6 +210,12 @@ class PruningEnv(gym.Env):
         self._t, self._pruned, self._prev = 0, 0, 0.0
         self._counts: list[int] = []
 
+    def _baseline_max_sparsity(self) -> float:
+        """The largest layer sparsity of the LAMP and ERK allocations on this budget."""
+        weights = [layer.module.weight.detach() for layer in self.agent_layers]
+        return max(n / w.numel() for method in ("lamp", "erk")
+                   for n, w in zip(BASELINES[method](weights, self.budget.agent_goal), weights))
+
     # -- spaces -------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
         rows = [[i, layer.kind == "fc", layer.in_channels, layer.out_channels, layer.kernel,
@@ -213,7 +235,7 @@ class PruningEnv(gym.Env):
     def action_to_sparsity(self, action: np.ndarray | float) -> float:
         """The `absolute` mapping: [-1, 1] linearly onto [s_min, s_max]."""
         a = _unit(action)
-        return self.config.s_min + a * (self.config.s_max - self.config.s_min)
+        return self.config.s_min + a * (self.s_max - self.config.s_min)
 
     def _prune_count(self, t: int, action) -> tuple[int, float]:
         """Weights layer t prunes for `action`, and the sparsity the action asked for."""
@@ -229,7 +251,7 @@ class PruningEnv(gym.Env):
         if self.action_mapping == "feasible":
             lo, hi = self.budget.bounds(t, pruned)
             return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
-        span = self.config.s_max - self.config.s_min
+        span = self.s_max - self.config.s_min
         sparsity = count / self.budget.sizes[t]
         return float(np.clip(2.0 * (sparsity - self.config.s_min) / span - 1.0, -1.0, 1.0))
 

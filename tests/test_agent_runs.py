@@ -59,6 +59,9 @@ def test_search_exits_0_and_reports(fleet):
     first = done.stderr.splitlines()[0]
     assert "3 agent layers" in first and "k=1" in first, first
     assert "absolute actions" in first and "reward loss" in first, first
+    policy = read_json(fleet.run("a") / "policy.json")
+    assert f"layer sparsity up to {policy['search']['s_max']:.4g}" in first, first
+    assert read_json(fleet.run("a") / "config.json")["s_max"] == "auto"
 
 
 def test_run_folder_config_and_status(fleet):

@@ -353,8 +353,10 @@ def test_infeasible_target_fc_rule_alone_is_refused():
 def test_target_beyond_agent_reach_is_refused():
     reach = sum(round(0.99 * w) for w in TINY_CONV.values())
     with pytest.raises(UserError, match="at most"):
-        make_env(target=(reach + 10) / N_ALL, fc_rule="none")
-    make_env(target=(reach - 10) / N_ALL, fc_rule="none")
+        make_env(target=(reach + 10) / N_ALL, fc_rule="none", s_max=0.99)
+    make_env(target=(reach - 10) / N_ALL, fc_rule="none", s_max=0.99)
+    # `auto` reaches as far as LAMP and ERK prune, past 0.99 here
+    assert make_env(target=(reach + 10) / N_ALL, fc_rule="none").s_max > 0.99
 
 
 def test_auto_fc_k_falls_back_to_dense_fc_layers():
@@ -491,3 +493,35 @@ def test_bn_calibration_batches_fixed_or_fresh(tiny_calibration, fixed):
     assert len(seen) == 4 and same_batches == fixed
     if fixed:
         assert len(set(rewards)) == 1
+
+
+def _play(env: PruningEnv, counts: list[int]) -> list[int]:
+    """Play the actions that ask for `counts` (as the search's seed policies do)."""
+    actions, pruned = [], 0
+    for t, count in enumerate(counts):
+        actions.append(env.action_for(t, pruned, count))
+        pruned += count
+    info = run_episode(env, actions)[-1][-1]
+    return [round(info["sparsities"][layer.name] * layer.params) for layer in env.agent_layers]
+
+
+@pytest.mark.parametrize("mapping", ["absolute", "feasible"])
+def test_s_max_auto_makes_room_for_lamp_and_erk(mapping):
+    from env.baselines import METHODS
+
+    env = make_env(target=0.985, fc_rule="none", scope="agent", action_mapping=mapping)
+    weights = [layer.module.weight for layer in env.agent_layers]
+    counts = {m: METHODS[m](weights, env.budget.agent_goal) for m in ("lamp", "erk")}
+    most = max(n / w.numel() for c in counts.values() for n, w in zip(c, weights))
+    assert most > 0.99 and env.s_max == most
+    for method, wanted in counts.items():
+        assert _play(env, wanted) == wanted, method
+    if mapping == "absolute":  # capped at the design's 0.99, LAMP cannot be played
+        capped = make_env(target=0.985, fc_rule="none", scope="agent", action_mapping=mapping,
+                          s_max=0.99)
+        assert capped.s_max == 0.99
+        assert _play(capped, counts["lamp"]) != counts["lamp"]
+
+
+def test_s_max_auto_is_the_design_s_max_where_the_baselines_fit():
+    assert make_env(target=0.9, fc_rule="agent", scope="agent").s_max == 0.99
