@@ -2,14 +2,14 @@
 
 Reuses a reward_signals.py study (its candidates and their fine-tuned test accuracies): each
 candidate is pruned as the search prunes it (BatchNorm recalibrated on one batch), trained for
-N SGD steps with its masks held (batch 128, no augmentation, the fine-tune's learning rate on a
-one-cycle schedule, fixed seed), then scored on the val split. Prints the Spearman correlation
-of each score with the mean fine-tuned test accuracy, over all candidates and over the
-near-best ones (val accuracy before tuning within `top` points of the best), and the time of
-one scoring relative to one proxy evaluation.
+N SGD steps with its masks held (at most one pass over the train split; batch 128, no
+augmentation, the fine-tune's learning rate on a one-cycle schedule, fixed seed), then scored
+on the val split. Prints the Spearman correlation of each score with the mean fine-tuned test
+accuracy, over all candidates and over the near-best ones (val accuracy before tuning within
+`top` points of the best), and the time of one scoring relative to one proxy evaluation.
 
     python scripts/short_tune_signal.py docs/bench/signals/signals-lenet5-agent-0.95.json \
-        out=runs/short-tune-lenet5-0.95.json steps=0,5,20,50 top=3
+        out=runs/short-tune-lenet5-0.95.json steps=0,5,20,28 top=3
 """
 
 from __future__ import annotations
@@ -50,13 +50,17 @@ def short_tuned(dense_model, policy: dict, data, steps: int, lr: float, seed: in
 
 def main(source: str, pairs: list[str]) -> None:
     opts = dict(p.split("=", 1) for p in pairs)
-    steps_list = [int(s) for s in opts.get("steps", "0,5,20,50").split(",")]
+    steps_list = [int(s) for s in opts.get("steps", "0,5,20,28").split(",")]
     top = float(opts.get("top", 3))
     study = json.loads(open(source).read())
     config = SearchConfig(**study["config"])
     torch.manual_seed(0)
     dense = load_dense(config)
     env = baseline_env(config, dense)
+    one_pass = -(-len(dense.data.train) // 128)  # the train split holds this many batches
+    if any(s > one_pass for s in steps_list):
+        print(f"steps capped at one pass over the train split ({one_pass})", flush=True)
+        steps_list = sorted({min(s, one_pass) for s in steps_list})
     val = ProxyEvaluator(dense.data.val, "cpu")
     rows, seconds = study["rows"], {}
     t0 = time.perf_counter()
