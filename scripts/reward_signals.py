@@ -51,7 +51,10 @@ def candidates(env, n_random: int, pattern: str | None) -> dict[str, dict[str, f
     return out
 
 
-def correlations(rows: list[dict], top: float) -> dict[str, dict[str, float]]:
+def correlations(rows: list[dict], top: float, signals: dict[str, tuple[str, int]] = SIGNALS
+                 ) -> dict[str, dict[str, float]]:
+    """Spearman of each signal (row key, sign) with the mean fine-tuned accuracy, over all rows
+    and over those whose val accuracy is within `top` points of the best."""
     best = max(r["val_acc"] for r in rows)
     groups = {"all": rows, f"val within {top:g} pts of best": [
         r for r in rows if r["val_acc"] >= best - top / 100]}
@@ -60,7 +63,7 @@ def correlations(rows: list[dict], top: float) -> dict[str, dict[str, float]]:
         y = [np.mean(r["finetuned"]) for r in sub]
         table[group] = {"n": len(sub), **{
             name: round(float(spearmanr([sign * r[key] for r in sub], y)[0]), 2)
-            for name, (key, sign) in SIGNALS.items()}}
+            for name, (key, sign) in signals.items()}}
     return table
 
 

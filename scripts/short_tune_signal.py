@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 from rank_candidates import candidate_policy
-from scipy.stats import spearmanr
+from reward_signals import correlations
 
 from agent.baseline import baseline_env
 from agent.config import SearchConfig
@@ -76,16 +76,9 @@ def main(source: str, pairs: list[str]) -> None:
             seconds.setdefault(steps, []).append(time.perf_counter() - t0)
             row[f"val_acc@{steps}"], row[f"val_loss@{steps}"] = acc, loss
         print(row["name"], {k: round(v, 4) for k, v in row.items() if "@" in k}, flush=True)
-    best = max(r["val_acc"] for r in rows)
-    groups = {"all": rows, f"near-best (val within {top:g} pts)": [
-        r for r in rows if r["val_acc"] >= best - top / 100]}
-    table = {}
-    for group, sub in groups.items():
-        y = [np.mean(r["finetuned"]) for r in sub]
-        table[group] = {"n": len(sub), **{
-            f"{name}@{s}": round(float(spearmanr([sign * r[f"{key}@{s}"] for r in sub], y)[0]), 2)
-            for s in steps_list for name, key, sign in (("acc", "val_acc", 1),
-                                                        ("loss", "val_loss", -1))}}
+    table = correlations(rows, top, {
+        f"{name}@{s}": (f"{key}@{s}", sign) for s in steps_list
+        for name, key, sign in (("acc", "val_acc", 1), ("loss", "val_loss", -1))})
     cost = {s: round(float(np.mean(v)) / proxy_s, 1) for s, v in seconds.items()}
     with open(opts["out"], "w") as f:
         json.dump({"source": source, "rows": rows, "spearman": table,
