@@ -11,6 +11,7 @@ whose val accuracy is within `top=POINTS` of the best (where a search's choice i
         fc_rule=agent target=0.95 random=40 top=3
 
 Any SearchConfig field can be set as key=value (as in rank_candidates.py).
+`python scripts/reward_signals.py rescore=STUDY.json [top=3]` prints a saved study's table.
 """
 
 from __future__ import annotations
@@ -53,22 +54,33 @@ def candidates(env, n_random: int, pattern: str | None) -> dict[str, dict[str, f
 
 def correlations(rows: list[dict], top: float, signals: dict[str, tuple[str, int]] = SIGNALS
                  ) -> dict[str, dict[str, float]]:
-    """Spearman of each signal (row key, sign) with the mean fine-tuned accuracy, over all rows
-    and over those whose val accuracy is within `top` points of the best."""
+    """Spearman of each signal (row key, sign) with the mean fine-tuned accuracy, over all rows,
+    over those whose val accuracy is within `top` points of the best, and over the given
+    policy.json files; and how well two fine-tune seeds agree (the ceiling of any signal)."""
     best = max(r["val_acc"] for r in rows)
     groups = {"all": rows, f"val within {top:g} pts of best": [
         r for r in rows if r["val_acc"] >= best - top / 100]}
+    given = [r for r in rows if r["name"].endswith(".json")]
+    if len(given) >= 3:
+        groups["the given policies"] = given
     table = {}
     for group, sub in groups.items():
         y = [np.mean(r["finetuned"]) for r in sub]
         table[group] = {"n": len(sub), **{
             name: round(float(spearmanr([sign * r[key] for r in sub], y)[0]), 2)
-            for name, (key, sign) in signals.items()}}
+            for name, (key, sign) in signals.items()},
+            "fine-tune seed 0 vs seed 1": round(float(spearmanr(
+                [r["finetuned"][0] for r in sub], [r["finetuned"][1] for r in sub])[0]), 2)}
     return table
 
 
 def main(pairs: list[str]) -> None:
     opts = dict(p.split("=", 1) for p in pairs)
+    if "rescore" in opts:  # the table of a saved study, fine-tuning nothing
+        study = json.loads(Path(opts["rescore"]).read_text())
+        for group, values in correlations(study["rows"], float(opts.get("top", 3))).items():
+            print(f"{group}: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+        return
     out = opts.pop("out")
     n_random, top = int(opts.pop("random", 40)), float(opts.pop("top", 3))
     pattern = opts.pop("policies", None)
