@@ -245,7 +245,14 @@ def paired_differences(results: list[dict], method: str = "ddpg"
 
 
 def _paired_summary(d: np.ndarray) -> dict:
-    return {"n": len(d), "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+    """Mean difference, standard error, seeds won / tied / lost, and the verdict: `ahead` or
+    `behind` when the two-sided 95% t interval of the mean excludes 0, else `level`."""
+    from scipy.stats import t
+
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    half = float(t.ppf(0.975, len(d) - 1)) * se
+    verdict = "ahead" if mean - half > 0 else "behind" if mean + half < 0 else "level"
+    return {"n": len(d), "mean": mean, "se": se, "verdict": verdict,
             "won": int((d > 0).sum()), "tied": int((d == 0).sum()), "lost": int((d < 0).sum())}
 
 
@@ -254,11 +261,13 @@ def _paired_lines(results: list[dict], method: str = "ddpg") -> list[str]:
     if not pairs:
         return []
     lines = ["", f"{method} minus each method on the same seeds (mean ± standard error, "
-             "points; seeds won / tied / lost):", "",
-             "| method | target | difference | won / tied / lost |", "|---|---:|---:|---|"]
+             "points; seeds won / tied / lost; verdict: ahead or behind where the 95% t "
+             "interval of the mean difference excludes 0, else level):", "",
+             "| method | target | difference | won / tied / lost | verdict |",
+             "|---|---:|---:|---|---|"]
     for (other, target), p in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         lines.append(f"| {other} | {target:g} | {100 * p['mean']:+.2f} ± {100 * p['se']:.2f} "
-                     f"| {p['won']} / {p['tied']} / {p['lost']} |")
+                     f"| {p['won']} / {p['tied']} / {p['lost']} | {p['verdict']} |")
     return lines
 
 

@@ -136,9 +136,23 @@ def test_paired_differences_by_hand():
     assert p["n"] == 3 and (p["won"], p["tied"], p["lost"]) == (1, 1, 1)
     assert p["mean"] == pytest.approx(0.0, abs=1e-12)
     assert p["se"] == pytest.approx(0.002 / 3 ** 0.5)
-    assert "| erk | 0.9 | +0.00 ± 0.12 | 1 / 1 / 1 |" in bench_table(
+    assert p["verdict"] == "level"
+    assert "| erk | 0.9 | +0.00 ± 0.12 | 1 / 1 / 1 | level |" in bench_table(
         {"model": "m", "dataset": "d", "dense_test_accuracy": 0.98, "results": results,
          "speed": _speed([])})
+
+
+def test_verdict_needs_the_95_percent_t_interval_to_exclude_zero():
+    def verdict(ddpg: list[float], other: list[float]) -> str:
+        rows = [_row("ddpg", 0.9, s, a) for s, a in enumerate(ddpg)]
+        rows += [_row("lamp", 0.9, s, a) for s, a in enumerate(other)]
+        return paired_differences(rows)[("lamp", 0.9)]["verdict"]
+
+    # differences +0.002, +0.003, +0.001: mean 0.002, se 0.000577, t(0.975, 2) = 4.303,
+    # half-width 0.00248 > 0.002: level; +0.002, +0.003, +0.0025: half-width 0.00124: ahead
+    assert verdict([0.972, 0.973, 0.971], [0.970] * 3) == "level"
+    assert verdict([0.972, 0.973, 0.9725], [0.970] * 3) == "ahead"
+    assert verdict([0.970] * 3, [0.972, 0.973, 0.9725]) == "behind"
 
 
 def test_merge_reports_keys_rows_by_method_target_and_seed():
