@@ -134,7 +134,8 @@ def _validate_names(model: str, dataset: str) -> None:
 def _epoch_bar(desc: str, total: int):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
+               disable=total == 0)  # no empty bar for --finetune-epochs 0
 
     def on_epoch(epoch: int, loss: float) -> None:
         bar.set_postfix(loss=f"{loss:.4f}")
