@@ -184,7 +184,7 @@ class PruningEnv(gym.Env):
                                  feasible=feasible, accuracy=self.evaluator.accuracy,
                                  model=self.model)
         self.budget = budget_for(self.fc.pruned)
-        if config.s_max == "auto" and 0 <= self.budget.agent_goal <= sum(sizes):
+        if config.s_max == "auto" and sizes and 0 <= self.budget.agent_goal <= sum(sizes):
             self.s_max = max(S_MAX_FLOOR, self._baseline_max_sparsity())
             self.budget = budget_for(self.fc.pruned)
         self.action_mapping = resolve_action_mapping(config.action_mapping, sizes)
