@@ -27,8 +27,7 @@ def baseline_counts(method: str, env: PruningEnv) -> list[int]:
     """Weights the baseline prunes in each of the env's agent layers, on its exact budget."""
     if method not in METHODS:
         raise UserError(f"unknown baseline {method!r}; choose from {', '.join(METHODS)}")
-    weights = [layer.module.weight.detach() for layer in env.agent_layers]
-    return METHODS[method](weights, env.budget.agent_goal)
+    return env.baseline_counts(method)
 
 
 def baseline_sparsities(method: str, env: PruningEnv) -> dict[str, float]:

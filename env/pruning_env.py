@@ -210,11 +210,16 @@ class PruningEnv(gym.Env):
         self._t, self._pruned, self._prev = 0, 0, 0.0
         self._counts: list[int] = []
 
+    def baseline_counts(self, method: str) -> list[int]:
+        """Weights the baseline `method` (env.baselines.METHODS) prunes in each agent layer,
+        on this env's exact budget."""
+        weights = [layer.module.weight.detach() for layer in self.agent_layers]
+        return BASELINES[method](weights, self.budget.agent_goal)
+
     def _baseline_max_sparsity(self) -> float:
         """The largest layer sparsity of the LAMP and ERK allocations on this budget."""
-        weights = [layer.module.weight.detach() for layer in self.agent_layers]
-        return max(n / w.numel() for method in ("lamp", "erk")
-                   for n, w in zip(BASELINES[method](weights, self.budget.agent_goal), weights))
+        return max(n / layer.params for method in ("lamp", "erk")
+                   for n, layer in zip(self.baseline_counts(method), self.agent_layers))
 
     # -- spaces -------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
