@@ -170,11 +170,25 @@ def _run_search(search, job, config, resume_from=None) -> int:
     this ends, and its status says how."""
     try:
         return _search_then_finish(search, job, config, resume_from)
+    except KeyboardInterrupt:
+        # ^C before the first episode or during the fine-tune lands here, not in the search's
+        # own signal handler: the run is interrupted (resumable), not failed.
+        search.write_status("interrupted")
+        _say_how_to_resume(search, job)
+        return 130
     except BaseException:
         search.write_status("interrupted" if search.stop_requested else "failed")
         raise
     finally:
         job.release()
+
+
+def _say_how_to_resume(search, job) -> None:
+    done, saved = search.state.episode, search.saved_at
+    where = ("" if saved == done else " (no checkpoint yet: resuming starts it over)"
+             if saved is None else f" (the last checkpoint is episode {saved})")
+    print(f"interrupted after episode {done}{where}; continue with: rlprune resume {job.path}",
+          file=sys.stderr)
 
 
 def _search_then_finish(search, job, config, resume_from) -> int:
@@ -186,8 +200,7 @@ def _search_then_finish(search, job, config, resume_from) -> int:
     timings["search"] = time.perf_counter() - start
     if search.stop_requested:
         search.write_status("interrupted")
-        print(f"interrupted after episode {search.state.episode}; continue with: "
-              f"rlprune resume {job.path}", file=sys.stderr)
+        _say_how_to_resume(search, job)
         return 130
     start = time.perf_counter()
     bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)

@@ -131,7 +131,7 @@ class Search:
         self._pending_rng: dict | None = None
         self.job: Job | None = None  # set by run()
         self.episodes_at_start = 0
-        self._saved_at: int | None = None  # episode of the last checkpoint written
+        self.saved_at: int | None = None  # episode of the last checkpoint written
         self._bar = None
 
     # -- set-up ------------------------------------------------------------------------
@@ -189,6 +189,8 @@ class Search:
         agent = self._load_agent(resume_from) if resume_from else self._new_agent()
         self.agent = agent
         self.episodes_at_start = self.state.episode  # after a resume: the checkpoint's
+        if resume_from:
+            self.saved_at = self.state.episode
         self.write_status("running")
         agent.boundary_hook = self._at_boundary
         agent.demonstrations = self.demonstrations()
@@ -200,7 +202,7 @@ class Search:
                 self._open_bar()
                 agent.learn(remaining, callback=_EpisodeCallback(self._on_episode_end),
                             log_interval=None, tb_log_name="search", reset_num_timesteps=False)
-            if self._saved_at != self.state.episode:  # e.g. a stop during the last episode
+            if self.saved_at != self.state.episode:  # e.g. a stop during the last episode
                 self._save()
         finally:
             for s, handler in previous.items():
@@ -231,7 +233,7 @@ class Search:
                          "local": rng_state(self.agent, self.env)}}
         self.agent.replay_buffer.discard_pending()
         checkpoint.save(self.job.checkpoints, self.state.episode, self.agent, state)
-        self._saved_at = self.state.episode
+        self.saved_at = self.state.episode
         self.write_status()
 
     def _on_episode_end(self, reward: float, info: dict) -> None:

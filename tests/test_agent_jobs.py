@@ -187,3 +187,41 @@ def test_search_seeded_with_the_uniform_policy_plays_it_first(inprocess, capsys,
     for layer in agent.values():
         count = layer["sparsity"] * layer["params"]
         assert abs(count - agent_goal * layer["params"] / agent_total) <= 2, layer
+
+
+def _tiny_search(inprocess, capsys, *extra: str) -> tuple[int, str, str]:
+    return run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make", "--dataset", "digits",
+                    "--checkpoint", str(inprocess.dense), "--target", "0.5", "--fc-k", "1",
+                    "--warmup", "1", "--finetune-epochs", "0", "--quiet", "--run-dir", "r",
+                    *extra)
+
+
+@pytest.mark.parametrize("where", ["before the first episode", "during the fine-tune"])
+def test_ctrl_c_outside_the_episodes_leaves_an_interrupted_run_that_resumes(
+        inprocess, capsys, workdir, monkeypatch, where):
+    """^C while the agent is being set up or the best policy fine-tuned reaches no episode
+    boundary; the run must still read `interrupted` (not `failed`) and resume to the end."""
+    from agent.search import Search
+
+    def ctrl_c(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    patched = "demonstrations" if where == "before the first episode" else "finish"
+    with monkeypatch.context() as m:
+        m.setattr(Search, patched, ctrl_c)
+        code, _, err = _tiny_search(inprocess, capsys, "--episodes", "2",
+                                    "--checkpoint-every", "1")
+    assert code == 130
+    run = workdir / "r"
+    status = read_json(run / "status.json")
+    assert status["state"] == "interrupted"
+    assert err.strip().splitlines()[-1].endswith("continue with: rlprune resume r")
+    if where == "before the first episode":
+        assert status["episodes_done"] == 0 and "no checkpoint yet" in err
+    else:
+        assert status["episodes_done"] == 2 and "(the last checkpoint" not in err
+    assert not Job.open(run).is_running()
+    code, _, err = run_main(capsys, "resume", str(run), "--quiet")
+    assert code == 0, err
+    assert read_json(run / "status.json")["state"] == "finished"
+    assert read_json(run / "policy.json")["search"]["episodes"] == 2
