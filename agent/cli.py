@@ -196,9 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--reward -err*log(flops)` as `--reward=-err*log(flops)`: argparse takes a value that
+    starts with '-' for an option and would say the flag has no argument."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--reward" and arg.startswith("-err*"):
+            out[-1] = f"--reward={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

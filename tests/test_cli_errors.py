@@ -133,3 +133,16 @@ def test_bench_bad_counts(cli, workdir, flag):
     code, _, err = cli("bench", "--model", "lenet300", "--dataset", "digits", "--out", "b", *flag)
     assert "seeds" in assert_one_line_error(code, err)
     assert_empty(workdir)
+
+
+@pytest.mark.parametrize("command", ["search", "bench"])
+@pytest.mark.parametrize("reward", ["-err*log(flops)", "-err*log(params)"])
+def test_amc_rewards_parse_as_written_in_the_design(command, reward):
+    """argparse reads `-err*log(...)` as an option unless it is joined to `--reward`."""
+    from agent.cli import _join_dash_values, build_parser
+
+    required = ["--targets", "0.9", "--out", "b"] if command == "bench" else []
+    argv = _join_dash_values([command, "--reward", reward, "--seed-policies", "", *required])
+    args = build_parser().parse_args(argv)
+    assert args.reward == reward
+    assert args.seed_policies == ()  # an empty value is kept
