@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (one line per finished run still)")
 
-    p = sub.add_parser("resume", help="continue an interrupted search from its last checkpoint")
+    p = sub.add_parser("resume", help="continue an interrupted search from its last "
+                                      "checkpoint (an interrupted baseline runs again)")
     p.add_argument("run", help="run folder (or its name under runs/)")
     p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

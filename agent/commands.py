@@ -256,6 +256,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if job.is_running():
         raise UserError(f"run {job.path} is already running")
     config = SearchConfig.from_json(job.config())
+    method = job.config().get("method")
+    if method is not None:  # a baseline job: nothing to continue, so it runs again in place
+        if args.episodes is not None:
+            raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
+        dense = load_dense(config)
+        job.acquire()
+        print(f"running baseline {method} in {job.path} again", file=sys.stderr)
+        return _run_baseline_job(job, config, method, dense)
     if args.episodes is not None:
         if args.episodes < 1:
             raise UserError("--episodes must be at least 1")
@@ -276,12 +284,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from agent.baseline import baseline_env, run_baseline
+    from agent.baseline import baseline_env
     from agent.jobs import Job, new_job_id
-    from agent.policy import save_policy
-    from agent.report import result_rows, write_report
     from agent.search import load_dense
-    from models.train import save_checkpoint
 
     config = _search_config(args)
     _validate_names(config.model, config.dataset)
@@ -291,14 +296,30 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     job = Job.create(args.run_dir, new_job_id(f"{config.model}-{args.method}", config.dataset,
                                               config.target))
     job.write_config({**config.to_json(), "method": args.method})
-    job.write_status("running", method=args.method)
+    return _run_baseline_job(job, config, args.method, dense)
+
+
+def _run_baseline_job(job, config, method: str, dense) -> int:
+    """Prune by `method`, fine-tune, write policy.json, pruned.pt and the report; a ^C leaves
+    the run interrupted (`rlprune resume` runs it again: it has no episodes to keep)."""
+    from agent.baseline import run_baseline
+    from agent.policy import save_policy
+    from agent.report import result_rows, write_report
+    from models.train import save_checkpoint
+
+    job.write_status("running", method=method)
     start = time.perf_counter()
     bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
     try:
         with bar:
-            policy, model = run_baseline(args.method, config, dense, on_epoch)
+            policy, model = run_baseline(method, config, dense, on_epoch)
+    except KeyboardInterrupt:
+        job.write_status("interrupted", method=method)
+        job.release()
+        print(f"interrupted; run it again with: rlprune resume {job.path}", file=sys.stderr)
+        return 130
     except BaseException:
-        job.write_status("failed", method=args.method)
+        job.write_status("failed", method=method)
         job.release()
         raise
     save_policy(policy, job.path / "policy.json")
@@ -306,10 +327,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                     {"model": config.model, "dataset": config.dataset,
                      "accuracy": {"test": policy["accuracy"]["finetuned"]}})
     write_report(job.path, policy, [], 0, {"prune + fine-tune": time.perf_counter() - start})
-    job.write_status("finished", method=args.method,
+    job.write_status("finished", method=method,
                      achieved_sparsity=policy["achieved"]["sparsity"])
     job.release()
-    print(f"run {job.path} ({args.method})")
+    print(f"run {job.path} ({method})")
     for key, value in result_rows(policy):
         print(f"  {key:<40}{value}")
     return 0

@@ -225,3 +225,52 @@ def test_ctrl_c_outside_the_episodes_leaves_an_interrupted_run_that_resumes(
     assert code == 0, err
     assert read_json(run / "status.json")["state"] == "finished"
     assert read_json(run / "policy.json")["search"]["episodes"] == 2
+
+
+def _tiny_baseline(inprocess, capsys, run_dir: str) -> tuple[int, str, str]:
+    return run_main(capsys, "baseline", "--method", "lamp", "--model", f"{MODEL_MODULE}:make",
+                    "--dataset", "digits", "--checkpoint", str(inprocess.dense),
+                    "--target", "0.5", "--fc-k", "1", "--finetune-epochs", "1",
+                    "--run-dir", run_dir)
+
+
+def test_baseline_job_writes_a_finished_run(inprocess, capsys, workdir):
+    code, out, err = _tiny_baseline(inprocess, capsys, "b")
+    assert code == 0, err
+    run = workdir / "b"
+    assert out.startswith("run b (lamp)")
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished" and status["method"] == "lamp"
+    assert abs(status["achieved_sparsity"] - 0.5) < 1e-3
+    policy = read_json(run / "policy.json")
+    assert policy["method"] == "lamp" and "episodes" not in policy["search"]
+    assert (run / "pruned.pt").is_file() and (run / "report.md").is_file()
+    assert not Job.open(run).is_running()
+
+
+def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, workdir,
+                                                           monkeypatch):
+    """A baseline stopped by ^C (or killed: `running` with no lock reads `interrupted`) is run
+    again by `rlprune resume` -- as the baseline, not as a search in its folder."""
+    import agent.baseline
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(agent.baseline, "run_baseline", ctrl_c)
+        code, _, err = _tiny_baseline(inprocess, capsys, "b")
+    assert code == 130 and err.strip().endswith("rlprune resume b")
+    run = workdir / "b"
+    assert read_json(run / "status.json")["state"] == "interrupted"
+    code, _, err = run_main(capsys, "resume", "b", "--episodes", "3")
+    assert code == 2 and "is a baseline (lamp)" in err
+    code, out, err = run_main(capsys, "resume", "b")
+    assert code == 0, err
+    assert read_json(run / "status.json")["state"] == "finished"
+    assert not any((run / "checkpoints").glob("*")), "resume ran a search"
+    code, _, err = _tiny_baseline(inprocess, capsys, "fresh")
+    assert code == 0, err
+    resumed, fresh = read_json(run / "policy.json"), read_json(workdir / "fresh" / "policy.json")
+    assert resumed["layers"] == fresh["layers"]
+    assert resumed["accuracy"] == fresh["accuracy"]
