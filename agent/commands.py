@@ -378,8 +378,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         s = job.status()
         best = s.get("best_reward")
         sparsity = s.get("achieved_sparsity")
-        print(f"{job.path.name:<48}{s['state']:<13}"
-              f"{s.get('episodes_done', 0)!s:>5}/{s.get('episodes', '?')!s:<4}"
+        episodes = (f"{s['method']:>10}" if "method" in s else  # a baseline has none
+                    f"{s.get('episodes_done', 0)!s:>5}/{s.get('episodes', '?')!s:<4}")
+        print(f"{job.path.name:<48}{s['state']:<13}{episodes}"
               f"{'' if best is None else f'{best:.4f}':>13}"
               f"{'' if sparsity is None else f'{sparsity:.4f}':>10}")
     return 0

@@ -235,10 +235,10 @@ def _tiny_baseline(inprocess, capsys, run_dir: str) -> tuple[int, str, str]:
 
 
 def test_baseline_job_writes_a_finished_run(inprocess, capsys, workdir):
-    code, out, err = _tiny_baseline(inprocess, capsys, "b")
+    code, out, err = _tiny_baseline(inprocess, capsys, "runs/b")
     assert code == 0, err
-    run = workdir / "b"
-    assert out.startswith("run b (lamp)")
+    run = workdir / "runs" / "b"
+    assert out.startswith("run runs/b (lamp)")
     status = read_json(run / "status.json")
     assert status["state"] == "finished" and status["method"] == "lamp"
     assert abs(status["achieved_sparsity"] - 0.5) < 1e-3
@@ -246,6 +246,9 @@ def test_baseline_job_writes_a_finished_run(inprocess, capsys, workdir):
     assert policy["method"] == "lamp" and "episodes" not in policy["search"]
     assert (run / "pruned.pt").is_file() and (run / "report.md").is_file()
     assert not Job.open(run).is_running()
+    code, out, err = run_main(capsys, "list")
+    assert code == 0, err
+    assert out.splitlines()[1].split() == ["b", "finished", "lamp", "0.5000"]
 
 
 def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, workdir,
