@@ -275,15 +275,24 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
     """Join bench reports (name, bench.json) into one: rows are keyed by method, target and seed,
     and a later report's row replaces an earlier one's (the search re-run after a change, or
     more seeds from `first_seed`). Speed is kept from the reports that ran searches, weighted
-    by their episodes. Refuses reports made on different dense models."""
+    by their episodes. A setting the reports differ in (e.g. the reward of searches re-run
+    with another) becomes the list of its values: each row's `source` names its report.
+    Refuses reports made on different dense models."""
     merged: dict | None = None
     rows: dict[tuple[str, float, int], dict] = {}
     searches = []
     for name, report in reports:
+        settings = {k: v for k, v in report.items()  # a part's own facts stay in the part
+                    if k not in ("results", "speed", "interrupted", "merged_from")}
         if merged is None:
-            merged = {k: v for k, v in report.items() if k not in ("results", "speed")}
-        elif report["dense_test_accuracy"] != merged["dense_test_accuracy"]:
+            merged = {k: [v] for k, v in settings.items()}
+        elif any(report.get(k) != merged.get(k, [None])[0]
+                 for k in ("model", "dataset", "dense_test_accuracy")):
             raise UserError(f"{name}: another dense model; refusing to merge")
+        for key, value in settings.items():
+            values = merged.setdefault(key, [])
+            if value not in values:
+                values.append(value)
         for row in report["results"]:
             rows[(row["method"], row["target"], row["seed"])] = {**row, "source": name}
         n = sum(1 for row in report["results"] if row["method"].startswith("ddpg"))
@@ -294,6 +303,7 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
                              "proxy_eval_s": sp["proxy_eval_s"]})
     if merged is None:
         raise UserError("nothing to merge")
+    merged = {k: v[0] if len(v) == 1 else v for k, v in merged.items()}
     merged["merged_from"] = [name for name, _ in reports]
     merged["results"] = list(rows.values())
     merged["speed"] = _speed(searches)

@@ -5,7 +5,7 @@ search minus each baseline, seed by seed (mean +- standard error).
     python scripts/pick_origin.py BENCH.json TARGET REWARD RUN_GLOB...
 
 BENCH.json: a (merged) bench with the baselines; REWARD: the reward of its `ddpg` rows (a
-merged bench's header names only its first part's; `-loss` is the old spelling of `loss`);
+merged bench lists every reward of its parts; `-loss` is the old spelling of `loss`);
 RUN_GLOB: the search run folders whose policy.json are those rows (`rlprune bench` keeps them
 under OUT/runs/ddpg-T-seedS). A run is matched to its row by seed, reward and fine-tuned
 accuracy, so runs of another bench are left out; a seed that two runs still match is refused.

@@ -168,6 +168,8 @@ def test_merge_reports_keys_rows_by_method_target_and_seed():
     # 10 episodes at 2 s and 60 at 1 s: 80 s over 70 evaluations of 1 s
     assert merged["speed"]["overhead_ratio"] == pytest.approx(80 / 70)
     assert merged["merged_from"] == ["a", "b"]
+    # a setting the parts differ in lists its values, not only the first part's
+    assert merged["episodes"] == [10, 30] and merged["model"] == "m"
     with pytest.raises(UserError, match="another dense model"):
         merge_reports([("a", first), ("c", {**rerun, "dense_test_accuracy": 0.5})])
 
