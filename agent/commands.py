@@ -185,8 +185,12 @@ def _run_search(search, job, config, resume_from=None) -> int:
 
 def _say_how_to_resume(search, job) -> None:
     done, saved = search.state.episode, search.saved_at
-    where = ("" if saved == done else " (no checkpoint yet: resuming starts it over)"
-             if saved is None else f" (the last checkpoint is episode {saved})")
+    if saved == done:
+        where = ""
+    elif saved is None:
+        where = " (no checkpoint yet: resuming starts it over)"
+    else:
+        where = f" (the last checkpoint is episode {saved})"
     print(f"interrupted after episode {done}{where}; continue with: rlprune resume {job.path}",
           file=sys.stderr)
 
