@@ -304,8 +304,23 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _run_baseline_job(job, config, method: str, dense) -> int:
-    """Prune by `method`, fine-tune, write policy.json, pruned.pt and the report; a ^C leaves
-    the run interrupted (`rlprune resume` runs it again: it has no episodes to keep)."""
+    """Prune by `method`, fine-tune, write the run's files; the run's lock is released however
+    this ends, and a ^C leaves it interrupted (`rlprune resume` runs it again: it has no
+    episodes to keep)."""
+    try:
+        return _baseline_then_write(job, config, method, dense)
+    except KeyboardInterrupt:
+        job.write_status("interrupted", method=method)
+        print(f"interrupted; run it again with: rlprune resume {job.path}", file=sys.stderr)
+        return 130
+    except BaseException:
+        job.write_status("failed", method=method)
+        raise
+    finally:
+        job.release()
+
+
+def _baseline_then_write(job, config, method: str, dense) -> int:
     from agent.baseline import run_baseline
     from agent.policy import save_policy
     from agent.report import result_rows, write_report
@@ -314,18 +329,8 @@ def _run_baseline_job(job, config, method: str, dense) -> int:
     job.write_status("running", method=method)
     start = time.perf_counter()
     bar, on_epoch = _epoch_bar("fine-tune", config.finetune_epochs)
-    try:
-        with bar:
-            policy, model = run_baseline(method, config, dense, on_epoch)
-    except KeyboardInterrupt:
-        job.write_status("interrupted", method=method)
-        job.release()
-        print(f"interrupted; run it again with: rlprune resume {job.path}", file=sys.stderr)
-        return 130
-    except BaseException:
-        job.write_status("failed", method=method)
-        job.release()
-        raise
+    with bar:
+        policy, model = run_baseline(method, config, dense, on_epoch)
     save_policy(policy, job.path / "policy.json")
     save_checkpoint(job.path / "pruned.pt", model,
                     {"model": config.model, "dataset": config.dataset,
@@ -333,7 +338,6 @@ def _run_baseline_job(job, config, method: str, dense) -> int:
     write_report(job.path, policy, [], 0, {"prune + fine-tune": time.perf_counter() - start})
     job.write_status("finished", method=method,
                      achieved_sparsity=policy["achieved"]["sparsity"])
-    job.release()
     print(f"run {job.path} ({method})")
     for key, value in result_rows(policy):
         print(f"  {key:<40}{value}")
