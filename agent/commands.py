@@ -259,8 +259,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise UserError(f"run {job.path} is finished; start a new search instead")
     if job.is_running():
         raise UserError(f"run {job.path} is already running")
-    config = SearchConfig.from_json(job.config())
-    method = job.config().get("method")
+    saved = job.config()
+    config = SearchConfig.from_json(saved)
+    method = saved.get("method")
     if method is not None:  # a baseline job: nothing to continue, so it runs again in place
         if args.episodes is not None:
             raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
