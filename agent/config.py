@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from env.pruning_env import EnvConfig
+from rlprune.env.pruning_env import EnvConfig
 
 
 @dataclass

@@ -7,17 +7,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from rlprune.agent.policy import policy_masks
+from rlprune.env.evaluate import recalibrate_bn
+from rlprune.env.masks import apply_masks, hold_masks, make_permanent
+from rlprune.models.data import Dataset
+from rlprune.models.train import TrainConfig, evaluate, train
 from torch import nn
 
-from agent.policy import policy_masks
-from env.evaluate import recalibrate_bn
-from env.masks import apply_masks, hold_masks, make_permanent
-from models.data import Dataset
-from models.train import TrainConfig, evaluate, train
-
 if TYPE_CHECKING:
-    from agent.config import SearchConfig
-    from agent.search import Dense
+    from rlprune.agent.config import SearchConfig
+    from rlprune.agent.search import Dense
 
 
 @dataclass

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import torch
+from rlprune.env.layers import Network
+from rlprune.env.masks import count_for, magnitude_mask, mean_distance_mask
+from rlprune.models.errors import UserError
+from rlprune.service.jobs import write_text_atomic
 from torch import nn
-
-from agent.jobs import write_text_atomic
-from env.layers import Network
-from env.masks import count_for, magnitude_mask, mean_distance_mask
-from models.errors import UserError
 
 POLICY_FORMAT = "rlprune.policy/1"
 FORMATS = ("json", "yaml")

@@ -12,24 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
+from rlprune.agent.finalize import finalize_with
+from rlprune.agent.policy import build_policy, save_policy
+from rlprune.env.layers import nonzero_costs
+from rlprune.env.pruning_env import PruningEnv
+from rlprune.models.data import Dataset, load_dataset
+from rlprune.models.errors import UserError
+from rlprune.models.pretrain import default_checkpoint_path, model_for, pretrain
+from rlprune.models.registry import arch_fingerprint
+from rlprune.models.train import evaluate, load_weights, save_checkpoint
+from rlprune.service import checkpoints as checkpoint
+from rlprune.service.baseline import baseline_counts
+from rlprune.service.jobs import Job
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
-
-from agent import checkpoint
-from agent.baseline import baseline_counts
-from agent.config import SearchConfig
-from agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
-from agent.finalize import finalize_with
-from agent.jobs import Job
-from agent.policy import build_policy, save_policy
-from env.layers import nonzero_costs
-from env.pruning_env import PruningEnv
-from models.data import Dataset, load_dataset
-from models.errors import UserError
-from models.pretrain import default_checkpoint_path, model_for, pretrain
-from models.registry import arch_fingerprint
-from models.train import evaluate, load_weights, save_checkpoint
 
 
 @dataclass

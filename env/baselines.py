@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from env.masks import count_for
+from rlprune.env.masks import count_for
 
 
 def uniform(weights: list[torch.Tensor], n_prune: int) -> list[int]:

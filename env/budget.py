@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from env.masks import count_for
-from models.errors import UserError
+from rlprune.env.masks import count_for
+from rlprune.models.errors import UserError
 
 
 @dataclass

@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from rlprune.env.layers import Layer
+from rlprune.env.masks import sigma_mask
 from torch import nn
-
-from env.layers import Layer
-from env.masks import sigma_mask
 
 AUTO_KS = (3.0, 2.5, 2.0, 1.5, 1.0)
 AUTO_MAX_DROP = 0.01  # at most one point of proxy accuracy for the FC layers alone

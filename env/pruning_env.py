@@ -10,16 +10,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from rlprune.env.baselines import METHODS as BASELINES
+from rlprune.env.budget import Budget
+from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
+from rlprune.env.fc_rule import choose_fc_rule
+from rlprune.env.layers import FC_RULES, Layer, Network, describe, nonzero_costs
+from rlprune.env.masks import MagnitudePruner, apply_masks
+from rlprune.models.data import Split
+from rlprune.models.errors import UserError
 from torch import nn
-
-from env.baselines import METHODS as BASELINES
-from env.budget import Budget
-from env.evaluate import ProxyEvaluator, recalibrate_bn
-from env.fc_rule import choose_fc_rule
-from env.layers import FC_RULES, Layer, Network, describe, nonzero_costs
-from env.masks import MagnitudePruner, apply_masks
-from models.data import Split
-from models.errors import UserError
 
 REWARDS = ("acc", "loss", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")

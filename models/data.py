@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.errors import UserError
+from rlprune.models.errors import UserError
 
 SPLIT_SEED = 0
 

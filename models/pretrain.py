@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from rlprune.models.data import Dataset
+from rlprune.models.registry import build_model
+from rlprune.models.train import TrainConfig, evaluate, save_checkpoint, train
 from torch import nn
-
-from models.data import Dataset
-from models.registry import build_model
-from models.train import TrainConfig, evaluate, save_checkpoint, train
 
 # Epochs that reach the accuracy the README promises on the embedded data (measured).
 DEFAULT_EPOCHS: dict[str, int] = {"lenet5": 8, "lenet300": 10, "vgg-mini": 8}

@@ -12,9 +12,8 @@ import inspect
 from collections.abc import Callable
 
 import torch
+from rlprune.models.errors import UserError
 from torch import nn
-
-from models.errors import UserError
 
 
 def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:

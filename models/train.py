@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rlprune.models.data import Split
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint
 from torch import nn
-
-from models.data import Split
-from models.errors import UserError
-from models.registry import arch_fingerprint
 
 CHECKPOINT_FORMAT = "rlprune.checkpoint/1"
 

@@ -10,12 +10,11 @@ import argparse
 import time
 
 import numpy as np
-
-from env.fc_rule import choose_fc_rule
-from env.pruning_env import EnvConfig, PruningEnv
-from models.data import load_dataset
-from models.pretrain import default_checkpoint_path, model_for
-from models.train import load_weights
+from rlprune.env.fc_rule import choose_fc_rule
+from rlprune.env.pruning_env import EnvConfig, PruningEnv
+from rlprune.models.data import load_dataset
+from rlprune.models.pretrain import default_checkpoint_path, model_for
+from rlprune.models.train import load_weights
 
 
 def main() -> None:

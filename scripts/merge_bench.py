@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agent.bench import bench_table, merge_reports, plot_bench
+from rlprune.service.bench import bench_table, merge_reports, plot_bench
 
 
 def main() -> None:

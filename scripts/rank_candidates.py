@@ -17,17 +17,16 @@ import json
 import sys
 from pathlib import Path
 
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.finalize import finalize_with
+from rlprune.agent.policy import build_policy
+from rlprune.agent.search import Search, load_dense
+from rlprune.env.evaluate import ProxyEvaluator
+from rlprune.env.layers import nonzero_costs
+from rlprune.models.registry import arch_fingerprint
+from rlprune.service.baseline import baseline_env, baseline_sparsities
+from rlprune.service.jobs import Job
 from scipy.stats import spearmanr
-
-from agent.baseline import baseline_env, baseline_sparsities
-from agent.config import SearchConfig
-from agent.finalize import finalize_with
-from agent.jobs import Job
-from agent.policy import build_policy
-from agent.search import Search, load_dense
-from env.evaluate import ProxyEvaluator
-from env.layers import nonzero_costs
-from models.registry import arch_fingerprint
 
 
 def parse(pairs: list[str]) -> SearchConfig:

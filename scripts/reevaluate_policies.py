@@ -15,13 +15,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from agent.config import SearchConfig
-from agent.policy import policy_masks
-from agent.search import load_dense
-from env.evaluate import recalibrate_bn
-from env.masks import apply_masks
-from models.train import evaluate
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.policy import policy_masks
+from rlprune.agent.search import load_dense
+from rlprune.env.evaluate import recalibrate_bn
+from rlprune.env.masks import apply_masks
+from rlprune.models.train import evaluate
 
 
 def main() -> None:

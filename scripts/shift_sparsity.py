@@ -19,10 +19,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from agent.config import SearchConfig
-from agent.finalize import finalize_with
-from agent.search import load_dense
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.finalize import finalize_with
+from rlprune.agent.search import load_dense
 
 
 def shifted(policy: dict, layer: str, sparsity: float, compensate: str) -> dict:

@@ -23,15 +23,14 @@ import numpy as np
 import torch
 from rank_candidates import candidate_policy
 from reward_signals import correlations
-
-from agent.baseline import baseline_env
-from agent.config import SearchConfig
-from agent.policy import policy_masks
-from agent.search import load_dense
-from env.evaluate import ProxyEvaluator, recalibrate_bn
-from env.masks import apply_masks, hold_masks
-from models.data import Split
-from models.train import TrainConfig, train
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.policy import policy_masks
+from rlprune.agent.search import load_dense
+from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
+from rlprune.env.masks import apply_masks, hold_masks
+from rlprune.models.data import Split
+from rlprune.models.train import TrainConfig, train
+from rlprune.service.baseline import baseline_env
 
 
 def short_tuned(dense_model, policy: dict, data, steps: int, lr: float, seed: int = 0):

@@ -12,9 +12,8 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from rlprune.agent.noise import DecayingTruncatedNormalNoise
 from stable_baselines3 import DDPG
-
-from agent.noise import DecayingTruncatedNormalNoise
 
 
 class _Dummy(gym.Env):

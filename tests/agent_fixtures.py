@@ -6,7 +6,7 @@ Imported explicitly (``from agent_fixtures import ...``); nothing here is a conf
 - one trained dense checkpoint per session (5 epochs on `digits`, under a second);
 - the "fleet": one batch of `rlprune search` processes (uninterrupted, killed with SIGKILL,
   stopped with SIGTERM) and their resumes, built once per session and shared by the modules
-  that inspect it. One is a fresh `python -m agent.cli`; the rest are forked from a server
+  that inspect it. One is a fresh `python -m rlprune`; the rest are forked from a server
   (`serve`) that has done the imports, which cost several CPU-seconds per fresh process;
 - running the CLI in-process or as a subprocess, and snapshots of a folder's files.
 """
@@ -161,10 +161,10 @@ def one_torch_thread():
 def get_assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     if "assets" in _CACHE:
         return _CACHE["assets"]  # type: ignore[return-value]
-    from models.data import load_dataset
-    from models.pretrain import pretrain
-    from models.registry import build_model
-    from models.train import save_checkpoint
+    from rlprune.models.data import load_dataset
+    from rlprune.models.pretrain import pretrain
+    from rlprune.models.registry import build_model
+    from rlprune.models.train import save_checkpoint
 
     root = tmp_path_factory.mktemp("agent_assets")
     models = root / "models"
@@ -188,7 +188,7 @@ def get_assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
 # -- running the CLI ----------------------------------------------------------------------
 def run_main(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     """`rlprune ARGV` in this process: (exit code, stdout, stderr)."""
-    from agent.cli import main
+    from rlprune.service.cli import main
 
     capsys.readouterr()
     try:
@@ -200,7 +200,7 @@ def run_main(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 
 def cli_command(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "agent.cli", *argv]
+    return [sys.executable, "-m", "rlprune", *argv]
 
 
 def start(assets: Assets, cwd: Path, *argv: str) -> subprocess.Popen:
@@ -302,15 +302,10 @@ def serve() -> None:
     """
     import threading
 
-    import agent.checkpoint
-    import agent.cli
-    import agent.commands
-    import agent.policy
-    import agent.report
-    import agent.search  # noqa: F401  (the point is to import them)
-    import models.data
+    import rlprune.agent.policy
+    import rlprune.agent.search  # noqa: F401  (the point is to import them)
 
-    models.data.load_dataset("digits")  # imports scikit-learn's loader; no threads
+    rlprune.models.data.load_dataset("digits")  # imports scikit-learn's loader; no threads
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
     out, lock = sys.stdout, threading.Lock()
 
@@ -351,7 +346,7 @@ def _child(request: dict) -> None:
         sys.stdout = open(1, "w", closefd=False)  # fresh objects: no lock held by another
         sys.stderr = open(2, "w", closefd=False)  # thread of the server
         sys.stdin = open(os.devnull)
-        from agent.cli import main
+        from rlprune.service.cli import main
 
         code = main(request["argv"])
     except SystemExit as exc:
@@ -464,7 +459,7 @@ class ForkServer:
 class Fleet:
     """Search processes started at once, cwd `root`, into runs/<name>:
 
-    a: a fresh `python -m agent.cli search` (the real entry point); a2, a3: forked (see
+    a: a fresh `python -m rlprune search` (the real entry point); a2, a3: forked (see
     `serve`), uninterrupted, started together; b: SIGKILLed mid-episode after its episode-6
     checkpoint, then resumed; c: sent SIGTERM after warm-up, then resumed; copies/b0: b with
     its checkpoints removed, resumed (a kill before the first checkpoint). All use the same
@@ -523,7 +518,7 @@ def get_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
 
 
 def _build_fleet(assets: Assets, root: Path) -> Fleet:
-    from agent.jobs import Job
+    from rlprune.service.jobs import Job
 
     fleet = Fleet(assets, root)
     logs = root / "logs"

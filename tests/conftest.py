@@ -19,9 +19,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from rlprune.models.data import Split
 from torch import nn
-
-from models.data import Split
 
 TINY_INPUT = (1, 8, 8)
 TINY_CONV = {"c1": 36, "c2": 288, "c3": 1152}
@@ -113,8 +112,8 @@ def tiny_calibration() -> Split:
 @pytest.fixture
 def tiny_dense():
     """A search's view of the tiny net: its train/val/test splits and the untrained model."""
-    from agent.search import Dense
-    from models.data import Dataset, DataSpec
+    from rlprune.agent.search import Dense
+    from rlprune.models.data import Dataset, DataSpec
 
     data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
                    val=tiny_split(64, 1), test=tiny_split(64, 4))
@@ -131,7 +130,7 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def cli(capsys):
     """Run `rlprune ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from agent.cli import main
+    from rlprune.service.cli import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         try:
@@ -146,6 +145,6 @@ def cli(capsys):
 
 @pytest.fixture(scope="session")
 def mnist5k():
-    from models.data import load_dataset
+    from rlprune.models.data import load_dataset
 
     return load_dataset("mnist5k")

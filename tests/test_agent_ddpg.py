@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 from agent_fixtures import MODEL_MODULE, get_assets, one_torch_thread
+from rlprune.agent.buffer import EpisodeRewardReplayBuffer
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.ddpg import AmcDDPG, make_agent
+from rlprune.agent.noise import DecayingTruncatedNormalNoise
 from stable_baselines3 import DDPG
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
-
-from agent.buffer import EpisodeRewardReplayBuffer
-from agent.config import SearchConfig
-from agent.ddpg import AmcDDPG, make_agent
-from agent.noise import DecayingTruncatedNormalNoise
 
 LAYERS = 3  # steps per episode of the toy environment
 
@@ -82,7 +81,7 @@ def test_search_config_defaults_are_amc():
 
 
 def test_cli_search_defaults():
-    from agent.cli import build_parser
+    from rlprune.service.cli import build_parser
 
     args = build_parser().parse_args(["search"])
     assert (args.episodes, args.warmup, args.target) == (400, 100, 0.9)
@@ -94,7 +93,7 @@ def test_cli_search_defaults():
     assert build_parser().parse_args(["bench", "--out", "x", "--action-mapping", "absolute"]
                                      ).action_mapping == "absolute"
     # the CLI spells the mappings out (it does not import torch); they must be the env's
-    from env.pruning_env import ACTION_MAPPINGS, REWARDS
+    from rlprune.env.pruning_env import ACTION_MAPPINGS, REWARDS
 
     for command in (["search"], ["bench", "--out", "x"]):
         for mapping in ACTION_MAPPINGS:
@@ -111,10 +110,10 @@ def test_cli_search_defaults():
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
     """The agent a Search builds from the default SearchConfig has the AMC settings."""
-    from agent.search import Dense, Search
-    from models.data import load_dataset
-    from models.registry import build_model
-    from models.train import load_weights
+    from rlprune.agent.search import Dense, Search
+    from rlprune.models.data import load_dataset
+    from rlprune.models.registry import build_model
+    from rlprune.models.train import load_weights
 
     assets = get_assets(tmp_path_factory)
     model = build_model(f"{MODEL_MODULE}:make")

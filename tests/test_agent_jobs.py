@@ -18,10 +18,9 @@ from agent_fixtures import (
     read_json,
     run_main,
 )
-
-from agent import checkpoint
-from agent.jobs import Job, list_jobs, write_json
-from models.errors import UserError
+from rlprune.models.errors import UserError
+from rlprune.service import checkpoints as checkpoint
+from rlprune.service.jobs import Job, list_jobs, write_json
 
 
 @pytest.fixture
@@ -201,7 +200,7 @@ def test_ctrl_c_outside_the_episodes_leaves_an_interrupted_run_that_resumes(
         inprocess, capsys, workdir, monkeypatch, where):
     """^C while the agent is being set up or the best policy fine-tuned reaches no episode
     boundary; the run must still read `interrupted` (not `failed`) and resume to the end."""
-    from agent.search import Search
+    from rlprune.agent.search import Search
 
     def ctrl_c(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -255,13 +254,14 @@ def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, wo
                                                            monkeypatch):
     """A baseline stopped by ^C (or killed: `running` with no lock reads `interrupted`) is run
     again by `rlprune resume` -- as the baseline, not as a search in its folder."""
-    import agent.baseline
+
+    import rlprune.service.baseline
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(agent.baseline, "run_baseline", ctrl_c)
+        m.setattr(rlprune.service.baseline, "run_baseline", ctrl_c)
         code, _, err = _tiny_baseline(inprocess, capsys, "b")
     assert code == 130 and err.strip().endswith("rlprune resume b")
     run = workdir / "b"

@@ -19,8 +19,7 @@ from agent_fixtures import (
     run_main,
     snapshot,
 )
-
-from agent.jobs import Job
+from rlprune.service.jobs import Job
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ after SIGKILL, a clean stop on SIGTERM, `list`/`status`, and concurrent searches
 The processes are started once per session (see agent_fixtures.Fleet): runs a, a2 and a3 go
 uninterrupted, b is SIGKILLed mid-episode after a checkpoint and resumed, c gets SIGTERM and
 is resumed. All use the same settings and seed, so every finished one must agree. a is a fresh
-`python -m agent.cli` process; the others are forked from a server that has the imports done.
+`python -m rlprune` process; the others are forked from a server that has the imports done.
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 import dataclasses
 
 import pytest
-
-from agent.baseline import baseline_sparsities
-from agent.config import SearchConfig
-from agent.jobs import Job
-from agent.search import Search, _better
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.search import Search, _better
+from rlprune.service.baseline import baseline_sparsities
+from rlprune.service.jobs import Job
 
 
 @pytest.fixture

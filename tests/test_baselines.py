@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from env.baselines import (
+from rlprune.env.baselines import (
     METHODS,
     erk,
     erk_densities,

@@ -3,8 +3,9 @@
 import json
 
 import pytest
-
-from agent.bench import (
+from rlprune.agent.config import SearchConfig
+from rlprune.models.errors import UserError
+from rlprune.service.bench import (
     METHODS,
     _speed,
     bench_table,
@@ -13,8 +14,6 @@ from agent.bench import (
     run_bench,
     run_one,
 )
-from agent.config import SearchConfig
-from models.errors import UserError
 
 
 @pytest.fixture
@@ -56,7 +55,7 @@ def test_overhead_ratio_is_wall_time_over_episodes_times_one_evaluation():
 
 
 def test_unknown_method_is_refused(tmp_path, dense):
-    from models.errors import UserError
+    from rlprune.models.errors import UserError
 
     with pytest.raises(UserError, match="unknown method"):
         run_bench(dense, SearchConfig(), targets=[0.5], methods=["magic"], seeds=1,
@@ -80,7 +79,7 @@ def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, 
                                                                       one_thread, monkeypatch):
     """^C or SIGTERM during a search stops that search after its episode (it keeps a
     checkpoint) and then the whole bench; the rows already finished are written."""
-    from agent.search import Search
+    from rlprune.agent.search import Search
 
     boundary = Search._at_boundary
 

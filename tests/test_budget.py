@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from env.budget import Budget
-from models.errors import UserError
+from rlprune.env.budget import Budget
+from rlprune.models.errors import UserError
 
 
 def test_bounds_by_hand():

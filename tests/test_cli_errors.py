@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
-from models.registry import MODELS
-from models.train import read_checkpoint
+from rlprune.models.registry import MODELS
+from rlprune.models.train import read_checkpoint
 
 
 def assert_one_line_error(code, err: str) -> str:
@@ -101,7 +100,7 @@ def test_argparse_errors_are_one_line(cli, workdir, argv):
 
 @pytest.mark.parametrize("target", ["0", "1", "1.5", "-0.2", "abc"])
 def test_search_target_outside_unit_interval(cli, workdir, target):
-    from agent import commands
+    from rlprune.service import commands
 
     if "search" not in commands.HANDLERS:
         pytest.skip("`rlprune search` is not implemented yet")
@@ -111,7 +110,7 @@ def test_search_target_outside_unit_interval(cli, workdir, target):
 
 
 def _entry_points():
-    yield pytest.param([sys.executable, "-m", "agent.cli"], id="python -m agent.cli")
+    yield pytest.param([sys.executable, "-m", "rlprune"], id="python -m rlprune")
     script = shutil.which("rlprune")
     yield pytest.param([script] if script else None, id="rlprune")
 
@@ -139,7 +138,7 @@ def test_bench_bad_counts(cli, workdir, flag):
 @pytest.mark.parametrize("reward", ["-err*log(flops)", "-err*log(params)"])
 def test_amc_rewards_parse_as_written_in_the_design(command, reward):
     """argparse reads `-err*log(...)` as an option unless it is joined to `--reward`."""
-    from agent.cli import _join_dash_values, build_parser
+    from rlprune.service.cli import _join_dash_values, build_parser
 
     required = ["--targets", "0.9", "--out", "b"] if command == "bench" else []
     argv = _join_dash_values([command, "--reward", reward, "--seed-policies", "", *required])

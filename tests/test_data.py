@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from models.data import SPLIT_SEED, _stratified, load_dataset, spec_of
-from models.errors import UserError
+from rlprune.models.data import SPLIT_SEED, _stratified, load_dataset, spec_of
+from rlprune.models.errors import UserError
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:

@@ -23,7 +23,7 @@ TINY = textwrap.dedent('''
 
 def rlprune(tmp_path, *args):
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "rlprune", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -28,11 +28,10 @@ from conftest import (
 )
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from rlprune.env.masks import magnitude_mask, sigma_mask
+from rlprune.env.pruning_env import EnvConfig, PruningEnv, resolve_action_mapping
+from rlprune.models.errors import UserError
 from torch import nn
-
-from env.masks import magnitude_mask, sigma_mask
-from env.pruning_env import EnvConfig, PruningEnv, resolve_action_mapping
-from models.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -507,7 +506,7 @@ def _play(env: PruningEnv, counts: list[int]) -> list[int]:
 
 @pytest.mark.parametrize("mapping", ["absolute", "feasible"])
 def test_s_max_auto_makes_room_for_lamp_and_erk(mapping):
-    from env.baselines import METHODS
+    from rlprune.env.baselines import METHODS
 
     env = make_env(target=0.985, fc_rule="none", scope="agent", action_mapping=mapping)
     weights = [layer.module.weight for layer in env.agent_layers]

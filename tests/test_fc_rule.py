@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_INPUT
-
-from env.fc_rule import AUTO_KS, choose_fc_rule, parse_k, sigma_masks
-from env.layers import describe
+from rlprune.env.fc_rule import AUTO_KS, choose_fc_rule, parse_k, sigma_masks
+from rlprune.env.layers import describe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,9 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
-from env.masks import (
+from rlprune.env.masks import (
     MagnitudePruner,
     apply_masks,
     count_for,
@@ -17,6 +15,7 @@ from env.masks import (
     make_permanent,
     sigma_mask,
 )
+from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

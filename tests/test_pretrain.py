@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.data import load_dataset
-from models.errors import UserError
-from models.registry import arch_fingerprint, build_model
-from models.train import evaluate, load_weights, read_checkpoint, save_checkpoint
+from rlprune.models.data import load_dataset
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint, build_model
+from rlprune.models.train import evaluate, load_weights, read_checkpoint, save_checkpoint
 
 
 def test_pretrain_cli_writes_checkpoint_with_metadata(cli, tmp_path):
@@ -83,7 +82,7 @@ def test_read_checkpoint_refuses_junk(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "vgg-mini"])
 def test_pretrain_default_epochs_reach_accuracy(name, mnist5k, tmp_path):
-    from models.pretrain import pretrain
+    from rlprune.models.pretrain import pretrain
 
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, 2))  # the 2-core budget the design promises

@@ -8,11 +8,10 @@ import textwrap
 
 import pytest
 import torch
+from rlprune.models.data import SPECS
+from rlprune.models.errors import UserError
+from rlprune.models.registry import DEFAULT_DATASET, MODELS, arch_fingerprint, build_model
 from torch import nn
-
-from models.data import SPECS
-from models.errors import UserError
-from models.registry import DEFAULT_DATASET, MODELS, arch_fingerprint, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

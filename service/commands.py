@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.errors import UserError
+from rlprune.models.errors import UserError
 
 
 def resolve_device(name: str) -> str:
@@ -21,10 +21,9 @@ def resolve_device(name: str) -> str:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rlprune.models.data import load_dataset
+    from rlprune.models.pretrain import default_checkpoint_path, default_epochs, pretrain
     from tqdm import tqdm
-
-    from models.data import load_dataset
-    from models.pretrain import default_checkpoint_path, default_epochs, pretrain
 
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
@@ -52,10 +51,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from agent.cli import print_json
-    from env.layers import describe
-    from models.data import spec_of
-    from models.registry import DEFAULT_DATASET, build_model
+    from rlprune.env.layers import describe
+    from rlprune.models.data import spec_of
+    from rlprune.models.registry import DEFAULT_DATASET, build_model
+    from rlprune.service.cli import print_json
 
     dataset = args.dataset or DEFAULT_DATASET.get(args.model, "mnist5k")
     spec = spec_of(dataset)
@@ -90,7 +89,7 @@ HANDLERS = {"pretrain": cmd_pretrain, "inspect": cmd_inspect}
 
 # -- search jobs -------------------------------------------------------------------------
 def _search_config(args: argparse.Namespace):
-    from agent.config import SearchConfig
+    from rlprune.agent.config import SearchConfig
 
     defaults = SearchConfig()
     for flag in ("episodes", "checkpoint_every"):
@@ -124,8 +123,8 @@ def _require_empty_folder(path: str | Path | None, flag: str) -> None:
 
 
 def _validate_names(model: str, dataset: str) -> None:
-    from models.data import spec_of
-    from models.registry import build_model
+    from rlprune.models.data import spec_of
+    from rlprune.models.registry import build_model
 
     spec = spec_of(dataset)
     build_model(model, spec.num_classes, spec.in_channels, spec.image_size)
@@ -155,7 +154,7 @@ def _pretrain_progress(config):
 
             print(f"no cached dense {config.model} for {config.dataset}: pre-training it once",
                   file=sys.stderr)
-            from models.pretrain import default_epochs
+            from rlprune.models.pretrain import default_epochs
 
             bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(config.model),
                        file=sys.stderr, leave=False)
@@ -196,7 +195,7 @@ def _say_how_to_resume(search, job) -> None:
 
 
 def _search_then_finish(search, job, config, resume_from) -> int:
-    from agent.report import result_rows, write_report
+    from rlprune.service.report import result_rows, write_report
 
     timings = {}
     start = time.perf_counter()
@@ -226,8 +225,8 @@ def _search_then_finish(search, job, config, resume_from) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from agent.jobs import Job, new_job_id
-    from agent.search import Search, load_dense
+    from rlprune.agent.search import Search, load_dense
+    from rlprune.service.jobs import Job, new_job_id
 
     config = _search_config(args)
     _validate_names(config.model, config.dataset)
@@ -248,10 +247,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from agent import checkpoint
-    from agent.config import SearchConfig
-    from agent.jobs import Job
-    from agent.search import Search, load_dense
+    from rlprune.agent.config import SearchConfig
+    from rlprune.agent.search import Search, load_dense
+    from rlprune.service import checkpoints as checkpoint
+    from rlprune.service.jobs import Job
 
     job = Job.open(args.run)
     status = job.status()
@@ -289,9 +288,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from agent.baseline import baseline_env
-    from agent.jobs import Job, new_job_id
-    from agent.search import load_dense
+    from rlprune.agent.search import load_dense
+    from rlprune.service.baseline import baseline_env
+    from rlprune.service.jobs import Job, new_job_id
 
     config = _search_config(args)
     _validate_names(config.model, config.dataset)
@@ -322,10 +321,10 @@ def _run_baseline_job(job, config, method: str, dense) -> int:
 
 
 def _baseline_then_write(job, config, method: str, dense) -> int:
-    from agent.baseline import run_baseline
-    from agent.policy import save_policy
-    from agent.report import result_rows, write_report
-    from models.train import save_checkpoint
+    from rlprune.agent.policy import save_policy
+    from rlprune.models.train import save_checkpoint
+    from rlprune.service.baseline import run_baseline
+    from rlprune.service.report import result_rows, write_report
 
     job.write_status("running", method=method)
     start = time.perf_counter()
@@ -346,9 +345,9 @@ def _baseline_then_write(job, config, method: str, dense) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agent.bench import run_bench
-    from agent.config import SearchConfig
-    from agent.search import load_dense
+    from rlprune.agent.config import SearchConfig
+    from rlprune.agent.search import load_dense
+    from rlprune.service.bench import run_bench
 
     out = Path(args.out)
     _require_empty_folder(out, "--out")
@@ -376,7 +375,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from agent.jobs import list_jobs
+    from rlprune.service.jobs import list_jobs
 
     jobs = list_jobs()
     if not jobs:
@@ -396,8 +395,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.cli import print_json
-    from agent.jobs import Job
+    from rlprune.service.cli import print_json
+    from rlprune.service.jobs import Job
 
     job = Job.open(args.run)
     status = job.status()
@@ -414,8 +413,8 @@ def _refuse_existing(path: Path, force: bool) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from agent.jobs import Job
-    from agent.policy import load_policy, save_policy
+    from rlprune.agent.policy import load_policy, save_policy
+    from rlprune.service.jobs import Job
 
     job = Job.open(args.run)
     source = job.path / "policy.json"
@@ -438,11 +437,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from agent.finalize import prune_and_finetune
-    from agent.policy import load_policy, policy_masks
-    from models.data import load_dataset, spec_of
-    from models.registry import build_model
-    from models.train import load_weights, save_checkpoint
+    from rlprune.agent.finalize import prune_and_finetune
+    from rlprune.agent.policy import load_policy, policy_masks
+    from rlprune.models.data import load_dataset, spec_of
+    from rlprune.models.registry import build_model
+    from rlprune.models.train import load_weights, save_checkpoint
 
     policy = load_policy(args.policy)
     out = Path(args.out)

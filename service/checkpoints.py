@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from agent.jobs import write_text_atomic
+from rlprune.service.jobs import write_text_atomic
 
 STATE_FORMAT = "rlprune.search-checkpoint/1"
 KEEP = 2

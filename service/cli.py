@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from models.errors import UserError
+from rlprune.models.errors import UserError
 
 EXIT_USAGE = 2
 
@@ -34,7 +34,7 @@ def _target(text: str) -> float:
 
 
 def _fc_k(text: str) -> float | str:
-    from env.fc_rule import parse_k
+    from rlprune.env.fc_rule import parse_k
 
     try:
         return parse_k(text)
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from agent import commands
+    from rlprune.service import commands
 
     handler = commands.HANDLERS[args.command]
     try:

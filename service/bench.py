@@ -15,17 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from agent.baseline import run_baseline
-from agent.config import SearchConfig
-from agent.finalize import finalize_with
-from agent.jobs import Job
-from agent.policy import build_policy
-from agent.search import Dense, Search
-from env.layers import describe, nonzero_costs
-from env.masks import sigma_mask
-from models.errors import UserError
-from models.registry import arch_fingerprint
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.finalize import finalize_with
+from rlprune.agent.policy import build_policy
+from rlprune.agent.search import Dense, Search
+from rlprune.env.layers import describe, nonzero_costs
+from rlprune.env.masks import sigma_mask
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint
+from rlprune.service.baseline import run_baseline
+from rlprune.service.jobs import Job
 
 METHODS = ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp", "erk")
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.errors import UserError
+from rlprune.models.errors import UserError
 
 RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.config import SearchConfig
-from agent.finalize import finalize_with
-from agent.policy import build_policy
-from env.baselines import METHODS
-from env.layers import nonzero_costs
-from env.pruning_env import PruningEnv
-from models.errors import UserError
-from models.registry import arch_fingerprint
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.finalize import finalize_with
+from rlprune.agent.policy import build_policy
+from rlprune.env.baselines import METHODS
+from rlprune.env.layers import nonzero_costs
+from rlprune.env.pruning_env import PruningEnv
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint
 
 if TYPE_CHECKING:  # search.py imports this module
-    from agent.search import Dense
+    from rlprune.agent.search import Dense
 
 
 def baseline_env(config: SearchConfig, dense: Dense) -> PruningEnv:

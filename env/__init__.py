@@ -1,0 +1,1 @@
+"""The Gymnasium pruning environment, pruning primitives, budgets, baselines, cost accounting."""

@@ -1,0 +1,1 @@
+"""Networks (a registry of factories), datasets and their fixed splits, dense training."""
