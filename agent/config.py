@@ -1,84 +1,126 @@
-"""Every setting of a search job, in one dataclass (saved as the run's config.json)."""
+"""Every setting of a pruning job, in one dataclass (saved as the run's config.json).
+
+`SearchConfig` extends the environment's `EnvConfig`, so the env's settings are declared once
+and passed on as they are. The command line, the Python API (keyword arguments) and the
+validation are all made from these declarations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from rlprune.env.pruning_env import EnvConfig
+from rlprune.env.config import EnvConfig
+from rlprune.models.errors import SettingError, UserError
+from rlprune.models.settings import check, setting
+
+SEED_POLICIES = ("uniform", "global", "lamp", "erk")
+DEVICES = ("auto", "cpu", "cuda")
+# config.json keys of earlier versions, and their names now
+RENAMED = {"checkpoint": "weights"}
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """`128,128` (for --hidden)."""
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """`uniform,lamp` or `none` (for --seed-policies)."""
+    return tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
 
 
 @dataclass
-class SearchConfig:
-    # -- what to prune -----------------------------------------------------------------
-    model: str = "vgg-mini"
-    """Registry name or package.module:factory."""
-    dataset: str = "mnist5k"
-    checkpoint: str | None = None
-    """Trained dense weights; None: use the cached pre-trained model, training it if absent."""
-    data_dir: str = "data"
-    download: bool = False
-    # -- the environment ---------------------------------------------------------------
-    target: float = 0.9
-    scope: str = "total"
-    fc_rule: str = "3sigma"
-    fc_k: float | str = "auto"
-    fc_during_search: bool = True
-    reward: str = "loss"
-    """The episode's reward on the val split: `loss` (minus the cross-entropy), `acc`, or
-    AMC's `-err*log(flops)` / `-err*log(params)` (see EnvConfig.reward for the measurement)."""
-    s_min: float = 0.0
-    s_max: float | str = "auto"
-    """The most an agent layer may prune; `auto`: 0.99, or more where LAMP or ERK prune a layer
-    harder at this target (EnvConfig.s_max). Runs saved before it existed keep 0.99."""
-    action_mapping: str = "auto"
-    """`absolute` (AMC): an action maps onto [s_min, s_max], then the budget clamp cuts it;
-    `feasible`: onto the range of weights the budget leaves its layer; `auto`: `feasible` when
-    a layer other than the last holds most of the agent's weights, else `absolute`. Measured
-    (docs/decisions.md): on LeNet-5 pruned every layer (FC1 holds 93%) absolute actions were
-    mostly cut and the actor collapsed, feasible ones kept improving; on vgg-mini's conv layers
-    absolute fine-tuned 0.27 points higher at 0.95 over 10 seeds."""
-    bn_recalibration_batches: int = 1
-    bn_fixed_batches: bool = True
-    """Recalibrate on the same batches every episode (a deterministic reward)."""
-    # -- the agent (AMC defaults) ------------------------------------------------------
-    episodes: int = 400
-    """Episodes in all, warm-up included."""
-    warmup: int = 100
-    """Warm-up episodes (the seed policies first, then uniform random actions) before the
-    actor acts and learns."""
-    noise_sigma: float = 0.5
-    noise_decay: float = 0.95
-    hidden: tuple[int, ...] = (128, 128)
-    """Actor and critic hidden layers. AMC used 300-300; 128-128 learns as well on these
-    12-feature states and makes each update ~1.6x cheaper (docs/benchmarks.md)."""
-    batch_size: int = 64
-    tau: float = 0.01
-    learning_rate: float = 1e-3
-    buffer_episodes: int = 100
-    baseline_decay: float = 0.95
-    seed_policies: tuple[str, ...] = ("uniform", "global", "lamp", "erk")
-    """Baseline allocations played as the first warm-up episodes, so the search starts from
-    them (and its best policy is at least their best on the proxy, for those within s_max:
-    LAMP and ERK always with s_max `auto`); () for pure random warm-up, as in AMC."""
-    # -- the job -----------------------------------------------------------------------
-    checkpoint_every: int = 25
-    """Episodes between checkpoints (one is also written on SIGINT/SIGTERM and at the end)."""
-    finetune_epochs: int = 3
-    finetune_lr: float = 0.01
-    seed: int = 0
-    device: str = "cpu"
+class SearchConfig(EnvConfig):
+    # -- what to prune --------------------------------------------------------------------
+    model: str = setting(
+        "vgg-mini", "Registry name (lenet5, lenet300, vgg-mini, vgg16, resnet56, resnet50) or "
+        "package.module:factory (a callable returning an nn.Module).", group="source")
+    dataset: str = setting(
+        "mnist5k", "mnist5k (embedded), digits (embedded), cifar10, cifar100, "
+        "imagefolder:PATH, or package.module:factory (returning train, val, test).",
+        group="source")
+    weights: str | None = setting(
+        None, "The trained dense weights (a .pt state_dict); default: the cached pre-trained "
+        "model under runs/pretrained/, trained on first use.", group="source",
+        aliases=("--checkpoint",), metavar="PATH")
+    data_dir: str = setting("data", "Where cifar10/100 live.", group="source")
+    download: bool = setting(False, "Allow cifar10/100 to be downloaded into --data-dir.",
+                             group="source")
+    # -- the agent (AMC's settings unless measured otherwise) -------------------------------
+    episodes: int = setting(400, "Episodes in all, warm-up included.", min=1, group="agent")
+    warmup: int = setting(
+        100, "Warm-up episodes (the seed policies first, then uniform random actions) before "
+        "the actor acts and learns.", min=0, group="agent")
+    noise_sigma: float = setting(0.5, "Exploration noise at the end of warm-up.", min=0.0,
+                                 group="agent")
+    noise_decay: float = setting(0.95, "The noise is multiplied by this after every episode.",
+                                 min=0.0, max=1.0, group="agent")
+    hidden: tuple[int, ...] = setting(
+        (128, 128), "Actor and critic hidden layers. AMC used 300-300; 128-128 learns as well "
+        "on these 12-feature states at ~1.6x cheaper updates (docs/benchmarks.md).",
+        parse=parse_ints, metavar="N,N", group="agent")
+    batch_size: int = setting(64, "DDPG minibatch.", min=1, group="agent")
+    tau: float = setting(0.01, "Soft target update.", min=0.0, max=1.0, group="agent")
+    learning_rate: float = setting(1e-3, "Actor and critic learning rate.", min=0.0,
+                                   group="agent")
+    buffer_episodes: int = setting(100, "Replay buffer size, in episodes.", min=1,
+                                   group="agent")
+    baseline_decay: float = setting(
+        0.95, "Decay of the moving-average reward baseline subtracted from each episode's "
+        "reward.", min=0.0, max=1.0, group="agent")
+    seed_policies: tuple[str, ...] = setting(
+        SEED_POLICIES, "Baselines played as the first warm-up episodes (comma-separated, or "
+        "none), so the search starts from them and its best is at least their best on the "
+        "proxy.", parse=parse_names, metavar="P,P", group="agent")
+    # -- the job --------------------------------------------------------------------------
+    checkpoint_every: int = setting(
+        25, "Episodes between search checkpoints (one is also written on a stop and at the "
+        "end).", min=1, group="job", metavar="EPISODES")
+    finetune_epochs: int = setting(3, "Masked fine-tuning after pruning.", min=0)
+    finetune_lr: float = setting(0.01, "Peak learning rate of the fine-tune.", min=0.0)
+    seed: int = setting(0, "Seed of the search and the fine-tune.", min=0)
+    device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
 
     def env_config(self) -> EnvConfig:
-        names = {f.name for f in fields(EnvConfig)}
-        return EnvConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        return EnvConfig(**{f.name: getattr(self, f.name) for f in fields(EnvConfig)})
+
+    def validate(self) -> None:
+        """Refuse any setting out of range, and settings that do not fit together."""
+        super().validate()
+        check(self)
+        unknown = [p for p in self.seed_policies if p not in SEED_POLICIES]
+        if unknown:
+            raise SettingError("seed_policies", f"has unknown {', '.join(unknown)}; choose "
+                               f"from {','.join(SEED_POLICIES)} or none")
+        if self.warmup > self.episodes:
+            raise SettingError("warmup", f"({self.warmup}) must not be more than the "
+                               f"episodes ({self.episodes}); lower it or raise the episodes")
+        if not self.hidden or min(self.hidden) < 1:
+            raise SettingError("hidden", f"must be positive layer widths, got {self.hidden}")
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> SearchConfig:
+        """A config from config.json (unknown keys ignored, renamed ones mapped)."""
+        if not isinstance(data, dict):
+            raise UserError(f"a config must be a mapping, got {type(data).__name__}")
+        data = {RENAMED.get(k, k): v for k, v in data.items()}
         known = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in data.items() if k in known})
-        cfg.hidden = tuple(cfg.hidden)
-        cfg.seed_policies = tuple(cfg.seed_policies)
+        if isinstance(cfg.hidden, list):
+            cfg.hidden = tuple(cfg.hidden)
+        if isinstance(cfg.seed_policies, list):
+            cfg.seed_policies = tuple(cfg.seed_policies)
         return cfg
+
+    @classmethod
+    def with_settings(cls, **settings) -> SearchConfig:
+        """A config from keyword arguments; an unknown name is refused with the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise UserError(f"unknown setting {', '.join(unknown)}; the settings are "
+                            f"{', '.join(sorted(known))}")
+        return cls(**settings)

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from rlprune.agent.buffer import EpisodeRewardReplayBuffer
-from rlprune.agent.noise import DecayingTruncatedNormalNoise
 from stable_baselines3 import DDPG
 from stable_baselines3.common.type_aliases import RolloutReturn
+
+from rlprune.agent.buffer import EpisodeRewardReplayBuffer
+from rlprune.agent.noise import DecayingTruncatedNormalNoise
 
 
 class AmcDDPG(DDPG):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from rlprune.models.data import Split
 from torch import nn
+
+from rlprune.models.data import Split
 
 
 class ProxyEvaluator:

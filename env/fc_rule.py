@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+
 from rlprune.env.layers import Layer
 from rlprune.env.masks import sigma_mask
-from torch import nn
 
 AUTO_KS = (3.0, 2.5, 2.0, 1.5, 1.0)
 AUTO_MAX_DROP = 0.01  # at most one point of proxy accuracy for the FC layers alone
@@ -28,16 +29,6 @@ class FcRule:
 
 def sigma_masks(layers: list[Layer], k: float) -> dict[str, torch.Tensor]:
     return {layer.name: sigma_mask(layer.module.weight, k) for layer in layers}
-
-
-def parse_k(value: str | float) -> float | str:
-    """`auto` or a positive number (for --fc-k)."""
-    if isinstance(value, str) and value == "auto":
-        return value
-    k = float(value)
-    if not k > 0:
-        raise ValueError("k must be positive")
-    return k
 
 
 @torch.no_grad()

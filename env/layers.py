@@ -18,7 +18,6 @@ with warnings.catch_warnings():  # fvcore's import trips torch.jit deprecation w
     from fvcore.nn import FlopCountAnalysis
 
 KINDS = {nn.Conv2d: "conv", nn.Linear: "fc"}
-FC_RULES = ("3sigma", "agent", "none")
 
 
 @dataclass

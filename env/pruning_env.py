@@ -4,89 +4,25 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlprune.env.baselines import METHODS as BASELINES
-from rlprune.env.budget import Budget
-from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
-from rlprune.env.fc_rule import choose_fc_rule
-from rlprune.env.layers import FC_RULES, Layer, Network, describe, nonzero_costs
-from rlprune.env.masks import MagnitudePruner, apply_masks
-from rlprune.models.data import Split
-from rlprune.models.errors import UserError
 from torch import nn
 
-REWARDS = ("acc", "loss", "-err*log(flops)", "-err*log(params)")
-SCOPES = ("total", "agent")
-ACTION_MAPPINGS = ("auto", "absolute", "feasible")
+from rlprune.env.baselines import METHODS as BASELINES
+from rlprune.env.budget import Budget
+from rlprune.env.config import S_MAX_FLOOR, EnvConfig
+from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
+from rlprune.env.fc_rule import choose_fc_rule
+from rlprune.env.layers import Layer, Network, describe, nonzero_costs
+from rlprune.env.masks import MagnitudePruner, apply_masks
+from rlprune.models.errors import UserError
+from rlprune.models.splits import Split
+
 N_FEATURES = 12
 CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
-S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
-
-
-@dataclass
-class EnvConfig:
-    target: float = 0.9
-    """Global sparsity: the fraction of prunable weights (Conv2d/Linear weights) removed."""
-    scope: str = "total"
-    """`total`: the target covers every prunable weight; `agent`: the agent's layers only."""
-    fc_rule: str = "3sigma"
-    """`3sigma`: Linear layers by the k-sigma rule; `agent`: the agent prunes them; `none`."""
-    fc_k: float | str = "auto"
-    """k of the sigma rule, or `auto`: the largest of 3, 2.5, 2, 1.5, 1 that is feasible and
-    costs at most one point of proxy accuracy. Auto is the default because k=3 measured
-    -87.6 points on vgg-mini/mnist5k (FC weights there are light-tailed)."""
-    fc_during_search: bool = True
-    """Whether the FC masks are in place while the agent searches (else applied afterwards)."""
-    s_min: float = 0.0
-    s_max: float | str = "auto"
-    """The most any agent layer may prune, or `auto`: 0.99 (the design's), raised to the largest
-    layer sparsity of the LAMP and ERK allocations at this target, so that the agent can play
-    them (neither empties a layer). Measured (docs/decisions.md): at 0.98 on vgg-mini LAMP
-    prunes the largest conv layer to 0.996; capped at 0.99 the agent had to prune the middle
-    layers harder and fine-tuned 2.0 points below LAMP on every seed."""
-    action_mapping: str = "auto"
-    """`feasible`: the action maps onto the range the budget leaves this layer, so no action is
-    cut; `absolute`: onto [s_min, s_max], then the budget clamp cuts it (AMC); `auto`:
-    `absolute` unless a layer other than the last holds more than half of the agent's weights
-    (see `resolve_action_mapping`)."""
-    reward: str = "loss"
-    """On the val split: `loss` (minus the cross-entropy), `acc` (top-1 accuracy, AMC's),
-    `-err*log(flops)` or `-err*log(params)` (AMC's resource-aware ones). Measured
-    (docs/decisions.md): among the allocations a search chooses between, the cross-entropy
-    ranks them as the fine-tune does, while accuracy on a few hundred images ranks them the
-    other way; on LeNet-5 the fine-tuned result rose 0.25 points at 0.95, 0.51 at 0.98."""
-    bn_recalibration_batches: int = 1
-    """Before scoring, re-estimate BatchNorm statistics on this many train batches (0: off).
-    Without it every random 0.9-sparse vgg-mini scored 10% (constant reward); with one batch
-    of 128 the same policies scored 35-92% (docs/decisions.md)."""
-    bn_batch_size: int = 128
-    bn_fixed_batches: bool = True
-    """Recalibrate on the same train batches in every episode, so the reward is a function of
-    the allocation alone. With fresh batches each time, the best of 400 episodes is largely the
-    one with the luckiest batch: at 0.9 its reward was 3 points above its re-evaluation."""
-    eval_batch_size: int = 2048
-
-    def validate(self) -> None:
-        if not 0.0 < self.target < 1.0:
-            raise UserError(f"target must be in (0, 1), got {self.target:g}")
-        if self.scope not in SCOPES:
-            raise UserError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if self.fc_rule not in FC_RULES:
-            raise UserError(f"fc rule must be one of {', '.join(FC_RULES)}, got {self.fc_rule!r}")
-        if self.reward not in REWARDS:
-            raise UserError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        if self.action_mapping not in ACTION_MAPPINGS:
-            raise UserError(f"action mapping must be one of {', '.join(ACTION_MAPPINGS)}, "
-                            f"got {self.action_mapping!r}")
-        s_max = S_MAX_FLOOR if self.s_max == "auto" else self.s_max
-        if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
-            raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
-                            f"{self.s_max}")
 
 
 def resolve_action_mapping(mapping: str, sizes: list[int]) -> str:
@@ -284,10 +220,11 @@ class PruningEnv(gym.Env):
             reward = self._finish(info)
         return self._observation(), reward, terminated, False, info
 
-    def sparsities(self) -> dict[str, float]:
-        """Every prunable layer's sparsity in the episode so far (FC rule included)."""
+    def sparsities(self, counts: list[int] | None = None) -> dict[str, float]:
+        """Every prunable layer's sparsity (FC rule included) with `counts` weights pruned in
+        the agent's layers: by default, those of the episode so far."""
         out = {layer.name: 0.0 for layer in self.net.layers}
-        for layer, n in zip(self.agent_layers, self._counts):
+        for layer, n in zip(self.agent_layers, self._counts if counts is None else counts):
             out[layer.name] = n / layer.params
         for name, mask in self.fc.masks.items():
             out[name] = float((~mask).sum()) / mask.numel()

@@ -8,13 +8,17 @@ seed, so every method and every seed is scored on the same images.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from rlprune.models.errors import UserError
+from rlprune.models.imports import call_user, import_callable
+from rlprune.models.splits import Split, to_split
 
 SPLIT_SEED = 0
 
@@ -24,52 +28,86 @@ class DataSpec:
     """What a model needs to know about a dataset without loading it."""
 
     in_channels: int
-    image_size: int
+    height: int
+    width: int
     num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.height, self.width)
+
+    @property
+    def image_size(self) -> int | tuple[int, int]:
+        """The side of a square image, else (height, width): what model factories take."""
+        return self.height if self.height == self.width else (self.height, self.width)
+
+    def model_kwargs(self) -> dict:
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels,
+                "image_size": self.image_size}
 
 
 SPECS: dict[str, DataSpec] = {
-    "mnist5k": DataSpec(1, 28, 10),
-    "digits": DataSpec(1, 28, 10),
-    "cifar10": DataSpec(3, 32, 10),
-    "cifar100": DataSpec(3, 32, 100),
-    "imagenet-shape": DataSpec(3, 224, 1000),  # shape only, for `inspect`; holds no images
+    "mnist5k": DataSpec(1, 28, 28, 10),
+    "digits": DataSpec(1, 28, 28, 10),
+    "cifar10": DataSpec(3, 32, 32, 10),
+    "cifar100": DataSpec(3, 32, 32, 100),
+    "imagenet-shape": DataSpec(3, 224, 224, 1000),  # shape only, for `inspect`; no images
 }
-LOADABLE = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH")
+LOADABLE = ("mnist5k", "digits", "cifar10", "cifar100", "imagefolder:PATH",
+            "package.module:factory")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass
-class Split:
-    x: torch.Tensor  # float32, N x C x H x W, normalised
-    y: torch.Tensor  # int64, N
+class Data:
+    """A dataset's three splits in memory: `train` (pre-training and fine-tuning), `val` (the
+    proxy split a search is rewarded on) and `test` (final reporting only).
 
-    def __len__(self) -> int:
-        return len(self.y)
+    Each split may be given as a `Split`, a torch Dataset, a DataLoader or an (x, y) pair of
+    tensors (see `to_split`); images need not be square. `spec` (shape and classes) is read
+    from the splits when not given: the classes are the largest label + 1.
+    """
 
-    def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
-
-
-@dataclass
-class Dataset:
-    name: str
-    spec: DataSpec
     train: Split
     val: Split
     test: Split
+    name: str = "data"
+    spec: DataSpec | None = None
+
+    def __post_init__(self) -> None:
+        self.train = to_split(self.train, f"{self.name} train")
+        self.val = to_split(self.val, f"{self.name} val")
+        self.test = to_split(self.test, f"{self.name} test")
+        shapes = {tuple(s.x.shape[1:]) for s in (self.train, self.val, self.test)}
+        if len(shapes) != 1:
+            raise UserError(f"{self.name}: the splits hold images of different shapes "
+                            f"({', '.join(map(str, sorted(shapes)))})")
+        classes = 1 + max(int(s.y.max()) for s in (self.train, self.val, self.test))
+        if self.spec is None:
+            c, h, w = shapes.pop()
+            self.spec = DataSpec(c, h, w, classes)
+        elif classes > self.spec.num_classes:
+            raise UserError(f"{self.name}: a label {classes - 1} beyond its "
+                            f"{self.spec.num_classes} classes")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.spec.input_shape
 
 
 def spec_of(name: str) -> DataSpec:
-    """The shape of a dataset; for imagefolder this reads the folder's class list only."""
+    """The shape of a dataset; imagefolder reads the folder's class list, a user factory
+    is loaded."""
     if name in SPECS:
         return SPECS[name]
     if name.startswith("imagefolder:"):
         root = _folder(name)
         classes = [d for d in root.iterdir() if d.is_dir()]
-        return DataSpec(3, 32, len(classes))
+        return DataSpec(3, 32, 32, len(classes))
+    if ":" in name:
+        return load_dataset(name).spec
     raise UserError(f"unknown dataset {name!r}; choose from {', '.join(LOADABLE)}")
 
 
@@ -87,10 +125,10 @@ def _stratified(y: np.ndarray, sizes: tuple[int, ...], seed: int) -> list[np.nda
     return [np.sort(dealt[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _split3(x: torch.Tensor, y: torch.Tensor, val: int, test: int) -> tuple[Split, Split, Split]:
+def _split3(x: torch.Tensor, y: torch.Tensor, val: int, test: int) -> list[Split]:
     yn = y.numpy()
     tr, va, te = _stratified(yn, (len(yn) - val - test, val, test), SPLIT_SEED)
-    return tuple(Split(x[i].contiguous(), y[i].contiguous()) for i in (tr, va, te))
+    return [Split(x[i].contiguous(), y[i].contiguous()) for i in (tr, va, te)]
 
 
 def mnist5k_path() -> Path:
@@ -104,7 +142,7 @@ def mnist5k_path() -> Path:
     return path
 
 
-def _load_mnist5k() -> Dataset:
+def _load_mnist5k() -> Data:
     with gzip.open(mnist5k_path(), "rt") as fh:
         # One split over the whole text: ten times faster than np.loadtxt here.
         fields = fh.read().replace("\n", ",").strip(",").split(",")
@@ -112,10 +150,10 @@ def _load_mnist5k() -> Dataset:
     x = torch.from_numpy(table[:, :-1]).reshape(-1, 1, 28, 28) / 255.0
     y = torch.from_numpy(table[:, -1].astype(np.int64))
     x = (x - MNIST_MEAN) / MNIST_STD
-    return Dataset("mnist5k", SPECS["mnist5k"], *_split3(x, y, val=500, test=1000))
+    return Data(*_split3(x, y, val=500, test=1000), "mnist5k", SPECS["mnist5k"])
 
 
-def _load_digits() -> Dataset:
+def _load_digits() -> Data:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -124,7 +162,7 @@ def _load_digits() -> Dataset:
     x = torch.nn.functional.interpolate(x, size=28, mode="bilinear", align_corners=False)
     x = (x - MNIST_MEAN) / MNIST_STD
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    return Dataset("digits", SPECS["digits"], *_split3(x, y, val=300, test=300))
+    return Data(*_split3(x, y, val=300, test=300), "digits", SPECS["digits"])
 
 
 def _cifar_tensors(data: np.ndarray) -> torch.Tensor:
@@ -134,7 +172,7 @@ def _cifar_tensors(data: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _load_cifar(name: str, data_dir: Path, download: bool) -> Dataset:
+def _load_cifar(name: str, data_dir: Path, download: bool) -> Data:
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -147,7 +185,7 @@ def _load_cifar(name: str, data_dir: Path, download: bool) -> Dataset:
     x, y = _cifar_tensors(train.data), torch.tensor(train.targets)
     tr, va = _stratified(y.numpy(), (len(y) - 5000, 5000), SPLIT_SEED)
     test_split = Split(_cifar_tensors(test.data), torch.tensor(test.targets))
-    return Dataset(name, SPECS[name], Split(x[tr], y[tr]), Split(x[va], y[va]), test_split)
+    return Data(Split(x[tr], y[tr]), Split(x[va], y[va]), test_split, name, SPECS[name])
 
 
 def _folder(name: str) -> Path:
@@ -157,12 +195,12 @@ def _folder(name: str) -> Path:
     return root
 
 
-def _load_imagefolder(name: str) -> Dataset:
+def _load_imagefolder(name: str) -> Data:
     from torchvision import datasets, transforms
 
     root = _folder(name)
     spec = spec_of(name)
-    tf = transforms.Compose([transforms.Resize((spec.image_size, spec.image_size)),
+    tf = transforms.Compose([transforms.Resize((spec.height, spec.width)),
                              transforms.ToTensor()])
     try:
         folder = datasets.ImageFolder(str(root), transform=tf)
@@ -172,10 +210,22 @@ def _load_imagefolder(name: str) -> Dataset:
     x = (x - x.mean(dim=(0, 2, 3), keepdim=True)) / x.std(dim=(0, 2, 3), keepdim=True)
     y = torch.tensor(folder.targets)
     n_hold = max(1, len(y) // 10)
-    return Dataset(name, spec, *_split3(x, y, val=n_hold, test=n_hold))
+    return Data(*_split3(x, y, val=n_hold, test=n_hold), name, spec)
 
 
-def load_dataset(name: str, data_dir: str | Path = "data", download: bool = False) -> Dataset:
+def _load_factory(name: str) -> Data:
+    """A user's `package.module:factory`: called with no arguments, it returns a `Data` or
+    (train, val, test), each split anything `to_split` reads."""
+    made = call_user(name, "dataset", import_callable(name, "dataset"))
+    if isinstance(made, Data):
+        return made
+    if not isinstance(made, tuple | list) or len(made) != 3:
+        raise UserError(f"dataset {name!r}: the factory returned {type(made).__name__}; it "
+                        "must return (train, val, test) or an rlprune.Data")
+    return Data(*made, name=name)
+
+
+def load_dataset(name: str, data_dir: str | Path = "data", download: bool = False) -> Data:
     """Load `name` into memory with its fixed train/val/test splits."""
     if name == "mnist5k":
         return _load_mnist5k()
@@ -185,6 +235,18 @@ def load_dataset(name: str, data_dir: str | Path = "data", download: bool = Fals
         return _load_cifar(name, Path(data_dir), download)
     if name.startswith("imagefolder:"):
         return _load_imagefolder(name)
+    if ":" in name:
+        return _load_factory(name)
     if name in SPECS:
         raise UserError(f"dataset {name!r} is a shape for `inspect` only and holds no images")
     raise UserError(f"unknown dataset {name!r}; choose from {', '.join(LOADABLE)}")
+
+
+def data_digest(data: Data) -> str:
+    """sha256 of every split's images and labels: other data is another problem."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        for tensor in (split.x, split.y):
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()

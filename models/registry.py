@@ -1,35 +1,43 @@
 """Networks by name: a plain dict of factories, plus `package.module:factory` for user models.
 
-Every factory takes the data's shape (`in_channels`, `image_size`) and `num_classes`, so one
-name works on MNIST-shaped and CIFAR-shaped data alike.
+Every factory takes the data's shape (`in_channels`, `image_size`: a side, or (height, width)
+for images that are not square) and `num_classes`, so one name works on MNIST-shaped and
+CIFAR-shaped data alike.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from collections.abc import Callable
 
 import torch
-from rlprune.models.errors import UserError
 from torch import nn
+
+from rlprune.models.errors import UserError
+from rlprune.models.imports import call_user, import_callable
+
+Size = int | tuple[int, int]
 
 
 def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _sides(image_size: Size) -> tuple[int, int]:
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
 class LeNet5(nn.Module):
     """Caffe LeNet-5 (Han et al. 2015): conv 20 and 50 5x5, FC 800->500->classes on 28x28."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: Size = 28):
         super().__init__()
         self.c1 = nn.Conv2d(in_channels, 20, 5)
         self.c2 = nn.Conv2d(20, 50, 5)
         self.pool = nn.MaxPool2d(2)
-        side = _conv_out(_conv_out(image_size, 5) // 2, 5) // 2
-        self.f1 = nn.Linear(50 * side * side, 500)
+        h, w = (_conv_out(_conv_out(side, 5) // 2, 5) // 2 for side in _sides(image_size))
+        self.f1 = nn.Linear(50 * h * w, 500)
         self.f2 = nn.Linear(500, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,9 +49,10 @@ class LeNet5(nn.Module):
 class LeNet300(nn.Module):
     """LeNet-300-100: an MLP 784-300-100-classes (no convolutions: use --fc-rule agent)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: Size = 28):
         super().__init__()
-        self.f1 = nn.Linear(in_channels * image_size * image_size, 300)
+        h, w = _sides(image_size)
+        self.f1 = nn.Linear(in_channels * h * w, 300)
         self.f2 = nn.Linear(300, 100)
         self.f3 = nn.Linear(100, num_classes)
 
@@ -90,12 +99,12 @@ VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
              512, 512, 512, "M"]
 
 
-def vgg_mini(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> VGG:
+def vgg_mini(num_classes: int = 10, in_channels: int = 1, image_size: Size = 28) -> VGG:
     """8 conv layers (16-16-32-32-64-64-128-128, BN) and 2 FC (128->128->classes)."""
     return VGG(VGG_MINI_CFG, (128,), num_classes, in_channels)
 
 
-def vgg16(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+def vgg16(num_classes: int = 10, in_channels: int = 3, image_size: Size = 32,
           classifier: tuple[int, ...] = (4096, 4096)) -> VGG:
     """CIFAR VGG16-BN; the reference classifier is 512->4096->4096->classes."""
     return VGG(VGG16_CFG, classifier, num_classes, in_channels, dropout=0.5)
@@ -141,11 +150,11 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
+def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: Size = 32) -> CifarResNet:
     return CifarResNet(56, num_classes, in_channels)
 
 
-def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> nn.Module:
+def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: Size = 224) -> nn.Module:
     from torchvision.models import resnet50 as tv_resnet50
 
     model = tv_resnet50(weights=None, num_classes=num_classes)
@@ -172,27 +181,15 @@ DEFAULT_DATASET: dict[str, str] = {
 }
 
 
-def _import_factory(spec: str) -> Factory:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # an import of user code can fail in any way
-        raise UserError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UserError(f"model {spec!r}: {module_name!r} has no callable {attr!r}")
-    return factory
-
-
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1,
-                image_size: int = 28) -> nn.Module:
+                image_size: Size = 28) -> nn.Module:
     """A fresh, randomly initialised network; `name` is a registry key or `module:factory`.
 
     A user factory gets the keyword arguments its signature accepts among
     num_classes, in_channels and image_size.
     """
     if ":" in name:
-        factory = _import_factory(name)
+        factory = import_callable(name, "model")
     elif name in MODELS:
         factory = MODELS[name]
     else:
@@ -205,14 +202,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1,
         kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
     except (TypeError, ValueError):
         kwargs = {}
-    if ":" in name:
-        try:
-            model = factory(**kwargs)
-        except Exception as exc:  # user code can fail in any way, like its import
-            raise UserError(f"model {name!r}: the factory failed "
-                            f"({type(exc).__name__}: {exc})") from None
-    else:
-        model = factory(**kwargs)
+    model = call_user(name, "model", factory, **kwargs) if ":" in name else factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"model {name!r}: the factory returned {type(model).__name__}, "
                         "not a torch.nn.Module")
@@ -223,3 +213,12 @@ def arch_fingerprint(model: nn.Module) -> str:
     """sha256 over parameter names and shapes: equal for the same architecture, any weights."""
     text = "\n".join(f"{n}:{tuple(p.shape)}" for n, p in model.named_parameters())
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the weights' values (and names): a retrained model is another problem."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Dense pre-training, masked fine-tuning (any model), evaluation and checkpoints.
+"""Dense pre-training, masked fine-tuning (any model), evaluation, and weights files.
 
 Nothing here prints: progress goes to an optional `on_epoch` callback.
 """
@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rlprune.models.data import Split
-from rlprune.models.errors import UserError
-from rlprune.models.registry import arch_fingerprint
 from torch import nn
 
-CHECKPOINT_FORMAT = "rlprune.checkpoint/1"
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint
+from rlprune.models.splits import Split
+
+WEIGHTS_FORMAT = "rlprune.weights/1"
 
 
 @dataclass
@@ -94,36 +95,36 @@ def evaluate(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
     return correct / max(1, len(data))
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> None:
+def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
     """Weights plus metadata, written to a temporary name and renamed (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": CHECKPOINT_FORMAT, "arch_fingerprint": arch_fingerprint(model), **meta}
+    meta = {"format": WEIGHTS_FORMAT, "arch_fingerprint": arch_fingerprint(model), **meta}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's {"meta", "state_dict"}; refuses files that are not rlprune checkpoints."""
+def read_weights(path: str | Path) -> dict:
+    """The weights file's {"meta", "state_dict"}; refuses files that hold no state_dict."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"weights file {path} does not exist")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file can fail in many ways
-        raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
+        raise UserError(f"weights file {path} cannot be read ({type(exc).__name__})") from None
     if isinstance(blob, dict) and "state_dict" not in blob and all(
             isinstance(v, torch.Tensor) for v in blob.values()):
         blob = {"meta": {}, "state_dict": blob}  # a bare state_dict from torch.save
     if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise UserError(f"checkpoint {path} holds no state_dict")
+        raise UserError(f"weights file {path} holds no state_dict")
     return blob
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint into `model`, naming the keys that do not fit; returns its metadata."""
-    blob = read_checkpoint(path)
+    """Load a weights file into `model`, naming the keys that do not fit; returns its metadata."""
+    blob = read_weights(path)
     state = blob["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -133,6 +134,15 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
         parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected),
                                      ("wrong shape", wrong)) if keys]
-        raise UserError(f"checkpoint {path} does not fit the model ({'; '.join(parts)})")
+        raise UserError(f"weights file {path} does not fit the model ({'; '.join(parts)})")
     model.load_state_dict(state)
     return blob.get("meta", {})
+
+
+def resolve_device(name: str) -> str:
+    """`auto` → cuda when torch sees a GPU, else cpu; refuses cuda without one."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    return name

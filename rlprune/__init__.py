@@ -1,5 +1,48 @@
 """rlprune: reinforcement-learning-driven pruning of PyTorch CNNs.
 
-This module only re-exports the public API; the code lives in `rlprune.models`,
-`rlprune.env`, `rlprune.agent` and `rlprune.service`.
+    import rlprune
+    data = rlprune.Data(train, val, test)       # torch Datasets, DataLoaders or (x, y) tensors
+    result = rlprune.search(model, data, target=0.9, episodes=100)
+    pruned = rlprune.apply(result.policy, model)
+
+This module only re-exports the public API (loaded on first use, so that `rlprune --help`
+stays instant); the code lives in `rlprune.models`, `rlprune.env`, `rlprune.agent` and
+`rlprune.service`.
 """
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("rlprune")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "Data": "rlprune.models.data",
+    "UserError": "rlprune.models.errors",
+    "EnvConfig": "rlprune.env.config",
+    "PruningEnv": "rlprune.env.pruning_env",
+    "SearchConfig": "rlprune.agent.config",
+    "Event": "rlprune.service.lifecycle",
+    "Result": "rlprune.service.lifecycle",
+    "search": "rlprune.service.api",
+    "baseline": "rlprune.service.api",
+    "resume": "rlprune.service.api",
+    "apply": "rlprune.service.api",
+    "load_policy": "rlprune.service.files",
+    "save_policy": "rlprune.service.files",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rlprune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.finalize import finalize_with
 from rlprune.agent.search import load_dense

@@ -10,10 +10,11 @@ import argparse
 import time
 
 import numpy as np
+
 from rlprune.env.fc_rule import choose_fc_rule
 from rlprune.env.pruning_env import EnvConfig, PruningEnv
 from rlprune.models.data import load_dataset
-from rlprune.models.pretrain import default_checkpoint_path, model_for
+from rlprune.models.pretrain import default_weights_path, model_for
 from rlprune.models.train import load_weights
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("mnist5k")
     model = model_for(args.model, data)
-    load_weights(model, args.checkpoint or default_checkpoint_path(args.model, "mnist5k"))
+    load_weights(model, args.checkpoint or default_weights_path(args.model, "mnist5k"))
     shape = (1, 28, 28)
 
     env = PruningEnv(model, data.val, shape, EnvConfig(target=args.target, fc_k=3.0,

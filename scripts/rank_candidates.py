@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.finalize import finalize_with
 from rlprune.agent.policy import build_policy
@@ -26,7 +28,6 @@ from rlprune.env.layers import nonzero_costs
 from rlprune.models.registry import arch_fingerprint
 from rlprune.service.baseline import baseline_env, baseline_sparsities
 from rlprune.service.jobs import Job
-from scipy.stats import spearmanr
 
 
 def parse(pairs: list[str]) -> SearchConfig:

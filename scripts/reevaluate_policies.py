@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.policy import policy_masks
 from rlprune.agent.search import load_dense

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from rank_candidates import candidate_policy, parse
+from scipy.stats import spearmanr
+
 from rlprune.agent.finalize import finalize_with
 from rlprune.agent.search import load_dense
 from rlprune.env.evaluate import ProxyEvaluator
 from rlprune.models.data import Split
 from rlprune.service.baseline import baseline_env, baseline_sparsities
-from scipy.stats import spearmanr
 
 SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}

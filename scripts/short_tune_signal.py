@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from rank_candidates import candidate_policy
 from reward_signals import correlations
+
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.policy import policy_masks
 from rlprune.agent.search import load_dense

@@ -12,8 +12,9 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from rlprune.agent.noise import DecayingTruncatedNormalNoise
 from stable_baselines3 import DDPG
+
+from rlprune.agent.noise import DecayingTruncatedNormalNoise
 
 
 class _Dummy(gym.Env):

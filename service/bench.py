@@ -9,48 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.finalize import finalize_with
-from rlprune.agent.policy import build_policy
-from rlprune.agent.search import Dense, Search
-from rlprune.env.layers import describe, nonzero_costs
-from rlprune.env.masks import sigma_mask
+from rlprune.env.pruning_env import PruningEnv
+from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
-from rlprune.models.registry import arch_fingerprint
-from rlprune.service.baseline import run_baseline
-from rlprune.service.jobs import Job
+from rlprune.service.lifecycle import Callback, JobRunner
 
 METHODS = ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp", "erk")
 
 
-def _three_sigma_everywhere(config: SearchConfig, dense: Dense, k: float = 3.0):
-    net = describe(dense.model, dense.input_shape, "3sigma")
-    for layer in net.layers:
-        layer.owner = "fc-rule"  # every layer by the rule
-    sparsities = {layer.name: 1.0 - float(sigma_mask(layer.module.weight, k).float().mean())
-                  for layer in net.layers}
-    policy = build_policy(model=config.model, dataset=config.dataset,
-                          fingerprint=arch_fingerprint(dense.model), method="3sigma-only",
-                          target=config.target, scope="total", net=net, sparsities=sparsities,
-                          fc_rule="3sigma", fc_k=k, costs=nonzero_costs(net, sparsities),
-                          accuracy={"dense": dense.test_accuracy}, search={"seed": config.seed})
-    done = finalize_with(config, dense, policy)
-    policy["accuracy"].update(proxy=done.proxy_accuracy, pruned=done.pruned_accuracy,
-                              finetuned=done.finetuned_accuracy)
-    return policy
-
-
-def proxy_eval_seconds(search: Search, repeats: int = 10) -> float:
+def proxy_eval_seconds(env: PruningEnv, repeats: int = 10) -> float:
     """Time of one reward computation as the env does it (BatchNorm recalibration + val).
 
     The env's generator is put back afterwards, so timing changes nothing in the search."""
-    env = search.env
     saved = env.np_random.bit_generator.state
     env.proxy_accuracy()  # warm-up
     start = time.perf_counter()
@@ -62,76 +39,69 @@ def proxy_eval_seconds(search: Search, repeats: int = 10) -> float:
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-            speed: list[dict], progress: bool = False) -> dict:
-    """One method at one target and seed; `progress`: the search's bar, named after the run."""
-    if method in ("ddpg", "ddpg-only"):
-        if method == "ddpg-only":
-            config = dataclasses.replace(config, fc_rule="agent")
-        search = Search(config, dense, progress=progress, label=run_dir.name)
-        eval_s = proxy_eval_seconds(search)
-        job = Job.create(run_dir, run_dir.name)
-        job.write_config(config.to_json())
+            speed: list[dict], progress: Callable[[str], Callback] | None = None,
+            on_runner: Callable[[JobRunner], None] | None = None) -> dict:
+    """One bench cell in its own run folder, through the same lifecycle as `rlprune search`
+    and `rlprune baseline`; its policy. `ddpg-only` is the search on every layer (no FC rule).
+    A search stopped early stops the whole bench (KeyboardInterrupt)."""
+    if method == "ddpg-only":
+        config = dataclasses.replace(config, fc_rule="agent")
+    callback = progress(run_dir.name) if progress else None
+    runner = JobRunner(config, dense, "ddpg" if method == "ddpg-only" else method,
+                       callback=callback)
+    if on_runner is not None:
+        on_runner(runner)
+    eval_s = proxy_eval_seconds(runner.env) if runner.search is not None else None
+    job = runner.create(run_dir)
+    with job:
         try:
-            start = time.perf_counter()
-            search.run(job)
-            wall = time.perf_counter() - start
-            if search.stop_requested:  # SIGINT/SIGTERM: the whole bench stops, not one search
-                search.write_status("interrupted")
-                raise KeyboardInterrupt
-            policy = search.finish()
-            search.write_status("finished")
+            result = runner.run(job)
         finally:
-            job.release()
-        speed.append({"episodes": search.state.episode, "search_s": wall,
+            if callback is not None:
+                callback.close()
+    if result.state == "interrupted":
+        raise KeyboardInterrupt
+    if eval_s is not None:
+        speed.append({"episodes": result.episodes_done, "search_s": result.timings["search"],
                       "proxy_eval_s": eval_s})
-        return policy
-    if method == "3sigma-only":
-        return _three_sigma_everywhere(config, dense)
-    policy, _ = run_baseline(method, config, dense)
-    return policy
+    return result.policy
 
 
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
-              seeds: int, out: Path, log: Callable[[str], None] = print,
-              first_seed: int = 0, progress: bool = False) -> dict:
-    """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target.
+              seeds: int, out: Path, log: Callable[[str], None] = lambda line: None,
+              first_seed: int = 0, progress: Callable[[str], Callback] | None = None,
+              on_runner: Callable[[JobRunner], None] | None = None) -> dict:
+    """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target, each
+    in `out/runs/<method>-<target>-seed<seed>/`.
 
-    `log` gets one line per finished run, counted ("[3/25] ..."); `progress` shows each
-    search's bar (on stderr).
+    `log` gets one line per finished run, counted ("[3/25] ..."); `progress(label)` makes each
+    cell's event callback (with a `close()`); `on_runner` sees each cell's runner before it
+    runs (the command line points its signal handling at it).
 
     A later bench with `first_seed` past an earlier one's seeds extends it
-    (scripts/merge_bench.py joins the two).
+    (`rlprune bench --merge` joins the two).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from "
                         f"{', '.join(METHODS)}")
     results, speed = [], []
-    # SIGTERM between searches stops the bench like ^C (a search handles both itself: it
-    # stops after its episode, and then the bench stops too).
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,
-                 results, speed, progress)
+                 results, speed, progress, on_runner)
     except KeyboardInterrupt:
         if results:
             _write(_report(base, dense, results, speed, interrupted=True), out)
             log(f"interrupted: the {len(results)} finished rows are in {out / 'bench.json'}")
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     report = _report(base, dense, results, speed)
     _write(report, out)
     return report
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: list[str],
              seeds: range, out: Path, log: Callable[[str], None], results: list[dict],
-             speed: list[dict], progress: bool) -> None:
+             speed: list[dict], progress, on_runner) -> None:
     total = len(targets) * len(methods) * len(seeds)
     for target in targets:
         for method in methods:
@@ -139,7 +109,7 @@ def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: li
                 config = dataclasses.replace(base, target=target, seed=seed)
                 run_dir = out / "runs" / f"{method}-{target:g}-seed{seed}"
                 start = time.perf_counter()
-                policy = run_one(method, config, dense, run_dir, speed, progress)
+                policy = run_one(method, config, dense, run_dir, speed, progress, on_runner)
                 row = {"method": method, "target": target, "seed": seed,
                        "test_accuracy": policy["accuracy"]["finetuned"],
                        "pruned_accuracy": policy["accuracy"]["pruned"],
@@ -165,6 +135,20 @@ def _report(base: SearchConfig, dense: Dense, results: list[dict], speed: list[d
     if interrupted:
         report["interrupted"] = True
     return report
+
+
+def merge_files(paths: list[str], out: Path) -> dict:
+    """`rlprune bench --merge`: join bench.json files (see `merge_reports`) into `out`."""
+    reports = []
+    for name in paths:
+        path = Path(name)
+        try:
+            reports.append((name, json.loads(path.read_text())))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{name}: not a readable bench.json ({type(exc).__name__})") from None
+    merged = merge_reports(reports)
+    _write(merged, out)
+    return merged
 
 
 def _write(report: dict, out: Path) -> None:

@@ -8,7 +8,6 @@ status.json, and a job whose process died shows as interrupted.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import socket
@@ -17,24 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlprune.models.errors import UserError
+from rlprune.service.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def new_job_id(model: str, dataset: str, target: float) -> str:
@@ -100,6 +85,12 @@ class Job:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def is_running(self) -> bool:
         """True if some process holds the run's lock (this one included)."""
         if self._lock_fd is not None:
@@ -120,6 +111,10 @@ class Job:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
 
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)

@@ -164,7 +164,7 @@ def get_assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     from rlprune.models.data import load_dataset
     from rlprune.models.pretrain import pretrain
     from rlprune.models.registry import build_model
-    from rlprune.models.train import save_checkpoint
+    from rlprune.models.train import save_weights
 
     root = tmp_path_factory.mktemp("agent_assets")
     models = root / "models"
@@ -178,8 +178,8 @@ def get_assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
         mp.syspath_prepend(str(models))
         pretrain(f"{MODEL_MODULE}:make", data, dense, epochs=5, seed=0)
         torch.manual_seed(0)
-        save_checkpoint(other, build_model(f"{OTHER_MODULE}:make"), {"model": "other"})
-        save_checkpoint(heavy, build_model(f"{FC_HEAVY_MODULE}:make"), {"model": "fc-heavy"})
+        save_weights(other, build_model(f"{OTHER_MODULE}:make"), {"model": "other"})
+        save_weights(heavy, build_model(f"{FC_HEAVY_MODULE}:make"), {"model": "fc-heavy"})
     assets = Assets(models, dense, other, heavy)
     _CACHE["assets"] = assets
     return assets
@@ -296,14 +296,19 @@ def serve() -> None:
     Every `rlprune` process pays seconds of imports (torch, stable-baselines3, fvcore,
     matplotlib, torch._dynamo on the first optimizer). This process pays them once, then forks
     one child per request line on stdin ({"id", "argv", "cwd", "out", "err"}); each child runs
-    `agent.cli.main(argv)` in its own session with stdout/stderr sent to the named files and
-    exits with its return code. Replies on stdout: {"id", "pid"} when forked, {"pid", "code"}
+    `rlprune.service.cli.main(argv)` in its own session with stdout/stderr sent to the named
+    files and exits with its return code. Replies on stdout: {"id", "pid"} when forked,
+    {"pid", "code"}
     when reaped (code as subprocess reports it: negative for a signal).
     """
     import threading
 
-    import rlprune.agent.policy
-    import rlprune.agent.search  # noqa: F401  (the point is to import them)
+    import rlprune.models.data
+    import rlprune.service.cli
+    import rlprune.service.commands
+    import rlprune.service.console
+    import rlprune.service.dense
+    import rlprune.service.lifecycle  # noqa: F401  (the point is to import them)
 
     rlprune.models.data.load_dataset("digits")  # imports scikit-learn's loader; no threads
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo

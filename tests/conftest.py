@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from rlprune.models.data import Split
 from torch import nn
+
+from rlprune.models.splits import Split
 
 TINY_INPUT = (1, 8, 8)
 TINY_CONV = {"c1": 36, "c2": 288, "c3": 1152}
@@ -112,12 +113,12 @@ def tiny_calibration() -> Split:
 @pytest.fixture
 def tiny_dense():
     """A search's view of the tiny net: its train/val/test splits and the untrained model."""
-    from rlprune.agent.search import Dense
-    from rlprune.models.data import Dataset, DataSpec
+    from rlprune.models.data import Data, DataSpec
+    from rlprune.models.dense import Dense
 
-    data = Dataset("tiny", DataSpec(TINY_INPUT[0], TINY_INPUT[1], 10), train=tiny_split(128, 3),
-                   val=tiny_split(64, 1), test=tiny_split(64, 4))
-    return Dense(data, make_tiny(0), checkpoint=None, test_accuracy=1.0)
+    data = Data(tiny_split(128, 3), tiny_split(64, 1), tiny_split(64, 4), name="tiny",
+                spec=DataSpec(*TINY_INPUT, 10))
+    return Dense(data, make_tiny(0), weights=None, test_accuracy=1.0)
 
 
 @pytest.fixture

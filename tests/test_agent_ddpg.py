@@ -8,20 +8,20 @@ moving-average baseline that starts at the first episode's reward.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from agent_fixtures import MODEL_MODULE, get_assets, one_torch_thread
+from stable_baselines3 import DDPG
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
+
 from rlprune.agent.buffer import EpisodeRewardReplayBuffer
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.ddpg import AmcDDPG, make_agent
 from rlprune.agent.noise import DecayingTruncatedNormalNoise
-from stable_baselines3 import DDPG
-from stable_baselines3.common.vec_env import DummyVecEnv
-from torch import nn
 
 LAYERS = 3  # steps per episode of the toy environment
 
@@ -92,8 +92,8 @@ def test_cli_search_defaults():
     assert args.action_mapping == SearchConfig().action_mapping == "auto"
     assert build_parser().parse_args(["bench", "--out", "x", "--action-mapping", "absolute"]
                                      ).action_mapping == "absolute"
-    # the CLI spells the mappings out (it does not import torch); they must be the env's
-    from rlprune.env.pruning_env import ACTION_MAPPINGS, REWARDS
+    # the CLI takes its choices from the env's settings
+    from rlprune.env.config import ACTION_MAPPINGS, REWARDS
 
     for command in (["search"], ["bench", "--out", "x"]):
         for mapping in ACTION_MAPPINGS:
@@ -110,8 +110,9 @@ def test_cli_search_defaults():
 
 def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
     """The agent a Search builds from the default SearchConfig has the AMC settings."""
-    from rlprune.agent.search import Dense, Search
+    from rlprune.agent.search import Search
     from rlprune.models.data import load_dataset
+    from rlprune.models.dense import Dense
     from rlprune.models.registry import build_model
     from rlprune.models.train import load_weights
 
@@ -120,12 +121,10 @@ def test_make_agent_from_search_config(tmp_path_factory, tmp_path):
     load_weights(model, assets.dense)
     config = SearchConfig(model=f"{MODEL_MODULE}:make", dataset="digits", target=0.5,
                           fc_k=1.0, warmup=7)
-    search = Search(config, Dense(load_dataset("digits"), model.eval(), assets.dense, 0.0),
-                    progress=False)
+    search = Search(config, Dense(load_dataset("digits"), model.eval(), assets.dense, 0.0))
     layers = len(search.env.agent_layers)
     assert layers == 3  # c1, c2, c3; f1 belongs to the FC rule
-    search.job = SimpleNamespace(path=tmp_path)
-    agent = search._new_agent()
+    agent = search._new_agent(tmp_path / "tb")
 
     assert isinstance(agent, AmcDDPG)
     assert agent.gamma == 0.0

@@ -18,9 +18,11 @@ from agent_fixtures import (
     read_json,
     run_main,
 )
+
 from rlprune.models.errors import UserError
-from rlprune.service import checkpoints as checkpoint
-from rlprune.service.jobs import Job, list_jobs, write_json
+from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.files import write_json
+from rlprune.service.jobs import Job, list_jobs
 
 
 @pytest.fixture
@@ -121,12 +123,13 @@ def test_open_by_name_under_runs_and_list(workdir):
 def test_latest_checkpoint_pointer(workdir):
     folder = workdir / "checkpoints"
     folder.mkdir()
-    assert checkpoint.latest(folder) is None
+    store = CheckpointStore(folder)
+    assert store.latest() is None
     (folder / "latest").write_text("ep000003\n")
-    assert checkpoint.latest(folder) is None  # points at nothing yet
+    assert store.latest() is None  # points at nothing yet
     (folder / "ep000003").mkdir()
     (folder / "ep000003" / "state.pt").write_bytes(b"")
-    assert checkpoint.latest(folder) == folder / "ep000003"
+    assert store.latest() == folder / "ep000003"
 
 
 # -- in-process commands ------------------------------------------------------------------
@@ -151,7 +154,7 @@ def test_search_without_run_dir_makes_a_folder_under_runs(inprocess, capsys, wor
     assert read_json(run / "status.json")["state"] == "finished"
     assert read_json(run / "policy.json")["search"]["episodes"] == 2
     config = read_json(run / "config.json")
-    assert os.path.isabs(config["checkpoint"])  # resume finds the weights from anywhere
+    assert os.path.isabs(config["weights"])  # resume finds the weights from anywhere
     assert sorted(p.name for p in workdir.iterdir()) == ["runs"]
 
 
@@ -201,13 +204,15 @@ def test_ctrl_c_outside_the_episodes_leaves_an_interrupted_run_that_resumes(
     """^C while the agent is being set up or the best policy fine-tuned reaches no episode
     boundary; the run must still read `interrupted` (not `failed`) and resume to the end."""
     from rlprune.agent.search import Search
+    from rlprune.service.lifecycle import JobRunner
 
     def ctrl_c(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    patched = "demonstrations" if where == "before the first episode" else "finish"
+    owner, patched = ((Search, "demonstrations") if where == "before the first episode" else
+                      (JobRunner, "_finalize"))
     with monkeypatch.context() as m:
-        m.setattr(Search, patched, ctrl_c)
+        m.setattr(owner, patched, ctrl_c)
         code, _, err = _tiny_search(inprocess, capsys, "--episodes", "2",
                                     "--checkpoint-every", "1")
     assert code == 130
@@ -255,13 +260,13 @@ def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, wo
     """A baseline stopped by ^C (or killed: `running` with no lock reads `interrupted`) is run
     again by `rlprune resume` -- as the baseline, not as a search in its folder."""
 
-    import rlprune.service.baseline
+    import rlprune.service.lifecycle
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    with monkeypatch.context() as m:
-        m.setattr(rlprune.service.baseline, "run_baseline", ctrl_c)
+    with monkeypatch.context() as m:  # ^C while the baseline prunes and fine-tunes
+        m.setattr(rlprune.service.lifecycle, "prune_and_finetune", ctrl_c)
         code, _, err = _tiny_baseline(inprocess, capsys, "b")
     assert code == 130 and err.strip().endswith("rlprune resume b")
     run = workdir / "b"

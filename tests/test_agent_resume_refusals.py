@@ -19,6 +19,7 @@ from agent_fixtures import (
     run_main,
     snapshot,
 )
+
 from rlprune.service.jobs import Job
 
 
@@ -102,14 +103,14 @@ def test_resume_refuses_another_scope(capsys, interrupted):
 
 def test_resume_refuses_another_model(fleet, capsys, interrupted):
     edit_config(interrupted, model=f"{OTHER_MODULE}:make",
-                checkpoint=str(fleet.assets.other_dense))
+                weights=str(fleet.assets.other_dense))
     err = refuse(capsys, interrupted)
     assert "does not match" in err
     assert "model" in err and "layers" in err
 
 
 def test_resume_refuses_weights_that_do_not_fit(fleet, capsys, interrupted):
-    edit_config(interrupted, checkpoint=str(fleet.assets.other_dense))
+    edit_config(interrupted, weights=str(fleet.assets.other_dense))
     err = refuse(capsys, interrupted)
     assert "does not fit" in err and "c1.weight" in err
 

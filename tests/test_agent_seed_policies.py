@@ -3,10 +3,9 @@
 import dataclasses
 
 import pytest
+
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.search import Search, _better
-from rlprune.service.baseline import baseline_sparsities
-from rlprune.service.jobs import Job
 
 
 @pytest.fixture
@@ -21,14 +20,15 @@ def test_seed_policies_are_played_exactly_first(tmp_path, dense, one_thread, map
     config = SearchConfig(model="tiny", dataset="tiny", fc_rule=fc_rule, fc_k=1.0, target=0.6,
                           action_mapping=mapping, episodes=5, warmup=5, checkpoint_every=5,
                           hidden=(16, 16), batch_size=4, seed_policies=names)
-    search = Search(config, dense, progress=False)
+    search = Search(config, dense)
     played = []
     record = search._on_episode_end
     search._on_episode_end = lambda r, info: (played.append(info["sparsities"]), record(r, info))
-    search.run(Job.create(tmp_path / "run", "run"))
+    search.run()
     assert len(played) == 5
     for name, sparsities in zip(names, played):
-        expected = baseline_sparsities(name, Search(config, dense, progress=False).env)
+        env = Search(config, dense).env
+        expected = env.sparsities(env.baseline_counts(name))
         assert sparsities == pytest.approx(expected, abs=1e-12), name
     assert played[4] != pytest.approx(played[0])  # then random warm-up
 
@@ -45,12 +45,12 @@ def test_equal_rewards_are_broken_by_the_lower_val_loss():
 def test_search_keeps_the_best_reward_then_lowest_loss(tmp_path, dense, one_thread):
     config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=12,
                           warmup=12, checkpoint_every=12, hidden=(16, 16), batch_size=4)
-    search = Search(config, dense, progress=False)
+    search = Search(config, dense)
     seen = []
     record = search._on_episode_end
     search._on_episode_end = lambda r, info: (seen.append((r, info["proxy_loss"])),
                                               record(r, info))
-    search.run(Job.create(tmp_path / "run", "run"))
+    search.run()
     top = max(r for r, _ in seen)
     loss = min(loss for r, loss in seen if r == top)
     best = search.state.best

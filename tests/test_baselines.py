@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from rlprune.env.baselines import (
     METHODS,
     erk,

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
 from rlprune.service.bench import (
@@ -85,7 +86,7 @@ def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, 
 
     def stop_after_two(self):
         if self.state.episode == 2:
-            self.stop_requested = True
+            self.request_stop()
         return boundary(self)
 
     monkeypatch.setattr(Search, "_at_boundary", stop_after_two)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rlprune.env.budget import Budget
 from rlprune.models.errors import UserError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from rlprune.models.data import SPLIT_SEED, _stratified, load_dataset, spec_of
 from rlprune.models.errors import UserError
 

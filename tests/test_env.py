@@ -28,10 +28,11 @@ from conftest import (
 )
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from torch import nn
+
 from rlprune.env.masks import magnitude_mask, sigma_mask
 from rlprune.env.pruning_env import EnvConfig, PruningEnv, resolve_action_mapping
 from rlprune.models.errors import UserError
-from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -387,7 +388,7 @@ def test_agent_without_layers_is_refused():
 
 @pytest.mark.parametrize("bad, words", [
     ({"target": 0.0}, "target"), ({"target": 1.0}, "target"), ({"target": 1.5}, "target"),
-    ({"target": -0.1}, "target"), ({"scope": "all"}, "scope"), ({"fc_rule": "x"}, "fc rule"),
+    ({"target": -0.1}, "target"), ({"scope": "all"}, "scope"), ({"fc_rule": "x"}, "fc_rule"),
     ({"reward": "accuracy"}, "reward"), ({"s_min": 0.5, "s_max": 0.5}, "s_min"),
 ])
 def test_bad_config_is_refused(bad, words):

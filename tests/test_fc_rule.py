@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TINY_INPUT
-from rlprune.env.fc_rule import AUTO_KS, choose_fc_rule, parse_k, sigma_masks
+
+from rlprune.env.config import parse_k
+from rlprune.env.fc_rule import AUTO_KS, choose_fc_rule, sigma_masks
 from rlprune.env.layers import describe
 
 pytestmark = pytest.mark.usefixtures("one_thread")

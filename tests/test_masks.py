@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from rlprune.env.masks import (
     MagnitudePruner,
     apply_masks,
@@ -15,7 +17,6 @@ from rlprune.env.masks import (
     make_permanent,
     sigma_mask,
 )
-from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from rlprune.models.data import load_dataset
 from rlprune.models.errors import UserError
 from rlprune.models.registry import arch_fingerprint, build_model
-from rlprune.models.train import evaluate, load_weights, read_checkpoint, save_checkpoint
+from rlprune.models.train import evaluate, load_weights, read_weights, save_weights
 
 
 def test_pretrain_cli_writes_checkpoint_with_metadata(cli, tmp_path):
@@ -17,7 +18,7 @@ def test_pretrain_cli_writes_checkpoint_with_metadata(cli, tmp_path):
     assert code == 0, err
     assert f"saved {out}" in stdout
     assert [p.name for p in out.parent.iterdir()] == ["x.pt"]  # no temporary left behind
-    blob = read_checkpoint(out)
+    blob = read_weights(out)
     meta = blob["meta"]
     assert meta["model"] == "lenet300" and meta["dataset"] == "digits"
     assert meta["epochs"] == 1
@@ -32,7 +33,7 @@ def test_pretrain_cli_writes_checkpoint_with_metadata(cli, tmp_path):
 
 
 def _save(model, path):
-    save_checkpoint(path, model, {"model": "x", "dataset": "y"})
+    save_weights(path, model, {"model": "x", "dataset": "y"})
 
 
 def test_load_weights_round_trip(tmp_path):
@@ -67,12 +68,12 @@ def test_load_weights_names_wrong_shapes(tmp_path):
     assert "missing" not in str(info.value)
 
 
-def test_read_checkpoint_refuses_junk(tmp_path):
+def test_read_weights_refuses_junk(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        read_checkpoint(tmp_path / "none.pt")
+        read_weights(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot be read"):
-        read_checkpoint(tmp_path / "junk.pt")
+        read_weights(tmp_path / "junk.pt")
     # A bare state_dict from torch.save is accepted.
     model = build_model("lenet300")
     torch.save(model.state_dict(), tmp_path / "bare.pt")

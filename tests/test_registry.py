@@ -8,10 +8,11 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
+
 from rlprune.models.data import SPECS
 from rlprune.models.errors import UserError
 from rlprune.models.registry import DEFAULT_DATASET, MODELS, arch_fingerprint, build_model
-from torch import nn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

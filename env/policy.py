@@ -1,19 +1,22 @@
-"""The exported sparsity policy (format `rlprune.policy/1`): build, save, load, apply."""
+"""The sparsity policy (format `rlprune.policy/1`): build it, check it, turn it into masks.
+
+A policy is plain data (a dict that JSON and YAML hold); files are read and written by the
+service (`rlprune.service.files`).
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from numbers import Integral, Real
 
 import torch
+from torch import nn
+
 from rlprune.env.layers import Network
 from rlprune.env.masks import count_for, magnitude_mask, mean_distance_mask
 from rlprune.models.errors import UserError
-from rlprune.service.jobs import write_text_atomic
-from torch import nn
 
 POLICY_FORMAT = "rlprune.policy/1"
-FORMATS = ("json", "yaml")
+OWNERS = ("agent", "fc-rule", "none")
 
 
 def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, target: float,
@@ -41,39 +44,57 @@ def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, tar
     }
 
 
-def save_policy(policy: dict, path: str | Path, fmt: str = "json") -> None:
-    if fmt not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        text = json.dumps(policy, indent=2) + "\n"
-    else:
-        import yaml
-
-        text = yaml.safe_dump(policy, sort_keys=False)
-    write_text_atomic(path, text)
+def _number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def load_policy(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"policy {path} does not exist")
-    import yaml
+def validate_policy(policy: object, source: str = "policy") -> dict:
+    """`policy` if it is a well-formed rlprune policy, else one UserError naming `source` and
+    what is wrong (checked: format, model, dataset, method, target, and every layer's name,
+    params, sparsity and owner, names unique)."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{source}: {what}")
 
-    try:
-        # YAML is a superset of JSON, so one reader takes both formats.
-        policy = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"policy {path} is not JSON or YAML ({exc.__class__.__name__})") from None
     if not isinstance(policy, dict) or policy.get("format") != POLICY_FORMAT:
-        raise UserError(f"policy {path} is not an {POLICY_FORMAT} file")
-    for layer in policy.get("layers", []):
-        if not {"name", "params", "sparsity", "owner"} <= set(layer):
-            raise UserError(f"policy {path}: a layer entry lacks name/params/sparsity/owner")
-        if not 0.0 <= float(layer["sparsity"]) <= 1.0:
-            raise UserError(f"policy {path}: layer {layer['name']} has sparsity outside [0, 1]")
+        raise bad(f"not an {POLICY_FORMAT} policy (no \"format\": \"{POLICY_FORMAT}\")")
+    for key in ("model", "dataset", "method"):
+        if not isinstance(policy.get(key), str) or not policy[key]:
+            raise bad(f"\"{key}\" must be a non-empty string, got {policy.get(key)!r}")
+    target = policy.get("target")
+    if not isinstance(target, dict) or not _number(target.get("sparsity")):
+        raise bad("\"target\" must be {\"sparsity\": number, \"scope\": ...}")
+    layers = policy.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise bad("\"layers\" must be a non-empty list of layer entries")
+    seen = set()
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise bad(f"layer entry {i} is a {type(layer).__name__}, not a mapping")
+        name = layer.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad(f"layer entry {i} has no name")
+        if name in seen:
+            raise bad(f"layer {name} appears twice")
+        seen.add(name)
+        params = layer.get("params")
+        if not isinstance(params, Integral) or isinstance(params, bool) or params < 1:
+            raise bad(f"layer {name}: \"params\" must be a positive whole number, "
+                      f"got {params!r}")
+        sparsity = layer.get("sparsity")
+        if not _number(sparsity) or not 0.0 <= float(sparsity) <= 1.0:
+            raise bad(f"layer {name}: \"sparsity\" must be a number in [0, 1], "
+                      f"got {sparsity!r}")
+        if layer.get("owner") not in OWNERS:
+            raise bad(f"layer {name}: \"owner\" must be one of {', '.join(OWNERS)}, "
+                      f"got {layer.get('owner')!r}")
     return policy
+
+
+def policy_sparsity(policy: dict) -> float:
+    """The fraction of the policy's layers' weights it prunes (whole weights per layer)."""
+    layers = policy["layers"]
+    pruned = sum(count_for(layer["params"], float(layer["sparsity"])) for layer in layers)
+    return pruned / sum(layer["params"] for layer in layers)
 
 
 def policy_masks(model: nn.Module, policy: dict) -> dict[str, torch.Tensor]:

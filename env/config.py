@@ -1,0 +1,97 @@
+"""The environment's settings: what is pruned, under which budget, and how it is scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlprune.models.errors import SettingError, UserError
+from rlprune.models.settings import check, setting
+
+FC_RULES = ("3sigma", "agent", "none")
+REWARDS = ("loss", "acc", "-err*log(flops)", "-err*log(params)")
+SCOPES = ("total", "agent")
+ACTION_MAPPINGS = ("auto", "absolute", "feasible")
+S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
+
+
+def parse_k(value: str | float) -> float | str:
+    """`auto` or a positive number (for --fc-k)."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    k = float(value)
+    if not k > 0:
+        raise ValueError("k must be positive")
+    return k
+
+
+def parse_s_max(text: str) -> float | str:
+    """`auto` or a number (for --s-max)."""
+    return text if text == "auto" else float(text)
+
+
+def parse_target(text: str) -> float:
+    """A number (for --target; its range is checked with the other settings)."""
+    return float(text)
+
+
+@dataclass
+class EnvConfig:
+    target: float = setting(
+        0.9, "Global sparsity in (0, 1): the fraction of prunable weights (the weights of "
+        "Conv2d and Linear layers) removed.", parse=parse_target)
+    scope: str = setting(
+        "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
+        "layers only (the reference paper's setting).", choices=SCOPES)
+    fc_rule: str = setting(
+        "3sigma", "Who prunes the Linear layers: `3sigma`, the k-sigma rule; `agent`, the "
+        "agent with the conv layers; `none`, nobody (left dense).", choices=FC_RULES)
+    fc_k: float | str = setting(
+        "auto", "k of the k-sigma FC rule, or `auto`: the largest of 3, 2.5, 2, 1.5, 1 that "
+        "leaves a feasible budget and costs at most one point of proxy accuracy (k=3 cost 87.6 "
+        "points on vgg-mini/mnist5k, whose FC weights are light-tailed).", parse=parse_k,
+        metavar="K|auto")
+    fc_during_search: bool = setting(
+        True, "The FC masks are in place while the agent searches (the measured default); "
+        "--fc-after-search applies them only afterwards, the reference order.",
+        negate="--fc-after-search")
+    s_min: float = setting(0.0, "The least an agent layer may prune.", min=0.0, max=1.0)
+    s_max: float | str = setting(
+        "auto", "The most an agent layer may prune, or `auto`: 0.99 (the design's), raised to "
+        "the largest layer sparsity of the LAMP and ERK allocations at this target so that the "
+        "agent can play them. Measured (docs/decisions.md): at 0.98 on vgg-mini LAMP prunes the "
+        "largest conv layer to 0.996; capped at 0.99 the search fine-tuned 2.0 points below "
+        "LAMP on every seed.", parse=parse_s_max, metavar="S|auto")
+    action_mapping: str = setting(
+        "auto", "`absolute` (AMC): an action maps onto [s_min, s_max], then the budget clamp "
+        "cuts it; `feasible`: onto the range the budget leaves its layer, so no action is cut; "
+        "`auto`: `feasible` when a layer other than the last holds most of the agent's "
+        "weights, else `absolute` (measured: docs/decisions.md).", choices=ACTION_MAPPINGS,
+        group="agent")
+    reward: str = setting(
+        "loss", "The episode's score on the val split: `loss` (minus the cross-entropy), "
+        "`acc` (top-1 accuracy, AMC's), or AMC's `-err*log(flops)` / `-err*log(params)`. "
+        "Measured (docs/decisions.md): the cross-entropy ranks the allocations a search "
+        "chooses between as the fine-tune does; accuracy on a few hundred images did not "
+        "(LeNet-5: +0.25 points at 0.95, +0.51 at 0.98).", choices=REWARDS)
+    bn_recalibration_batches: int = setting(
+        1, "Re-estimate BatchNorm statistics on this many train batches before scoring "
+        "(0: off). Without it every random 0.9-sparse vgg-mini scored 10%.", min=0,
+        flag="--bn-recalibration", metavar="BATCHES")
+    bn_batch_size: int = setting(128, "Images per BatchNorm recalibration batch.", min=1)
+    bn_fixed_batches: bool = setting(
+        True, "Recalibrate on the same train batches in every episode, so the reward is a "
+        "function of the allocation alone (with fresh batches the best of 400 episodes was "
+        "largely the luckiest batch).", negate="--bn-fresh-batches")
+    eval_batch_size: int = setting(2048, "Images per forward pass of the proxy evaluation.",
+                                   min=1)
+
+    def validate(self) -> None:
+        check(self)
+        if isinstance(self.target, bool) or not 0.0 < self.target < 1.0:
+            raise SettingError("target", f"must be in (0, 1), got {self.target}")
+        s_max = S_MAX_FLOOR if self.s_max == "auto" else self.s_max
+        if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
+            raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
+                            f"{self.s_max}")
+        if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not self.fc_k > 0):
+            raise SettingError("fc_k", f"must be a positive number or auto, got {self.fc_k!r}")

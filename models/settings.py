@@ -1,0 +1,59 @@
+"""Documented settings: a dataclass field that carries its own documentation and limits.
+
+`EnvConfig` and `SearchConfig` declare every field with `setting(...)`; the command line, the
+Python API and validation all read the same declaration, so a default, a help text or a limit
+exists once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rlprune.models.errors import SettingError
+
+
+def setting(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
+            min: float | None = None, max: float | None = None,  # noqa: A002
+            group: str = "problem", flag: str | None = None, aliases: Sequence[str] = (),
+            parse: Callable[[str], Any] | None = None, metavar: str | None = None,
+            negate: str | None = None) -> Any:
+    """A dataclass field with its documentation and limits.
+
+    :param default: the default value (tuples for sequences, so the default is immutable)
+    :param doc: what the setting means, for `--help` and the docs
+    :param choices: the values allowed
+    :param min: the smallest value allowed (numbers)
+    :param max: the largest value allowed (numbers)
+    :param group: `problem` (what is pruned and how it is scored: search, baseline, bench),
+        `agent` (the search's agent: search and bench), `job` (search only), `data` (where the
+        data comes from: every command that loads data)
+    :param flag: the command-line flag, if not `--` + the name with dashes
+    :param aliases: further flags accepted for the same setting (old names)
+    :param parse: text to value, where the type alone does not say how
+    :param metavar: the value's name in `--help`
+    :param negate: for a bool that defaults to True, the flag that turns it off
+    """
+    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None,
+            "min": min, "max": max, "group": group, "flag": flag, "aliases": tuple(aliases),
+            "parse": parse, "metavar": metavar, "negate": negate}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def check(obj: Any) -> None:
+    """Refuse a value outside its field's choices or limits, naming the field and the limit."""
+    for f in dataclasses.fields(obj):
+        meta, value = f.metadata, getattr(obj, f.name)
+        if not meta:
+            continue
+        name = f.name
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise SettingError(name, f"must be one of {', '.join(map(str, meta['choices']))}, "
+                               f"got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if meta["min"] is not None and value < meta["min"]:
+            raise SettingError(name, f"must be at least {meta['min']:g}, got {value:g}")
+        if meta["max"] is not None and value > meta["max"]:
+            raise SettingError(name, f"must be at most {meta['max']:g}, got {value:g}")

@@ -1,0 +1,142 @@
+"""What the command line shows while a job runs, and how it answers ^C and SIGTERM.
+
+The library reports progress as `Event`s and stops when asked; here those become tqdm bars on
+stderr, and signals become stop requests.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.jobs import Job
+
+if TYPE_CHECKING:
+    from rlprune.service.lifecycle import Event, JobRunner
+
+
+class Progress:
+    """A job's bars on stderr: the search's episodes (named `label`) and the fine-tune's
+    epochs. `quiet` shows none. Call it with each Event; `close()` when the job ends."""
+
+    def __init__(self, label: str = "search", *, quiet: bool = False):
+        self.label, self.quiet = label, quiet
+        self.episodes: tqdm | None = None
+        self.epochs: tqdm | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if event.kind == "episode":
+            if self.episodes is None:
+                self.episodes = tqdm(total=event.episodes, initial=event.episode - 1,
+                                     desc=self.label, unit="ep", file=sys.stderr,
+                                     dynamic_ncols=True)
+            self.episodes.set_postfix(best=f"{event.best_reward:.4f}",
+                                      last=f"{event.reward:.4f}")
+            self.episodes.update()
+        elif event.kind == "finetune_epoch":
+            if self.epochs is None:
+                self.close()
+                self.epochs = tqdm(total=event.epochs, desc="fine-tune", unit="epoch",
+                                   file=sys.stderr, leave=False)
+            self.epochs.set_postfix(loss=f"{event.loss:.4f}")
+            self.epochs.update()
+        elif event.kind == "state" and event.state != "running":
+            self.close()
+
+    def close(self) -> None:
+        for bar in (self.episodes, self.epochs):
+            if bar is not None:
+                bar.close()
+        self.episodes = self.epochs = None
+
+
+def pretrain_progress(model: str, dataset: str) -> Callable[[int, float], None]:
+    """An epoch callback that says why, and opens a bar, the first time pre-training reports."""
+    bar = None
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None:
+            from rlprune.models.pretrain import default_epochs
+
+            print(f"no cached dense {model} for {dataset}: pre-training it once",
+                  file=sys.stderr)
+            bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(model),
+                       file=sys.stderr, leave=False)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update()
+        if epoch + 1 == bar.total:
+            bar.close()
+
+    return on_epoch
+
+
+class SignalStop:
+    """While in use, SIGINT and SIGTERM during a search stop it after the current episode
+    (with a checkpoint); a second signal, or one at any other moment (set-up, fine-tune, a
+    baseline), stops at once with KeyboardInterrupt. `runner` is the job being run."""
+
+    def __init__(self, runner: JobRunner | None = None):
+        self.runner = runner
+        self._previous: dict = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        runner = self.runner
+        if runner is None or not runner.searching or runner.stop_requested():
+            raise KeyboardInterrupt
+        runner.request_stop()
+        print(f"\nrlprune: {signal.Signals(signum).name}: stopping after this episode and "
+              "saving a checkpoint (again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> SignalStop:
+        self._previous = {s: signal.signal(s, self._handle)
+                          for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def say_how_to_resume(job: Job) -> None:
+    """The line after an interruption: how far the run got and the command that goes on."""
+    status = job.status()
+    if status.get("method", "ddpg") != "ddpg":
+        print(f"interrupted; run it again with: rlprune resume {job.path}", file=sys.stderr)
+        return
+    done = status.get("episodes_done", 0)
+    latest = CheckpointStore(job.checkpoints).latest()
+    saved = int(latest.name.removeprefix("ep")) if latest is not None else None
+    if saved == done:
+        where = ""
+    elif saved is None:
+        where = " (no checkpoint yet: resuming starts it over)"
+    else:
+        where = f" (the last checkpoint is episode {saved})"
+    print(f"interrupted after episode {done}{where}; continue with: rlprune resume {job.path}",
+          file=sys.stderr)
+
+
+def print_result(policy: dict, run: Path, method: str) -> None:
+    from rlprune.service.report import result_rows
+
+    print(f"\nrun {run}" if method == "ddpg" else f"run {run} ({method})")
+    for key, value in result_rows(policy):
+        print(f"  {key:<40}{value}")
+    files = f"  policy {run / 'policy.json'}, report {run / 'report.md'}"
+    if method == "ddpg":
+        files += f", TensorBoard: tensorboard --logdir {run / 'tb'}"
+    print(files)
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2))

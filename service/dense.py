@@ -1,0 +1,52 @@
+"""The dense model a job starts from, by name: its data, its weights, or a cached pre-training.
+
+Models and data given as Python objects (the API) carry names in angle brackets (`<Net>`,
+`<data>`) in a run's config: such a run can only be resumed by handing the objects again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rlprune.agent.config import SearchConfig
+from rlprune.models.data import load_dataset
+from rlprune.models.dense import Dense, check_outputs
+from rlprune.models.errors import UserError
+from rlprune.models.pretrain import default_weights_path, model_for, pretrain
+from rlprune.models.train import evaluate, load_weights
+
+
+def object_name(obj: object, given: str | None = None) -> str:
+    """The name a Python object goes by in a run's files: `<Net>`."""
+    return f"<{given or type(obj).__name__}>"
+
+
+def is_object_name(name: str) -> bool:
+    return name.startswith("<") and name.endswith(">")
+
+
+def load_dense(config: SearchConfig,
+               on_pretrain_epoch: Callable[[int, float], None] | None = None) -> Dense:
+    """Load the data and the dense model from `config.weights`, or the cached pre-trained one
+    (training it once, reporting each epoch to `on_pretrain_epoch`).
+
+    `config.weights` is then pinned to the weights' absolute path, so that a saved config
+    (and a resume from it) finds the same file from any working folder."""
+    if is_object_name(config.model) or is_object_name(config.dataset):
+        raise UserError(f"this run was started from Python objects ({config.model} on "
+                        f"{config.dataset}); resume it from Python with "
+                        "rlprune.resume(run_dir, model=..., data=...)")
+    data = load_dataset(config.dataset, config.data_dir, config.download)
+    model = model_for(config.model, data)
+    check_outputs(model, data)
+    path = Path(config.weights) if config.weights else default_weights_path(
+        config.model, config.dataset)
+    if config.weights or path.is_file():
+        load_weights(model, path)
+    else:
+        model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
+        model = model.cpu()
+    model.eval()
+    config.weights = str(path.resolve())
+    return Dense(data, model, path, evaluate(model, data.test))

@@ -1,0 +1,77 @@
+"""Files the service reads and writes: atomic text and JSON, and policy files (JSON or YAML)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rlprune.env.policy import validate_policy
+from rlprune.models.errors import UserError
+
+POLICY_FORMATS = ("json", "yaml")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def policy_text(policy: dict, fmt: str = "json") -> str:
+    if fmt not in POLICY_FORMATS:
+        raise UserError(f"format must be one of {', '.join(POLICY_FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        return json.dumps(policy, indent=2) + "\n"
+    import yaml
+
+    return yaml.safe_dump(policy, sort_keys=False)
+
+
+def save_policy(policy: dict, path: str | Path, fmt: str = "json") -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, policy_text(policy, fmt))
+
+
+def load_policy(path: str | Path) -> dict:
+    """A policy file (JSON or YAML), checked (`validate_policy`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"policy {path} does not exist")
+    import yaml
+
+    try:
+        # YAML is a superset of JSON, so one reader takes both formats.
+        policy = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"policy {path} is not JSON or YAML ({exc.__class__.__name__})") from None
+    return validate_policy(policy, f"policy {path}")
+
+
+def require_empty_folder(path: str | Path | None, flag: str) -> None:
+    """Refuse an output folder that holds anything (or is a file): nothing gets overwritten."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"{flag} {path} is not empty; choose another (or `rlprune resume` a run)")
+
+
+def refuse_existing(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")

@@ -1,0 +1,71 @@
+"""Command-line flags made from `SearchConfig`'s declarations (name, default, help, choices),
+so that a setting is declared once; and the config a command's parsed flags ask for."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable, Sequence
+
+from rlprune.agent.config import SearchConfig
+
+PLAIN_TYPES = {int: int, float: float, str: str}
+
+
+def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str], object]:
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except (TypeError, ValueError):
+            expected = f"; expected {metavar}" if metavar else ""
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected}") from None
+
+    return convert
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
+
+
+def add_settings(p: argparse.ArgumentParser, names: Sequence[str], **defaults: object) -> None:
+    """One flag per `SearchConfig` field in `names`, from its declaration (`defaults`
+    overrides a field's default for this command)."""
+    hints = typing.get_type_hints(SearchConfig)
+    for name in names:
+        f, meta = _FIELDS[name], _FIELDS[name].metadata
+        default = defaults.get(name, f.default)
+        doc = meta["doc"].replace("%", "%%")
+        if hints[name] is bool:
+            action = "store_false" if meta["negate"] else "store_true"
+            p.add_argument(flag_for(name), dest=name, action=action, help=doc)
+            continue
+        base = typing.get_args(hints[name])[0] if name == "weights" else hints[name]
+        parse = meta["parse"] or PLAIN_TYPES[base]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        p.add_argument(flag_for(name), *meta["aliases"],
+                       dest=name, default=default, type=typed(parse, meta["metavar"]),
+                       choices=meta["choices"], metavar=meta["metavar"],
+                       help=f"{doc} (default: {shown})")
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of a `SearchConfig` field."""
+    meta = _FIELDS[name].metadata if name in _FIELDS else {}
+    return meta.get("negate") or meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def names_in(*groups: str, without: Sequence[str] = ()) -> list[str]:
+    """The `SearchConfig` fields of these groups, group by group in declaration order."""
+    return [f.name for group in groups for f in dataclasses.fields(SearchConfig)
+            if f.metadata["group"] == group and f.name not in without]
+
+
+SOURCE = ("model", "dataset", "data_dir", "download")
+SEARCH_SETTINGS = names_in("source", "problem", "agent", "job")
+BASELINE_SETTINGS = names_in("source", "problem")
+BENCH_SETTINGS = names_in("source", "problem", "agent", without=("target", "seed"))
+
+
+def config_from(args: argparse.Namespace, names: Sequence[str], **fixed) -> SearchConfig:
+    """The `SearchConfig` the parsed flags ask for (other fields at their defaults)."""
+    return SearchConfig(**{name: getattr(args, name) for name in names}, **fixed)

@@ -1,0 +1,318 @@
+"""One lifecycle for every job, whoever starts it (CLI, Python API, bench, service):
+
+settings -> allocation (a DDPG search, or a baseline's rule) -> policy -> pruned, fine-tuned
+model -> the run folder's files (config.json, status.json, policy.json, pruned.pt, report.md,
+and for a search checkpoints/ and tb/). Without a run folder the same steps run in memory.
+
+`JobRunner(config, dense, method)` checks everything it can before a folder exists (the
+settings, the target's feasibility); `create()` makes the folder; `run()` does the work and
+reports progress as `Event`s. A callback that returns False, or `should_stop`, stops a
+search at the next episode boundary (resumable); nothing here prints or handles signals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from rlprune.agent.config import SEED_POLICIES, SearchConfig
+from rlprune.agent.search import Search
+from rlprune.env.finalize import Finalized, prune_and_finetune
+from rlprune.env.layers import describe, nonzero_costs
+from rlprune.env.masks import sigma_mask
+from rlprune.env.policy import build_policy
+from rlprune.env.pruning_env import PruningEnv
+from rlprune.models.dense import Dense
+from rlprune.models.errors import UserError
+from rlprune.models.registry import arch_fingerprint
+from rlprune.models.train import resolve_device, save_weights
+from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.files import save_policy
+from rlprune.service.jobs import Job, new_job_id
+from rlprune.service.report import write_report
+
+BASELINES = SEED_POLICIES  # uniform, global, lamp, erk
+METHODS = ("ddpg", *BASELINES, "3sigma-only")
+RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
+             "sparsity.png")  # every finished run has these (a search adds rewards.png, ...)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of a job. `kind`: `state` (the job's state changed), `episode` (a search
+    episode ended), `finetune_epoch` or `pretrain_epoch`; the other fields that apply are set."""
+
+    kind: str
+    run: str | None = None
+    state: str | None = None
+    method: str | None = None
+    episode: int | None = None
+    episodes: int | None = None
+    reward: float | None = None
+    best_reward: float | None = None
+    best_episode: int | None = None
+    proxy_accuracy: float | None = None
+    proxy_loss: float | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    loss: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+Callback = Callable[[Event], "bool | None"]
+
+
+@dataclass
+class Result:
+    """What a job produced. `state` is `finished`, or `interrupted` when a stop ended a
+    search early (then `policy` and `model` are None and the run can be resumed)."""
+
+    state: str
+    policy: dict | None
+    model: nn.Module | None
+    history: list[dict] = field(default_factory=list)
+    """Per episode of a search: episode, reward, proxy_accuracy, proxy_loss."""
+    run_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    episodes_done: int = 0
+    checkpoint_episode: int | None = None
+    """The episode of the search's last checkpoint (where a resume continues)."""
+
+
+class JobRunner:
+    """One job: `method` (`ddpg` or a baseline) on `dense` with `config`.
+
+    :param config: every setting; validated here (and `device` resolved)
+    :param dense: the trained model and its data (never modified)
+    :param method: `ddpg` (the search), `uniform`, `global`, `lamp`, `erk`, or `3sigma-only`
+    :param callback: gets every `Event`; returning False asks a search to stop
+    :param should_stop: polled between episodes; True stops a search there
+    """
+
+    def __init__(self, config: SearchConfig, dense: Dense, method: str = "ddpg", *,
+                 callback: Callback | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        config.device = resolve_device(config.device)
+        config.validate()
+        self.config, self.dense, self.method = config, dense, method
+        self.callback, self.should_stop = callback, should_stop
+        self.job: Job | None = None
+        self.searching = False  # True while search episodes run (a stop waits for a boundary)
+        self._stop = False
+        self.search: Search | None = None
+        self.env: PruningEnv | None = None
+        if method == "ddpg":
+            self.search = Search(config, dense, on_episode=self._on_episode,
+                                 should_stop=self.stop_requested)
+            self.env = self.search.env
+        elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget
+            self.env = PruningEnv(dense.model, dense.data.val, dense.input_shape,
+                                  config.env_config(), calibration=dense.data.train,
+                                  device=config.device)
+
+    # -- control -----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop a search at its next episode boundary (safe from a signal handler)."""
+        self._stop = True
+
+    def stop_requested(self) -> bool:
+        return self._stop or bool(self.should_stop and self.should_stop())
+
+    def _emit(self, event: Event) -> None:
+        if self.callback is not None and self.callback(event) is False:
+            self._stop = True
+
+    # -- the run folder ----------------------------------------------------------------
+    def create(self, run_dir: str | Path | None = None) -> Job:
+        """A new run folder (`run_dir`, or a fresh one under runs/) holding config.json, locked
+        by this process and `running` from the start."""
+        c = self.config
+        stem = c.model if self.method == "ddpg" else f"{c.model}-{self.method}"
+        job = Job.create(run_dir, new_job_id(stem, c.dataset, c.target))
+        job.write_config({**c.to_json(), "method": self.method})
+        self.job = job
+        self._write_status("running")
+        return job
+
+    def _write_status(self, state: str, **extra) -> None:
+        if self.job is None:
+            return
+        fields = {"method": self.method, "target": self.config.target}
+        if self.search is not None:
+            s = self.search.state
+            fields.update(episodes_done=s.episode, episodes=self.config.episodes,
+                          best_reward=s.best["reward"] if s.best else None,
+                          best_episode=s.best["episode"] if s.best else None)
+        self.job.write_status(state, **fields, **extra)
+
+    def _set_state(self, state: str, **extra) -> None:
+        self._write_status(state, **extra)
+        self._emit(Event("state", self._run_name(), state=state, method=self.method))
+
+    def _run_name(self) -> str | None:
+        return None if self.job is None else str(self.job.path)
+
+    def _on_episode(self, record: dict) -> None:
+        self._write_status("running")
+        keys = ("episode", "episodes", "reward", "best_reward", "best_episode",
+                "proxy_accuracy", "proxy_loss")
+        self._emit(Event("episode", self._run_name(), **{k: record[k] for k in keys}))
+
+    # -- the work ----------------------------------------------------------------------
+    def run(self, job: Job | None = None, resume_from: Path | None = None) -> Result:
+        """Do the job; with `job`, in its run folder (a search checkpoints there and continues
+        from `resume_from`). A KeyboardInterrupt leaves the run `interrupted` and propagates;
+        any other failure leaves it `failed`."""
+        self.job = job if job is not None else self.job
+        try:
+            return self._run(resume_from)
+        except KeyboardInterrupt:
+            self._set_state("interrupted")
+            raise
+        except BaseException:
+            self._set_state("interrupted" if self.stop_requested() else "failed")
+            raise
+
+    def _run(self, resume_from: Path | None) -> Result:
+        self._set_state("running")
+        timings: dict[str, float] = {}
+        if self.search is not None:
+            start = time.perf_counter()
+            self.searching = True
+            try:
+                self.search.run(checkpoints=self._store(), resume_from=resume_from,
+                                tb_dir=None if self.job is None else self.job.tb)
+            finally:
+                self.searching = False
+            timings["search"] = time.perf_counter() - start
+            episodes = self.search.state.episode - self.search.episodes_at_start
+            if episodes:
+                timings["one episode (search ÷ episodes, updates included)"] = (
+                    timings["search"] / episodes)
+            if self.search.stopped or self.stop_requested():
+                self._set_state("interrupted")
+                return self._result("interrupted", None, None, timings)
+        start = time.perf_counter()
+        policy = self._policy()
+        done = self._finalize(policy)
+        timings["prune + fine-tune"] = time.perf_counter() - start
+        if self.search is None:  # the baseline's proxy, measured as the search's would be
+            policy["accuracy"]["proxy"] = done.proxy_accuracy
+        policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
+        if self.job is not None:
+            self._write_outputs(policy, done.model, timings)
+        self._set_state("finished", achieved_sparsity=policy["achieved"]["sparsity"])
+        return self._result("finished", policy, done.model, timings)
+
+    def _store(self) -> CheckpointStore | None:
+        return None if self.job is None else CheckpointStore(self.job.checkpoints)
+
+    def _result(self, state: str, policy: dict | None, model: nn.Module | None,
+                timings: dict[str, float]) -> Result:
+        search = self.search
+        return Result(state, policy, model, search.state.history() if search else [],
+                      None if self.job is None else self.job.path, timings,
+                      search.state.episode if search else 0,
+                      search.saved_at if search and self.job else None)
+
+    def _policy(self) -> dict:
+        """The allocation as a policy: the search's best episode, or the baseline's rule."""
+        c, dense = self.config, self.dense
+        search_info: dict = {"seed": c.seed}
+        accuracy = {"dense": dense.test_accuracy}
+        fc_rule, fc_k = c.fc_rule, None
+        if self.method == "3sigma-only":
+            net = describe(dense.model, dense.input_shape, "3sigma")
+            for layer in net.layers:
+                layer.owner = "fc-rule"  # every layer by the rule
+            fc_rule, fc_k = "3sigma", 3.0
+            sparsities = {layer.name: 1.0 - float(sigma_mask(layer.module.weight, fc_k)
+                                                  .float().mean()) for layer in net.layers}
+        else:
+            env = self.env
+            net, fc_k = env.net, env.fc.k
+            if self.search is not None:
+                best = self.search.best
+                if best is None:
+                    raise UserError("the search ran no episode; nothing to export")
+                sparsities = best["sparsities"]
+                accuracy["proxy"] = best["proxy_accuracy"]
+                search_info = {"episodes": self.search.state.episode,
+                               "best_episode": best["episode"], "best_reward": best["reward"],
+                               "seed": c.seed, "action_mapping": env.action_mapping,
+                               "s_max": env.s_max}
+            else:
+                sparsities = env.sparsities(env.baseline_counts(self.method))
+        return build_policy(
+            model=c.model, dataset=c.dataset, fingerprint=arch_fingerprint(dense.model),
+            method=self.method, target=c.target, scope="total" if self.method == "3sigma-only"
+            else c.scope, net=net, sparsities=sparsities, fc_rule=fc_rule, fc_k=fc_k,
+            costs=nonzero_costs(net, sparsities), accuracy=accuracy, search=search_info)
+
+    def _finalize(self, policy: dict) -> Finalized:
+        c = self.config
+        epochs = c.finetune_epochs
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            self._emit(Event("finetune_epoch", self._run_name(), epoch=epoch + 1, epochs=epochs,
+                             loss=loss))
+
+        return prune_and_finetune(self.dense.model, policy, self.dense.data, epochs=epochs,
+                                  lr=c.finetune_lr, seed=c.seed,
+                                  bn_batches=c.bn_recalibration_batches,
+                                  bn_batch_size=c.bn_batch_size, device=c.device,
+                                  on_epoch=on_epoch)
+
+    def _write_outputs(self, policy: dict, model: nn.Module, timings: dict[str, float]) -> None:
+        c, path = self.config, self.job.path
+        save_policy(policy, path / "policy.json")
+        save_weights(path / "pruned.pt", model,
+                     {"model": c.model, "dataset": c.dataset,
+                      "accuracy": {"test": policy["accuracy"]["finetuned"]},
+                      "policy": {layer["name"]: layer["sparsity"] for layer in policy["layers"]}})
+        rewards = self.search.state.rewards if self.search is not None else []
+        write_report(path, policy, rewards, c.warmup if self.search is not None else 0, timings)
+
+
+def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
+                episodes: int | None = None, callback: Callback | None = None,
+                should_stop: Callable[[], bool] | None = None
+                ) -> tuple[JobRunner, Job, Path | None]:
+    """Everything a resume needs, checked before the run is touched: the runner for the run's
+    own settings (`episodes`: a new total), its folder (now locked by this process) and the
+    checkpoint to continue from (None: the search starts over; a baseline simply runs again).
+    `load(config)` gives the dense model and data the run was made with."""
+    job = Job.open(run)
+    if job.status()["state"] == "finished":
+        raise UserError(f"run {job.path} is finished; start a new search instead")
+    if job.is_running():
+        raise UserError(f"run {job.path} is already running")
+    saved = job.config()
+    config = SearchConfig.from_json(saved)
+    method = saved.get("method", "ddpg")  # runs made before `method` was recorded: searches
+    if episodes is not None:
+        if method != "ddpg":
+            raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
+        if episodes < 1:
+            raise UserError("--episodes must be at least 1")
+        config.episodes = episodes
+    runner = JobRunner(config, load(config), method, callback=callback,
+                       should_stop=should_stop)
+    latest = None
+    if runner.search is not None:
+        latest = CheckpointStore(job.checkpoints).latest()
+        if latest is not None:
+            runner.search.check_resumable(latest)  # refuse before touching the run
+    job.acquire()
+    runner.job = job
+    if episodes is not None:
+        job.write_config({**config.to_json(), "method": method})
+    return runner, job, latest

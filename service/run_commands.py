@@ -1,0 +1,112 @@
+"""The `rlprune` sub-commands on existing runs and policies: list, status, export, apply."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlprune.models.errors import UserError
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rlprune.service.jobs import list_jobs
+
+    jobs = list_jobs()
+    if not jobs:
+        print("no runs under runs/")
+        return 0
+    print(f"{'run':<48}{'state':<13}{'episodes':>10}{'best reward':>13}{'sparsity':>10}")
+    for job in jobs:
+        s = job.status()
+        best = s.get("best_reward")
+        sparsity = s.get("achieved_sparsity")
+        method = s.get("method", "ddpg")
+        episodes = (f"{method:>10}" if method != "ddpg" else  # a baseline has none
+                    f"{s.get('episodes_done', 0)!s:>5}/{s.get('episodes', '?')!s:<4}")
+        print(f"{job.path.name:<48}{s['state']:<13}{episodes}"
+              f"{'' if best is None else f'{best:.4f}':>13}"
+              f"{'' if sparsity is None else f'{sparsity:.4f}':>10}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rlprune.service.console import print_json
+    from rlprune.service.jobs import Job
+
+    job = Job.open(args.run)
+    status = job.status()
+    status["run"] = str(job.path)
+    print_json(status)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rlprune.service.files import load_policy, policy_text, refuse_existing, save_policy
+    from rlprune.service.jobs import Job
+
+    job = Job.open(args.run)
+    source = job.path / "policy.json"
+    if not source.is_file():
+        raise UserError(f"run {job.path} has no policy yet (state: {job.status()['state']})")
+    policy = load_policy(source)
+    if args.out is None:
+        print(policy_text(policy, args.format), end="")
+        return 0
+    out = Path(args.out)
+    refuse_existing(out, args.force)
+    save_policy(policy, out, args.format)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from rlprune.env.finalize import prune_and_finetune
+    from rlprune.env.policy import policy_masks
+    from rlprune.models.data import load_dataset, spec_of
+    from rlprune.models.registry import build_model
+    from rlprune.models.train import load_weights, save_weights
+    from rlprune.service.console import Progress
+    from rlprune.service.files import load_policy, refuse_existing
+    from rlprune.service.lifecycle import Event
+
+    if args.weights is None:
+        raise UserError("apply needs the trained dense weights: --weights PATH")
+    policy = load_policy(args.policy)
+    out = Path(args.out)
+    refuse_existing(out, args.force)
+    if args.finetune_epochs < 0:
+        raise UserError("--finetune-epochs must be >= 0")
+    dataset = args.dataset or policy["dataset"]
+    spec = spec_of(dataset)
+    model = build_model(args.model, **spec.model_kwargs())
+    load_weights(model, args.weights)
+    policy_masks(model, policy)  # refuses a policy that does not fit, before any work
+    data = load_dataset(dataset, args.data_dir, args.download)
+    progress = Progress()
+    epochs = args.finetune_epochs
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        progress(Event("finetune_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))
+
+    try:
+        done = prune_and_finetune(model, policy, data, epochs=epochs, seed=args.seed,
+                                  on_epoch=on_epoch)
+    finally:
+        progress.close()
+    applied = {n: float((m.weight == 0).sum()) / m.weight.numel()
+               for n, m in done.model.named_modules()
+               if n in {layer["name"] for layer in policy["layers"]}}
+    save_weights(out, done.model, {"model": args.model, "dataset": dataset,
+                                   "accuracy": {"test": done.finetuned_accuracy},
+                                   "policy": applied})
+    total = sum(applied[layer["name"]] * layer["params"] for layer in policy["layers"])
+    prunable = sum(layer["params"] for layer in policy["layers"])
+    print(f"applied {args.policy} ({policy['method']}) to {args.model}: sparsity "
+          f"{total / prunable:.4f}; test accuracy pruned "
+          f"{100 * done.pruned_accuracy:.2f}%, fine-tuned {100 * done.finetuned_accuracy:.2f}% "
+          f"({epochs} epochs)")
+    print(f"saved {out}")
+    return 0
+
+
+HANDLERS = {"list": cmd_list, "status": cmd_status, "export": cmd_export, "apply": cmd_apply}
