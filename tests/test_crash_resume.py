@@ -1,7 +1,7 @@
 """`rlprune search` and `resume` as real processes: the run folder end to end, exact resume
 after SIGKILL, a clean stop on SIGTERM, `list`/`status`, and concurrent searches.
 
-The processes are started once per session (see agent_fixtures.Fleet): runs a, a2 and a3 go
+The processes are started once per session (see support.fleet.Fleet): runs a, a2 and a3 go
 uninterrupted, b is SIGKILLed mid-episode after a checkpoint and resumed, c gets SIGTERM and
 is resumed. All use the same settings and seed, so every finished one must agree. a is a fresh
 `python -m rlprune` process; the others are forked from a server that has the imports done.
@@ -15,7 +15,7 @@ import signal
 import pytest
 import torch
 import yaml
-from agent_fixtures import (
+from support import (
     EPISODES,
     TARGET,
     TINY_LAYERS,

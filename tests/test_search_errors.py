@@ -4,7 +4,7 @@ folder (nor anything else) written. Runs in-process in an empty working director
 from __future__ import annotations
 
 import pytest
-from agent_fixtures import (
+from support import (
     FC_HEAVY_MODULE,
     MODEL_MODULE,
     assert_one_line_error,

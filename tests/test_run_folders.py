@@ -1,5 +1,5 @@
-"""The job layer (agent/jobs.py, agent/checkpoint.py): run folders, the run lock, status,
-checkpoint pointers; and the job lifecycle of in-process `rlprune search` / `resume` calls."""
+"""The job layer (service/jobs.py, service/checkpoint_store.py): run folders, the run lock,
+status, checkpoint pointers; and the lifecycle of in-process `rlprune search` / `resume` calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from agent_fixtures import (
+from support import (
     MODEL_MODULE,
     TINY_PRUNABLE,
     copy_run,

@@ -1,6 +1,6 @@
 """`rlprune export` and `rlprune apply`: the policy as data, applied to a fresh dense copy.
 
-The policy comes from the shared fleet's finished run a (agent_fixtures.Fleet). Applied
+The policy comes from the shared fleet's finished run a (support.fleet.Fleet). Applied
 sparsities are checked by counting exact zeros in the saved weights; the trained dense weights
 have none.
 """
@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from agent_fixtures import (
+from support import (
     MODEL_MODULE,
     OTHER_MODULE,
     TINY_LAYERS,

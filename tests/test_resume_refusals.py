@@ -1,6 +1,6 @@
 """`rlprune resume` refusals: one line on stderr, exit code 2, and the run folder untouched.
 
-The runs come from the shared fleet (agent_fixtures.Fleet); each test works on its own copy
+The runs come from the shared fleet (support.fleet.Fleet); each test works on its own copy
 of an interrupted run (b as it was right after SIGKILL: status "running", checkpoints up to
 episode 6 or later) or of the finished run a.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from agent_fixtures import (
+from support import (
     OTHER_MODULE,
     assert_one_line_error,
     copy_run,

@@ -13,9 +13,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from agent_fixtures import MODEL_MODULE, get_assets, one_torch_thread
 from stable_baselines3 import DDPG
 from stable_baselines3.common.vec_env import DummyVecEnv
+from support import MODEL_MODULE, get_assets, one_torch_thread
 from torch import nn
 
 from rlprune.agent.buffer import EpisodeRewardReplayBuffer
