@@ -282,3 +282,51 @@ def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, wo
     resumed, fresh = read_json(run / "policy.json"), read_json(workdir / "fresh" / "policy.json")
     assert resumed["layers"] == fresh["layers"]
     assert resumed["accuracy"] == fresh["accuracy"]
+
+
+def layout(run) -> set[str]:
+    """A run folder's files, relative; TensorBoard's event files (named by time and pid) as
+    one entry."""
+    paths = set()
+    for path in run.rglob("*"):
+        rel = path.relative_to(run).as_posix()
+        paths.add("tb/<events>" if rel.startswith("tb/") and path.is_file() else rel)
+    return {p for p in paths if not (p.startswith("tb/") and p != "tb/<events>")}
+
+
+def test_search_baseline_and_bench_cells_leave_the_same_run_folders(inprocess, capsys,
+                                                                    workdir):
+    """One lifecycle: a bench cell's folder is the folder its command makes, file for file;
+    a baseline's is a search's without the search's own parts (checkpoint, curve, tb)."""
+    common = ("--model", f"{MODEL_MODULE}:make", "--dataset", "digits", "--weights",
+              str(inprocess.dense), "--fc-k", "1", "--finetune-epochs", "1")
+    searched = ("--episodes", "3", "--warmup", "1")
+    code, _, err = run_main(capsys, "search", *common, *searched, "--target", "0.5", "--quiet",
+                            "--checkpoint-every", "3", "--run-dir", "search")
+    assert code == 0, err
+    code, _, err = run_main(capsys, "baseline", "--method", "lamp", *common, "--target", "0.5",
+                            "--run-dir", "baseline")
+    assert code == 0, err
+    code, _, err = run_main(capsys, "bench", *common, *searched, "--targets", "0.5",
+                            "--methods", "ddpg,lamp", "--seeds", "1", "--quiet", "--out", "b")
+    assert code == 0, err
+    search, baseline = layout(workdir / "search"), layout(workdir / "baseline")
+    assert layout(workdir / "b" / "runs" / "ddpg-0.5-seed0") == search
+    assert layout(workdir / "b" / "runs" / "lamp-0.5-seed0") == baseline
+    from rlprune.service.lifecycle import RUN_FILES
+
+    assert set(RUN_FILES) | {".lock", "checkpoints"} == baseline
+    own = {"rewards.png", "tb", "tb/<events>", "checkpoints/latest", "checkpoints/ep000003",
+           *(f"checkpoints/ep000003/{f}" for f in ("agent.zip", "replay_buffer.pkl",
+                                                    "state.pt"))}
+    assert search == baseline | own
+    for run in ("search", "baseline", "b/runs/ddpg-0.5-seed0", "b/runs/lamp-0.5-seed0"):
+        config = read_json(workdir / run / "config.json")
+        assert config["method"] in ("ddpg", "lamp") and config["target"] == 0.5
+        assert read_json(workdir / run / "status.json")["state"] == "finished"
+
+
+def test_the_old_checkpoint_flag_still_names_the_dense_weights(inprocess, capsys, workdir):
+    code, _, err = _tiny_search(inprocess, capsys, "--episodes", "1")
+    assert code == 0, err
+    assert read_json(workdir / "r" / "config.json")["weights"] == str(inprocess.dense.resolve())
