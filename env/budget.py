@@ -40,8 +40,9 @@ class Budget:
     def agent_goal(self) -> int:
         return self.goal - self.fixed
 
-    def check(self) -> None:
-        """Refuse targets the agent cannot reach, with the numbers that say why."""
+    def check(self, fix: str = "lower --target") -> None:
+        """Refuse targets the agent cannot reach, with the numbers that say why; `fix` ends
+        the message of a target the agent's layers cannot hold."""
         if not self.sizes:
             raise UserError("the agent controls no layers (no Conv2d here); "
                             "use --fc-rule agent to let it prune the Linear layers")
@@ -53,9 +54,10 @@ class Budget:
         if self.agent_goal > sum(self.highs):
             raise UserError(
                 f"target {self.target:g} needs {self.agent_goal:,} weights from the agent's "
-                f"layers but at most {sum(self.highs):,} can go at s_max={self.s_max:g}")
+                f"layers but at most {sum(self.highs):,} can go at s_max={self.s_max:g}; {fix}")
         if self.agent_goal < sum(self.lows):
-            raise UserError(f"target {self.target:g} is below what s_min={self.s_min:g} prunes")
+            raise UserError(f"target {self.target:g} is below what s_min={self.s_min:g} prunes; "
+                            "raise --target or lower --s-min")
 
     def bounds(self, t: int, pruned: int) -> tuple[int, int]:
         """The fewest and most weights layer t may prune, given `pruned` by the agent so far."""

@@ -124,7 +124,7 @@ class PruningEnv(gym.Env):
             self.budget = budget_for(self.fc.pruned)
         self.action_mapping = resolve_action_mapping(config.action_mapping, sizes)
         try:
-            self.budget.check()
+            self.budget.check(fix=self._infeasible_fix())
         except UserError as exc:
             if not self.fc.trials:
                 raise
@@ -144,6 +144,21 @@ class PruningEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._t, self._pruned, self._prev = 0, 0, 0.0
         self._counts: list[int] = []
+
+    def _infeasible_fix(self) -> str:
+        """What to change when the target needs more weights than the agent's layers hold."""
+        c = self.config
+        if c.fc_rule == "3sigma" and c.fc_k == "auto":
+            return ("prune every layer with the agent (--fc-rule agent, the setting "
+                    "docs/benchmarks.md uses for LeNet-5), or give a fixed --fc-k (a smaller k "
+                    "prunes the FC layers harder)")
+        if c.fc_rule == "3sigma":
+            return ("a smaller --fc-k prunes the FC layers harder, --fc-rule agent prunes "
+                    "every layer with the agent; or lower --target")
+        if c.fc_rule == "none":
+            return ("--fc-rule agent or 3sigma lets the FC layers be pruned too; or lower "
+                    "--target")
+        return "lower --target"
 
     def baseline_counts(self, method: str) -> list[int]:
         """Weights the baseline `method` (env.baselines.METHODS) prunes in each agent layer,

@@ -114,6 +114,19 @@ def test_infeasible_target_above_what_the_agent_can_reach(capsys, assets, workdi
     """With dense FC layers (--fc-rule none) holding 15% of the weights, 0.9 is out of reach."""
     err = search(capsys, assets, "--fc-rule", "none", "--target", "0.9")
     assert "0.9" in err
+    assert err.rstrip().endswith("or lower --target")  # the refusal names its fix
+    assert "--fc-rule agent" in err
+    assert_nothing_written(workdir)
+
+
+def test_fc_k_auto_that_finds_no_k_says_to_prune_every_layer(capsys, assets, workdir):
+    """FC-heavy net at 0.9: no k both fits and keeps the proxy; the way on is named."""
+    err = search(capsys, assets, "--target", "0.9", model=f"{FC_HEAVY_MODULE}:make",
+                 checkpoint=str(assets.fc_heavy_dense))
+    assert "--fc-k auto found no usable k" in err
+    assert err.rstrip().endswith("or give a fixed --fc-k (a smaller k prunes the FC layers "
+                                 "harder)"), err
+    assert "--fc-rule agent" in err
     assert_nothing_written(workdir)
 
 
