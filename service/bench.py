@@ -137,15 +137,25 @@ def _report(base: SearchConfig, dense: Dense, results: list[dict], speed: list[d
     return report
 
 
-def merge_files(paths: list[str], out: Path) -> dict:
-    """`rlprune bench --merge`: join bench.json files (see `merge_reports`) into `out`."""
+def merge_files(parts: list[str], out: Path) -> dict:
+    """`rlprune bench --merge`: join bench.json files (see `merge_reports`) into `out`.
+
+    A part written `PATH:OLD=NEW` contributes only its rows of method OLD, renamed NEW: two
+    variants of the search side by side (bench.md then gives their seed-by-seed difference)."""
     reports = []
-    for name in paths:
-        path = Path(name)
+    for part in parts:
+        name, _, rename = part.partition(":")
         try:
-            reports.append((name, json.loads(path.read_text())))
+            report = json.loads(Path(name).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{name}: not a readable bench.json ({type(exc).__name__})") from None
+        if rename:
+            old, sep, new = rename.partition("=")
+            if not (sep and old and new):
+                raise UserError(f"{part}: write a renamed part as PATH:OLD=NEW")
+            report = {**report, "results": [{**row, "method": new} for row in report["results"]
+                                            if row["method"] == old]}
+        reports.append((part, report))
     merged = merge_reports(reports)
     _write(merged, out)
     return merged

@@ -210,3 +210,27 @@ def test_the_bench_command_hands_its_settings_to_the_searches(cli, workdir, one_
     assert policy["search"]["best_reward"] == policy["accuracy"]["proxy"] > 0
     assert policy["accuracy"]["finetuned"] == policy["accuracy"]["pruned"]  # no fine-tune
     assert json.loads((workdir / "b" / "bench.json").read_text())["reward"] == "acc"
+
+
+def test_bench_merge_joins_parts_and_renames_a_part_s_method(cli, workdir):
+    """`rlprune bench --merge`: a later part's row replaces an earlier one's; `PATH:OLD=NEW`
+    brings only OLD's rows, as NEW, so two variants of the search stand side by side."""
+    speed = {"episode_s": 2.0, "proxy_eval_s": 1.0, "overhead_ratio": 2.0}
+    first = {"model": "m", "dataset": "d", "dense_test_accuracy": 0.98, "episodes": 10,
+             "speed": speed, "results": [_row("ddpg", 0.9, 0, 0.90), _row("erk", 0.9, 0, 0.91),
+                                         _row("ddpg", 0.9, 1, 0.92), _row("erk", 0.9, 1, 0.93)]}
+    rerun = {**first, "results": [_row("ddpg", 0.9, 0, 0.95), _row("ddpg", 0.9, 1, 0.94)]}
+    (workdir / "a.json").write_text(json.dumps(first))
+    (workdir / "b.json").write_text(json.dumps(rerun))
+    code, out, err = cli("bench", "--merge", "a.json", "b.json", "a.json:ddpg=ddpg-old",
+                         "--out", "m")
+    assert code == 0, err
+    merged = json.loads((workdir / "m" / "bench.json").read_text())
+    got = {(r["method"], r["seed"]): r["test_accuracy"] for r in merged["results"]}
+    assert got == {("ddpg", 0): 0.95, ("ddpg", 1): 0.94, ("erk", 0): 0.91, ("erk", 1): 0.93,
+                   ("ddpg-old", 0): 0.90, ("ddpg-old", 1): 0.92}
+    assert "| ddpg-old | 0.9 |" in out and (workdir / "m" / "bench.png").is_file()
+    code, _, err = cli("bench", "--merge", "a.json:ddpg", "--out", "n")
+    assert code == 2 and "PATH:OLD=NEW" in err and not (workdir / "n").exists()
+    code, _, err = cli("bench", "--merge", "a.json", "--out", "m")
+    assert code == 2 and "not empty" in err
