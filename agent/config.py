@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from rlprune.env.config import EnvConfig
 from rlprune.models.errors import SettingError, UserError
-from rlprune.models.settings import check, setting
+from rlprune.models.settings import check, setting, typed_fields
 
 SEED_POLICIES = ("uniform", "global", "lamp", "erk")
 DEVICES = ("auto", "cpu", "cuda")
@@ -103,17 +103,14 @@ class SearchConfig(EnvConfig):
 
     @classmethod
     def from_json(cls, data: dict) -> SearchConfig:
-        """A config from config.json (unknown keys ignored, renamed ones mapped)."""
+        """A config from config.json: unknown keys ignored, renamed ones mapped, every value
+        checked against its field's type and limits."""
         if not isinstance(data, dict):
             raise UserError(f"a config must be a mapping, got {type(data).__name__}")
         data = {RENAMED.get(k, k): v for k, v in data.items()}
-        known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in data.items() if k in known})
-        if isinstance(cfg.hidden, list):
-            cfg.hidden = tuple(cfg.hidden)
-        if isinstance(cfg.seed_policies, list):
-            cfg.seed_policies = tuple(cfg.seed_policies)
-        return cfg
+        config = cls(**typed_fields(cls, data))
+        config.validate()
+        return config
 
     @classmethod
     def with_settings(cls, **settings) -> SearchConfig:
@@ -123,4 +120,4 @@ class SearchConfig(EnvConfig):
         if unknown:
             raise UserError(f"unknown setting {', '.join(unknown)}; the settings are "
                             f"{', '.join(sorted(known))}")
-        return cls(**settings)
+        return cls(**typed_fields(cls, settings))

@@ -32,6 +32,14 @@ from rlprune.models.registry import arch_fingerprint, weights_digest
 from rlprune.models.train import resolve_device
 
 
+class DamagedCheckpoint(UserError):
+    """A checkpoint folder with a file that does not load."""
+
+    def __init__(self, folder: Path, exc: BaseException):
+        self.folder, self.reason = folder, f"{type(exc).__name__}: {exc}"[:200]
+        super().__init__(f"checkpoint {folder} cannot be loaded ({self.reason})")
+
+
 class CheckpointSink(Protocol):
     """Where checkpoints go: `save(episode, write)` calls `write(folder)` on a fresh folder."""
 
@@ -112,6 +120,7 @@ class Search:
         self._stop = False
         self._pending_rng: dict | None = None
         self._checkpoints: CheckpointSink | None = None
+        self._loaded: tuple | None = None  # a checkpoint load()ed for run() to continue
         self.agent: AmcDDPG | None = None
 
     @property
@@ -138,28 +147,35 @@ class Search:
                           baseline_decay=c.baseline_decay, seed=c.seed, device="cpu",
                           tensorboard_log=None if tb_dir is None else str(tb_dir))
 
-    def check_resumable(self, folder: Path) -> dict:
-        """The checkpoint's state, if it was made for this model, data, target and layers."""
+    def load(self, folder: Path) -> None:
+        """Load checkpoint `folder` whole (state, agent, replay buffer) for `run()` to continue
+        from. A file that does not load raises DamagedCheckpoint; a checkpoint made for
+        another model, data, target or layers raises UserError."""
         try:
             saved = checkpoint.read_state(folder)
+            theirs, search, rng = saved["fingerprint"], saved["search"], saved["rng"]
+            state = SearchState(**search)
         except Exception as exc:  # a damaged file can fail in many ways
-            raise UserError(f"checkpoint {folder} cannot be read ({exc})") from None
+            raise DamagedCheckpoint(folder, exc) from None
         mine = fingerprint(self.config, self.dense, self.env)
-        theirs = saved.get("fingerprint", {})
         differ = [k for k in mine if theirs.get(k) != mine[k]]
         if differ:
             raise UserError(f"checkpoint {folder} does not match this run's "
                             f"{', '.join(differ)}; refusing to resume it")
-        return saved
-
-    def _load_agent(self, folder: Path, tb_dir: Path | None) -> AmcDDPG:
-        saved = self.check_resumable(folder)
         vec = DummyVecEnv([lambda: self.env])
-        agent = AmcDDPG.load(folder / "agent.zip", env=vec, device="cpu")
-        agent.load_replay_buffer(folder / "replay_buffer.pkl")
+        try:
+            agent = AmcDDPG.load(folder / "agent.zip", env=vec, device="cpu")
+            agent.load_replay_buffer(folder / "replay_buffer.pkl")
+        except Exception as exc:  # a truncated zip or pickle can fail in many ways
+            raise DamagedCheckpoint(folder, exc) from None
+        self._loaded = (folder, agent, state, rng)
+
+    def _resumed_agent(self, folder: Path, tb_dir: Path | None) -> AmcDDPG:
+        if self._loaded is None or self._loaded[0] != folder:
+            self.load(folder)
+        _, agent, self.state, self._pending_rng = self._loaded  # RNGs: at the first boundary
+        self._loaded = None
         agent.tensorboard_log = None if tb_dir is None else str(tb_dir)
-        self.state = SearchState(**saved["search"])
-        self._pending_rng = saved["rng"]  # applied at the first episode boundary, see below
         return agent
 
     def demonstrations(self) -> list[np.ndarray]:
@@ -187,7 +203,7 @@ class Search:
         """
         self._checkpoints = checkpoints
         if resume_from:
-            self.agent = self._load_agent(resume_from, tb_dir)
+            self.agent = self._resumed_agent(resume_from, tb_dir)
             self.saved_at = self.state.episode
         else:
             self.agent = self._new_agent(tb_dir)

@@ -69,7 +69,7 @@ def describe(model: nn.Module, input_shape: tuple[int, ...], fc_rule: str = "3si
         return hook
 
     hooks = [m.register_forward_hook(record(name)) for name, m in modules.items()]
-    param = next(model.parameters())
+    param = next(model.parameters(), torch.zeros(()))
     dummy = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()

@@ -36,15 +36,17 @@ class Dense:
         if not isinstance(model, nn.Module):
             raise UserError(f"model is a {type(model).__name__}, not a torch.nn.Module")
         own = copy.deepcopy(model).cpu().eval()
-        if not any(True for _ in own.parameters()):
-            raise UserError("the model has no parameters, so nothing to prune")
-        check_outputs(own, data)
+        check_model(own, data)
         return cls(data, own, weights, evaluate(own, data.test))
 
 
 @torch.inference_mode()
-def check_outputs(model: nn.Module, data: Data) -> None:
-    """Refuse a model that cannot take the data's images or has fewer outputs than classes."""
+def check_model(model: nn.Module, data: Data) -> None:
+    """Refuse a model with nothing to prune (no Conv2d or Linear layer), or one that cannot
+    take the data's images or has fewer outputs than the data has classes."""
+    if not any(isinstance(m, nn.Conv2d | nn.Linear) for m in model.modules()):
+        raise UserError(f"the model ({type(model).__name__}) has no Conv2d or Linear layer, so "
+                        "nothing to prune")
     try:
         out = model(data.val.x[:2])
     except Exception as exc:  # a user's forward pass can fail in any way

@@ -8,6 +8,8 @@ exists once.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,3 +59,55 @@ def check(obj: Any) -> None:
             raise SettingError(name, f"must be at least {meta['min']:g}, got {value:g}")
         if meta["max"] is not None and value > meta["max"]:
             raise SettingError(name, f"must be at most {meta['max']:g}, got {value:g}")
+
+
+_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+          type(None): "null"}
+
+
+def _fits(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether `value` (from JSON) is of type `hint`, and the value as the field holds it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        for arg in args:
+            ok, out = _fits(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False, value
+        items = [_fits(item, args[0]) for item in value]
+        return all(ok for ok, _ in items), tuple(out for _, out in items)
+    if hint is type(None):
+        return value is None, value
+    if isinstance(value, bool) or hint is bool:
+        return isinstance(value, bool) and hint is bool, value
+    if hint is float:
+        return isinstance(value, int | float), float(value) if isinstance(
+            value, int | float) else value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def typed_fields(cls: type, data: dict) -> dict:
+    """`data`'s values for `cls`'s dataclass fields, each checked against the field's type
+    (unknown keys are left out); a SettingError names the first that does not fit."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            ok, value = _fits(data[f.name], hints[f.name])
+            if not ok:
+                raise SettingError(f.name, f"must be {_describe(hints[f.name])}, got "
+                                   f"{data[f.name]!r}")
+            out[f.name] = value
+    return out

@@ -100,9 +100,12 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": WEIGHTS_FORMAT, "arch_fingerprint": arch_fingerprint(model), **meta}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_weights(path: str | Path) -> dict:

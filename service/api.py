@@ -98,9 +98,9 @@ def resume(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
                             "resume it without model and data")
         return Dense.of(model, _data(data))
 
-    runner, job, latest = open_resume(run_dir, load, episodes=episodes, callback=callback)
-    with job:
-        return runner.run(job, latest)
+    found = open_resume(run_dir, load, episodes=episodes, callback=callback)
+    with found.job:
+        return found.runner.run(found.job, found.checkpoint)
 
 
 def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None,

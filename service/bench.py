@@ -19,6 +19,7 @@ from rlprune.agent.config import SearchConfig
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
+from rlprune.service.files import write_json, write_text_atomic
 from rlprune.service.lifecycle import Callback, JobRunner
 
 METHODS = ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp", "erk")
@@ -163,8 +164,8 @@ def merge_files(parts: list[str], out: Path) -> dict:
 
 def _write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "bench.md").write_text(bench_table(report))
+    write_json(out / "bench.json", report)
+    write_text_atomic(out / "bench.md", bench_table(report))
     plot_bench(report, out / "bench.png")
 
 

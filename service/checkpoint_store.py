@@ -2,8 +2,9 @@
 
 A checkpoint is assembled in a hidden folder and renamed into place, then `latest` is switched
 by an atomic rename, so a kill at any instant leaves the previous checkpoint intact. The
-newest `KEEP` checkpoints are kept. What a checkpoint holds is the agent's business
-(`rlprune.agent.checkpoint`).
+newest `KEEP` checkpoints up to the one just written are kept (later ones, from a timeline a
+resume went back on, are left until they are re-reached and replaced). What a checkpoint
+holds is the agent's business (`rlprune.agent.checkpoint`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class CheckpointStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         write_text_atomic(self.folder / "latest", name + "\n")
-        for old in self.saved()[:-KEEP]:
+        for old in [p for p in self.saved() if episode_of(p) <= episode][:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -43,12 +44,27 @@ class CheckpointStore:
         """The checkpoint folders, oldest first."""
         if not self.folder.is_dir():
             return []
-        return sorted(p for p in self.folder.glob("ep*") if p.is_dir())
+        return sorted((p for p in self.folder.iterdir()
+                       if p.is_dir() and episode_of(p) is not None), key=episode_of)
+
+    def candidates(self) -> list[Path]:
+        """Where a resume may continue from, best first: the checkpoint `latest` names, then
+        every other one, newest first."""
+        first = self.latest()
+        return ([first] if first else []) + [p for p in reversed(self.saved()) if p != first]
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` names, if it holds a state file."""
-        pointer = self.folder / "latest"
-        if not pointer.is_file():
+        try:
+            name = (self.folder / "latest").read_text().strip()
+        except (OSError, UnicodeDecodeError):
             return None
-        path = self.folder / pointer.read_text().strip()
-        return path if (path / "state.pt").is_file() else None
+        path = self.folder / name
+        ok = episode_of(path) is not None and path.parent == self.folder
+        return path if ok and (path / "state.pt").is_file() else None
+
+
+def episode_of(folder: Path) -> int | None:
+    """The episode a checkpoint folder's name (`epNNNNNN`) gives, or None."""
+    name = folder.name
+    return int(name[2:]) if name.startswith("ep") and name[2:].isdigit() else None

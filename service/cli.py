@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"rlprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("rlprune: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -10,15 +10,20 @@ from pathlib import Path
 
 from rlprune.models.errors import UserError
 from rlprune.service import run_commands
-from rlprune.service.files import refuse_existing, require_empty_folder
+from rlprune.service.files import (
+    refuse_existing,
+    require_empty_folder,
+    require_writable_folder,
+)
 from rlprune.service.flags import BASELINE_SETTINGS, BENCH_SETTINGS, SEARCH_SETTINGS, config_from
+from rlprune.service.jobs import RUNS_ROOT
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rlprune.models.data import load_dataset
-    from rlprune.models.dense import check_outputs
+    from rlprune.models.dense import check_model
     from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
     from rlprune.models.train import resolve_device
 
@@ -30,7 +35,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     refuse_existing(out, args.force)
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, args.download)
-    check_outputs(model_for(args.model, data), data)
+    check_model(model_for(args.model, data), data)
     epochs = args.epochs or default_epochs(args.model)
     start = time.perf_counter()
     with tqdm(total=epochs, desc=f"pretrain {args.model}", unit="epoch", file=sys.stderr) as bar:
@@ -84,6 +89,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # -- jobs ------------------------------------------------------------------------------
+def _require_run_folder(run_dir: str | None) -> None:
+    """--run-dir must be a new or empty folder; without it, runs/ must take a new one."""
+    if run_dir is None:
+        require_writable_folder(RUNS_ROOT, "runs/")
+    else:
+        require_empty_folder(run_dir, "--run-dir")
+
+
 def _validate_names(model: str, dataset: str) -> None:
     from rlprune.models.data import spec_of
     from rlprune.models.registry import build_model
@@ -97,7 +110,12 @@ def _dense(config):
     from rlprune.service.dense import load_dense
 
     config.validate()  # before any pre-training
-    return load_dense(config, on_pretrain_epoch=pretrain_progress(config.model, config.dataset))
+    try:
+        return load_dense(config,
+                          on_pretrain_epoch=pretrain_progress(config.model, config.dataset))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted while loading or pre-training the dense model "
+                                "(nothing was kept); run the same command again") from None
 
 
 def _run_job(runner, job, progress, resume_from=None) -> int:
@@ -126,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rlprune.service.lifecycle import JobRunner
 
     config = config_from(args, SEARCH_SETTINGS)
-    require_empty_folder(args.run_dir, "--run-dir")
+    _require_run_folder(args.run_dir)
     dense = _dense(config)
     progress = Progress(quiet=args.quiet)
     runner = JobRunner(config, dense, callback=progress)
@@ -148,7 +166,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from rlprune.service.lifecycle import JobRunner
 
     config = config_from(args, BASELINE_SETTINGS)
-    require_empty_folder(args.run_dir, "--run-dir")
+    _require_run_folder(args.run_dir)
     dense = _dense(config)
     progress = Progress()
     runner = JobRunner(config, dense, args.method, callback=progress)  # refuses bad targets
@@ -161,15 +179,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from rlprune.service.lifecycle import open_resume
 
     progress = Progress(quiet=args.quiet)
-    runner, job, latest = open_resume(args.run, load_dense, episodes=args.episodes,
-                                      callback=progress)
-    if runner.method != "ddpg":
-        print(f"running baseline {runner.method} in {job.path} again", file=sys.stderr)
-    elif latest is not None:
-        print(f"resuming {job.path} from {latest.name}", file=sys.stderr)
+    found = open_resume(args.run, load_dense, episodes=args.episodes, callback=progress)
+    job, method = found.job, found.runner.method
+    for skipped in found.skipped:
+        print(f"checkpoint {skipped} does not load; skipped (kept)", file=sys.stderr)
+    if method != "ddpg":
+        print(f"running baseline {method} in {job.path} again", file=sys.stderr)
+    elif found.checkpoint is not None:
+        print(f"resuming {job.path} from {found.checkpoint.name}", file=sys.stderr)
     else:
         print(f"no checkpoint in {job.path}; starting its search over", file=sys.stderr)
-    return _run_job(runner, job, progress, latest)
+    return _run_job(found.runner, job, progress, found.checkpoint)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.data import load_dataset
-from rlprune.models.dense import Dense, check_outputs
+from rlprune.models.dense import Dense, check_model
 from rlprune.models.errors import UserError
 from rlprune.models.pretrain import default_weights_path, model_for, pretrain
 from rlprune.models.train import evaluate, load_weights
+from rlprune.service.files import refuse_existing
 
 
 def object_name(obj: object, given: str | None = None) -> str:
@@ -39,12 +40,13 @@ def load_dense(config: SearchConfig,
                         "rlprune.resume(run_dir, model=..., data=...)")
     data = load_dataset(config.dataset, config.data_dir, config.download)
     model = model_for(config.model, data)
-    check_outputs(model, data)
+    check_model(model, data)
     path = Path(config.weights) if config.weights else default_weights_path(
         config.model, config.dataset)
     if config.weights or path.is_file():
         load_weights(model, path)
     else:
+        refuse_existing(path, force=True, flag="the pre-trained weights")  # writable?
         model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
         model = model.cpu()
     model.eval()

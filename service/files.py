@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from rlprune.env.policy import validate_policy
@@ -61,8 +63,42 @@ def load_policy(path: str | Path) -> dict:
     return validate_policy(policy, f"policy {path}")
 
 
+def require_writable_folder(folder: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written (a probe is
+    written and removed; folders made for it are removed again)."""
+    _probe(Path(folder), what)
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Make sure `folder` can be created (with its parents) and written in, by doing it and
+    undoing it: nothing is left behind."""
+    missing, anchor = [], folder
+    while not anchor.exists():
+        if anchor.is_symlink():
+            raise UserError(f"{what}: {anchor} is a broken link")
+        missing.append(anchor)
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise UserError(f"{what}: {anchor} is a file, not a folder")
+    made = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            made.append(path)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".rlprune-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 def require_empty_folder(path: str | Path | None, flag: str) -> None:
-    """Refuse an output folder that holds anything (or is a file): nothing gets overwritten."""
+    """Refuse, before any work, an output folder that holds anything, is a file, or cannot be
+    created and written: nothing gets overwritten, and nothing is left behind."""
     if path is None:
         return
     path = Path(path)
@@ -70,8 +106,14 @@ def require_empty_folder(path: str | Path | None, flag: str) -> None:
         raise UserError(f"{flag} {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()):
         raise UserError(f"{flag} {path} is not empty; choose another (or `rlprune resume` a run)")
+    _probe(path, f"{flag} {path}")
 
 
-def refuse_existing(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+def refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
+    """Refuse, before any work, an output file that exists (unless `force`), is a folder, or
+    whose folder cannot be created and written."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
         raise UserError(f"{path} exists; pass --force to overwrite it")
+    _probe(path.parent, f"{flag} {path}")

@@ -20,6 +20,45 @@ from rlprune.service.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")
+# status.json fields that readers format, and the types they must have
+STATUS_FIELDS = {"episodes_done": int, "episodes": int, "best_episode": int,
+                 "best_reward": float, "achieved_sparsity": float, "target": float,
+                 "method": str}
+
+
+class DamagedRun(UserError):
+    """A run folder with a file that cannot be read (`rlprune list` shows it as damaged)."""
+
+
+def read_mapping(path: Path) -> dict:
+    """A JSON object from `path`; DamagedRun naming the file and what is wrong."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise DamagedRun(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        what = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+        raise DamagedRun(f"{path} cannot be read ({what})") from None
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{path} holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _check_status(path: Path, status: dict) -> dict:
+    if status.get("state") not in STATES:
+        raise DamagedRun(f"{path}: unknown state {status.get('state')!r}")
+    for key, kind in STATUS_FIELDS.items():
+        value = status.get(key)
+        if value is not None and not _is(value, kind):
+            raise DamagedRun(f"{path}: {key} is {value!r}, not a {kind.__name__}")
+    return status
+
+
+def _is(value: object, kind: type) -> bool:
+    """`value` is of `kind` (int counts as float; a bool is neither)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
 def new_job_id(model: str, dataset: str, target: float) -> str:
@@ -70,8 +109,16 @@ class Job:
             raise UserError(f"no run at {run} (expected a folder with config.json)")
         return cls(path)
 
+    def _open_lock(self, flags: int) -> int:
+        lock = self.path / ".lock"
+        try:
+            return os.open(lock, flags, 0o644)
+        except OSError as exc:
+            raise DamagedRun(f"{lock} cannot be opened as a lock file ({exc.strerror}); "
+                             "remove it if no process uses the run") from None
+
     def acquire(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock(os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,9 +143,9 @@ class Job:
         if self._lock_fd is not None:
             return True
         lock = self.path / ".lock"
-        if not lock.exists():
+        if not lock.exists() and not lock.is_symlink():
             return False
-        fd = os.open(lock, os.O_RDWR)
+        fd = self._open_lock(os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,7 +167,8 @@ class Job:
         write_json(self.path / "config.json", config)
 
     def config(self) -> dict:
-        return read_json(self.path / "config.json")
+        """config.json as a mapping (DamagedRun if it cannot be read)."""
+        return read_mapping(self.path / "config.json")
 
     def write_status(self, state: str, **fields: object) -> None:
         if state not in STATES:
@@ -130,16 +178,25 @@ class Job:
         write_json(self.path / "status.json", status)
 
     def status(self) -> dict:
-        """status.json, with a dead 'running' job reported as interrupted."""
+        """status.json, checked (DamagedRun if it cannot be read), with the lock deciding
+        `running`: a 'running' job whose process died reads interrupted, and a job whose
+        status is not written yet reads running while its process holds the lock."""
         path = self.path / "status.json"
-        status = read_json(path) if path.is_file() else {"state": "interrupted"}
-        if status.get("state") == "running" and not self.is_running():
+        running = self.is_running()
+        if not path.exists() and not path.is_symlink():
+            return {"state": "running" if running else "interrupted"}
+        status = _check_status(path, read_mapping(path))
+        if status["state"] == "running" and not running:
             status["state"] = "interrupted"
         return status
 
 
 def list_jobs(root: Path = RUNS_ROOT) -> list[Job]:
+    """The run folders under `root`: every folder with a config.json or a status.json (a
+    damaged one included)."""
     if not root.is_dir():
         return []
-    return sorted((Job(p) for p in root.iterdir() if (p / "config.json").is_file()),
-                  key=lambda j: j.path.name)
+    runs = [p for p in root.iterdir() if p.is_dir() and any(
+        (p / name).exists() or (p / name).is_symlink() for name in ("config.json",
+                                                                    "status.json"))]
+    return sorted((Job(p) for p in runs), key=lambda j: j.path.name)

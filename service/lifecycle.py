@@ -20,7 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from rlprune.agent.config import SEED_POLICIES, SearchConfig
-from rlprune.agent.search import Search
+from rlprune.agent.search import DamagedCheckpoint, Search
 from rlprune.env.finalize import Finalized, prune_and_finetune
 from rlprune.env.layers import describe, nonzero_costs
 from rlprune.env.masks import sigma_mask
@@ -32,7 +32,7 @@ from rlprune.models.registry import arch_fingerprint
 from rlprune.models.train import resolve_device, save_weights
 from rlprune.service.checkpoint_store import CheckpointStore
 from rlprune.service.files import save_policy
-from rlprune.service.jobs import Job, new_job_id
+from rlprune.service.jobs import DamagedRun, Job, new_job_id
 from rlprune.service.report import write_report
 
 BASELINES = SEED_POLICIES  # uniform, global, lamp, erk
@@ -282,37 +282,64 @@ class JobRunner:
         write_report(path, policy, rewards, c.warmup if self.search is not None else 0, timings)
 
 
+@dataclass
+class Resume:
+    """What `open_resume` found: the runner, the run (locked by this process), the
+    checkpoint to continue from (None: the search starts over; a baseline simply runs again)
+    and the newer checkpoints that did not load (`folder name (reason)`)."""
+
+    runner: JobRunner
+    job: Job
+    checkpoint: Path | None
+    skipped: list[str]
+
+
 def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
                 episodes: int | None = None, callback: Callback | None = None,
-                should_stop: Callable[[], bool] | None = None
-                ) -> tuple[JobRunner, Job, Path | None]:
-    """Everything a resume needs, checked before the run is touched: the runner for the run's
-    own settings (`episodes`: a new total), its folder (now locked by this process) and the
-    checkpoint to continue from (None: the search starts over; a baseline simply runs again).
-    `load(config)` gives the dense model and data the run was made with."""
+                should_stop: Callable[[], bool] | None = None) -> Resume:
+    """Everything a resume needs, checked before the run is touched (`episodes`: a new
+    total). `load(config)` gives the dense model and data the run was made with. The newest
+    checkpoint that loads whole is the one continued from; damaged ones are skipped (and
+    kept) and named in `skipped`."""
     job = Job.open(run)
-    if job.status()["state"] == "finished":
+    status = job.status()
+    if status["state"] == "finished":
         raise UserError(f"run {job.path} is finished; start a new search instead")
     if job.is_running():
         raise UserError(f"run {job.path} is already running")
     saved = job.config()
-    config = SearchConfig.from_json(saved)
     method = saved.get("method", "ddpg")  # runs made before `method` was recorded: searches
+    if method not in METHODS:
+        raise DamagedRun(f"{job.path / 'config.json'}: unknown method {method!r}")
+    try:
+        config = SearchConfig.from_json(saved)
+    except UserError as exc:
+        raise DamagedRun(f"{job.path / 'config.json'}: {exc}") from None
     if episodes is not None:
+        done = status.get("episodes_done") or 0
         if method != "ddpg":
             raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
-        if episodes < 1:
-            raise UserError("--episodes must be at least 1")
+        if episodes < max(1, done):
+            raise UserError(f"--episodes {episodes} is fewer than the {done} episodes run "
+                            f"{job.path} has done; give at least {max(1, done)}")
         config.episodes = episodes
     runner = JobRunner(config, load(config), method, callback=callback,
                        should_stop=should_stop)
-    latest = None
+    found, skipped = None, []
     if runner.search is not None:
-        latest = CheckpointStore(job.checkpoints).latest()
-        if latest is not None:
-            runner.search.check_resumable(latest)  # refuse before touching the run
+        for folder in CheckpointStore(job.checkpoints).candidates():
+            try:
+                runner.search.load(folder)  # the whole checkpoint, before the run is touched
+            except DamagedCheckpoint as exc:
+                skipped.append(f"{folder.name} ({exc.reason})")
+                continue
+            found = folder
+            break
+        if found is None and skipped:
+            raise UserError(f"no checkpoint of run {job.path} loads ({'; '.join(skipped)}); "
+                            f"to start its search over, move {job.checkpoints} away")
     job.acquire()
     runner.job = job
     if episodes is not None:
         job.write_config({**config.to_json(), "method": method})
-    return runner, job, latest
+    return Resume(runner, job, found, skipped)

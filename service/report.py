@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from rlprune.service.files import write_text_atomic  # noqa: E402
+
 
 def plot_sparsity(policy: dict, path: Path) -> None:
     layers = policy["layers"]
@@ -101,5 +103,5 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
         lines += ["| stage | wall time (s) |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     path = run / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

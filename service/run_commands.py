@@ -9,7 +9,7 @@ from rlprune.models.errors import UserError
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rlprune.service.jobs import list_jobs
+    from rlprune.service.jobs import DamagedRun, list_jobs
 
     jobs = list_jobs()
     if not jobs:
@@ -17,7 +17,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'run':<48}{'state':<13}{'episodes':>10}{'best reward':>13}{'sparsity':>10}")
     for job in jobs:
-        s = job.status()
+        try:
+            s = job.status()
+        except DamagedRun as exc:  # one damaged run never hides the others
+            print(f"{job.path.name:<48}{'damaged':<13}  {exc}")
+            continue
         best = s.get("best_reward")
         sparsity = s.get("achieved_sparsity")
         method = s.get("method", "ddpg")
@@ -62,7 +66,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from rlprune.env.finalize import prune_and_finetune
     from rlprune.env.policy import policy_masks
-    from rlprune.models.data import load_dataset, spec_of
+    from rlprune.models.data import load_dataset
+    from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
     from rlprune.models.train import load_weights, save_weights
     from rlprune.service.console import Progress
@@ -77,11 +82,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.finetune_epochs < 0:
         raise UserError("--finetune-epochs must be >= 0")
     dataset = args.dataset or policy["dataset"]
-    spec = spec_of(dataset)
-    model = build_model(args.model, **spec.model_kwargs())
-    load_weights(model, args.weights)
-    policy_masks(model, policy)  # refuses a policy that does not fit, before any work
     data = load_dataset(dataset, args.data_dir, args.download)
+    model = build_model(args.model, **data.spec.model_kwargs())
+    load_weights(model, args.weights)
+    check_model(model, data)
+    policy_masks(model, policy)  # refuses a policy that does not fit, before any work
     progress = Progress()
     epochs = args.finetune_epochs
 

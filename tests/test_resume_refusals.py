@@ -115,11 +115,16 @@ def test_resume_refuses_weights_that_do_not_fit(fleet, capsys, interrupted):
     assert "does not fit" in err and "c1.weight" in err
 
 
-def test_resume_refuses_a_damaged_checkpoint(capsys, interrupted):
-    latest = (interrupted / "checkpoints" / "latest").read_text().strip()
-    (interrupted / "checkpoints" / latest / "state.pt").write_bytes(b"not a checkpoint")
+def test_resume_refuses_when_no_checkpoint_loads(capsys, interrupted):
+    """Every checkpoint damaged: nothing to continue from, and nothing is thrown away (a
+    resume with one intact checkpoint left falls back to it: tests/test_damaged_runs.py)."""
+    folders = sorted(p for p in (interrupted / "checkpoints").iterdir() if p.is_dir())
+    assert len(folders) >= 2
+    for folder in folders:
+        (folder / "state.pt").write_bytes(b"not a checkpoint")
     err = refuse(capsys, interrupted)
-    assert latest in err
+    assert all(folder.name in err for folder in folders)
+    assert "to start its search over, move" in err
 
 
 def test_resume_refuses_zero_episodes(capsys, interrupted):
