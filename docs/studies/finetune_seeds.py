@@ -1,7 +1,7 @@
 """Fine-tune each kept policy of a bench with several fine-tune seeds, to tell a better
 allocation from a lucky fine-tune.
 
-    python scripts/finetune_seeds.py --target 0.95 runs/bench3-vgg-mini runs/bench4-vgg-mini
+    python docs/studies/finetune_seeds.py --target 0.95 runs/bench3-vgg-mini runs/bench4-vgg-mini
 
 Prints, per run, the test accuracy after the bench's fine-tune for each seed and their mean.
 `--epochs E` fine-tunes for E epochs instead of the run's budget; `--own-seed` uses only the
@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study_tools import finalize_with
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.finalize import finalize_with
-from rlprune.agent.search import load_dense
+from rlprune.service.dense import load_dense
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Measurements behind two defaults (docs/decisions.md): the FC rule's k, and BatchNorm
 recalibration. Run from the repository root after `rlprune pretrain --model vgg-mini`:
 
-    python scripts/measure_defaults.py [--checkpoint runs/pretrained/vgg-mini-mnist5k-seed0.pt]
+    python docs/studies/measure_defaults.py [--weights runs/pretrained/vgg-mini-mnist5k-seed0.pt]
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
+from rlprune.env.config import EnvConfig
 from rlprune.env.fc_rule import choose_fc_rule
-from rlprune.env.pruning_env import EnvConfig, PruningEnv
+from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.data import load_dataset
 from rlprune.models.pretrain import default_weights_path, model_for
 from rlprune.models.train import load_weights
@@ -21,13 +22,15 @@ from rlprune.models.train import load_weights
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="vgg-mini")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--weights", "--checkpoint", default=None)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--episodes", type=int, default=12)
+    # the table in docs/decisions.md was measured with the accuracy reward (the default then)
+    parser.add_argument("--reward", default="acc", choices=("acc", "loss"))
     args = parser.parse_args()
     data = load_dataset("mnist5k")
     model = model_for(args.model, data)
-    load_weights(model, args.checkpoint or default_weights_path(args.model, "mnist5k"))
+    load_weights(model, args.weights or default_weights_path(args.model, "mnist5k"))
     shape = (1, 28, 28)
 
     env = PruningEnv(model, data.val, shape, EnvConfig(target=args.target, fc_k=3.0,
@@ -42,13 +45,14 @@ def main() -> None:
         print(f"| {t['k']:g} | {100 * t['pruned'] / total:.2f}% | "
               f"{100 * t['proxy_accuracy']:.1f}% | {100 * t['accuracy_drop']:.1f} |")
 
-    print(f"\n{args.model}: reward of {args.episodes} uniform-random policies at target "
-          f"{args.target:g} (FC rule auto), by BatchNorm recalibration batches (128 images)")
+    print(f"\n{args.model}: {args.reward} reward of {args.episodes} uniform-random policies at "
+          f"target {args.target:g} (FC rule auto), by BatchNorm recalibration batches (128 images)")
     print("| batches | mean reward | min | max | seconds per episode |")
     print("|---:|---:|---:|---:|---:|")
     for batches in (0, 1, 2, 4):
         env = PruningEnv(model, data.val, shape,
-                         EnvConfig(target=args.target, bn_recalibration_batches=batches),
+                         EnvConfig(target=args.target, bn_recalibration_batches=batches,
+                                   reward=args.reward),
                          calibration=data.train)
         rng, rewards = np.random.default_rng(0), []
         start = time.perf_counter()

@@ -3,7 +3,7 @@ best distinct allocations and the four baselines several ways (val accuracy and 
 accuracy, test before fine-tuning, val after one epoch of fine-tuning) and print the rank
 correlations with the fine-tuned test accuracy.
 
-    python scripts/rank_candidates.py runs/exp-rank-lenet5-s1 model=lenet5 fc_rule=agent \
+    python docs/studies/rank_candidates.py runs/exp-rank-lenet5-s1 model=lenet5 fc_rule=agent \
         target=0.95 seed=1 action_mapping=feasible
 
 Any SearchConfig field can be set as key=value. Candidates: the 12 best distinct allocations
@@ -18,22 +18,22 @@ import sys
 from pathlib import Path
 
 from scipy.stats import spearmanr
+from study_tools import baseline_env, baseline_sparsities, finalize_with
 
-from rlprune.agent.config import SearchConfig
-from rlprune.agent.finalize import finalize_with
-from rlprune.agent.policy import build_policy
-from rlprune.agent.search import Search, load_dense
+from rlprune.agent.config import RENAMED, SearchConfig
+from rlprune.agent.search import Search
 from rlprune.env.evaluate import ProxyEvaluator
 from rlprune.env.layers import nonzero_costs
+from rlprune.env.policy import build_policy
 from rlprune.models.registry import arch_fingerprint
-from rlprune.service.baseline import baseline_env, baseline_sparsities
-from rlprune.service.jobs import Job
+from rlprune.service.dense import load_dense
 
 
 def parse(pairs: list[str]) -> SearchConfig:
-    config = SearchConfig(checkpoint_every=10_000)
+    config = SearchConfig(checkpoint_every=10_000, device="cpu")  # the studies ran on the CPU
     types = {f.name: f.type for f in dataclasses.fields(SearchConfig)}
     for key, value in (p.split("=", 1) for p in pairs):
+        key = RENAMED.get(key, key)  # checkpoint= is weights=
         kind = types[key]
         setattr(config, key, value.lower() == "true" if kind == "bool" else
                 float(value) if kind == "float" else int(value) if kind == "int" else value)
@@ -53,13 +53,14 @@ def candidate_policy(config: SearchConfig, dense, env, name: str,
 def main(out: str, pairs: list[str]) -> None:
     config = parse(pairs)
     dense = load_dense(config)
-    search = Search(config, dense, progress=False)
+    search = Search(config, dense)
     played = []
     record = search._on_episode_end
     search._on_episode_end = lambda r, info: (played.append((r, len(played) + 1,
                                                              info["sparsities"])),
                                               record(r, info))
-    search.run(Job.create(Path(out), Path(out).name))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    search.run()  # in memory: no run folder, no checkpoints
     seen, candidates = set(), []
     for reward, episode, sparsities in sorted(played, key=lambda p: (-p[0], p[1])):
         key = tuple(round(v, 4) for v in sparsities.values())

@@ -4,7 +4,8 @@ The search reports the proxy (val) accuracy its best episode scored. Scoring the
 allocation again, with 5 other single calibration batches and with 8 batches, shows how much
 of that score was the batch: a search keeps the maximum of hundreds of noisy scores.
 
-    python scripts/reevaluate_policies.py runs/bench2-vgg-mini [--targets 0.9 0.95] [--methods ddpg]
+    python docs/studies/reevaluate_policies.py runs/bench2-vgg-mini \
+        [--targets 0.9 0.95] [--methods ddpg]
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.policy import policy_masks
-from rlprune.agent.search import load_dense
 from rlprune.env.evaluate import recalibrate_bn
 from rlprune.env.masks import apply_masks
+from rlprune.env.policy import policy_masks
 from rlprune.models.train import evaluate
+from rlprune.service.dense import load_dense
 
 
 def main() -> None:

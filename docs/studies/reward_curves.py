@@ -1,7 +1,7 @@
 """How each search of a bench went, from its TensorBoard events: the best warm-up reward, the
 mean reward per 50 episodes after warm-up, and the episode the search kept.
 
-    python scripts/reward_curves.py runs/bench4-lenet5-agent
+    python docs/studies/reward_curves.py runs/bench4-lenet5-agent
 
 A learning actor's post-warm-up means climb towards its best; a collapsed one sits far below
 its own warm-up (e.g. 0.51 on LeNet-5 with absolute actions, where warm-up reached 0.95).

@@ -7,11 +7,11 @@ train images, then fine-tuned (the job's budget) with two fine-tune seeds; the p
 correlations are with the mean fine-tuned test accuracy, over all candidates and over those
 whose val accuracy is within `top=POINTS` of the best (where a search's choice is made).
 
-    python scripts/reward_signals.py out=runs/signals-lenet5-0.95.json model=lenet5 \
+    python docs/studies/reward_signals.py out=runs/signals-lenet5-0.95.json model=lenet5 \
         fc_rule=agent target=0.95 random=40 top=3
 
 Any SearchConfig field can be set as key=value (as in rank_candidates.py).
-`python scripts/reward_signals.py rescore=STUDY.json [top=3]` prints a saved study's table.
+`python docs/studies/reward_signals.py rescore=STUDY.json [top=3]` prints a saved study's table.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from rank_candidates import candidate_policy, parse
 from scipy.stats import spearmanr
+from study_tools import baseline_env, baseline_sparsities, finalize_with
 
-from rlprune.agent.finalize import finalize_with
-from rlprune.agent.search import load_dense
 from rlprune.env.evaluate import ProxyEvaluator
-from rlprune.models.data import Split
-from rlprune.service.baseline import baseline_env, baseline_sparsities
+from rlprune.models.splits import Split
+from rlprune.service.dense import load_dense
 
 SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}

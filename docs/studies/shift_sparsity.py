@@ -1,6 +1,6 @@
 """Move pruned weights from one layer to another in kept policies, then fine-tune again.
 
-    python scripts/shift_sparsity.py \
+    python docs/studies/shift_sparsity.py \
         "runs/bench4-vgg-mini/runs/ddpg-0.95-*,runs/bench5-vgg-mini-0.95/runs/ddpg-0.95-*" \
         --layer features.17 --sparsity 0.93 --compensate features.10
 
@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from study_tools import finalize_with
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.finalize import finalize_with
-from rlprune.agent.search import load_dense
+from rlprune.service.dense import load_dense
 
 
 def shifted(policy: dict, layer: str, sparsity: float, compensate: str) -> dict:

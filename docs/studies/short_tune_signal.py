@@ -8,7 +8,7 @@ on the val split. Prints the Spearman correlation of each score with the mean fi
 accuracy, over all candidates and over the near-best ones (val accuracy before tuning within
 `top` points of the best), and the time of one scoring relative to one proxy evaluation.
 
-    python scripts/short_tune_signal.py docs/bench/signals/signals-lenet5-agent-0.95.json \
+    python docs/studies/short_tune_signal.py docs/studies/signals/signals-lenet5-agent-0.95.json \
         out=runs/short-tune-lenet5-0.95.json steps=0,5,20,28 top=3
 """
 
@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from rank_candidates import candidate_policy
 from reward_signals import correlations
+from study_tools import baseline_env
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.policy import policy_masks
-from rlprune.agent.search import load_dense
 from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
 from rlprune.env.masks import apply_masks, hold_masks
-from rlprune.models.data import Split
+from rlprune.env.policy import policy_masks
+from rlprune.models.splits import Split
 from rlprune.models.train import TrainConfig, train
-from rlprune.service.baseline import baseline_env
+from rlprune.service.dense import load_dense
 
 
 def short_tuned(dense_model, policy: dict, data, steps: int, lr: float, seed: int = 0):
@@ -53,7 +53,7 @@ def main(source: str, pairs: list[str]) -> None:
     steps_list = [int(s) for s in opts.get("steps", "0,5,20,28").split(",")]
     top = float(opts.get("top", 3))
     study = json.loads(open(source).read())
-    config = SearchConfig(**study["config"])
+    config = SearchConfig.from_json(study["config"])  # maps the old `checkpoint` to `weights`
     torch.manual_seed(0)
     dense = load_dense(config)
     env = baseline_env(config, dense)

@@ -2,7 +2,7 @@
 SB3's DDPG update (8 gradient steps at batch 64) for AMC's 300-300 networks and our 128-128
 default, under a few torch settings, and one exploration draw.
 
-    python scripts/time_search_parts.py
+    python docs/studies/time_search_parts.py
 """
 
 from __future__ import annotations
