@@ -85,6 +85,9 @@ class Data:
             raise UserError(f"{self.name}: the splits hold images of different shapes "
                             f"({', '.join(map(str, sorted(shapes)))})")
         classes = 1 + max(int(s.y.max()) for s in (self.train, self.val, self.test))
+        if classes < 2:
+            raise UserError(f"{self.name}: every label is 0; a classifier needs at least two "
+                            "classes")
         if self.spec is None:
             c, h, w = shapes.pop()
             self.spec = DataSpec(c, h, w, classes)
@@ -105,6 +108,9 @@ def spec_of(name: str) -> DataSpec:
     if name.startswith("imagefolder:"):
         root = _folder(name)
         classes = [d for d in root.iterdir() if d.is_dir()]
+        if len(classes) < 2:
+            raise UserError(f"dataset {name!r}: {root} holds {len(classes)} class sub-folders; "
+                            "a classifier needs at least two (one folder of images per class)")
         return DataSpec(3, 32, 32, len(classes))
     if ":" in name:
         return load_dataset(name).spec

@@ -111,6 +111,8 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict) -> None:
 def read_weights(path: str | Path) -> dict:
     """The weights file's {"meta", "state_dict"}; refuses files that hold no state_dict."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weights file {path} is a folder; give the .pt file")
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
     try:

@@ -145,21 +145,37 @@ def merge_files(parts: list[str], out: Path) -> dict:
     variants of the search side by side (bench.md then gives their seed-by-seed difference)."""
     reports = []
     for part in parts:
-        name, _, rename = part.partition(":")
+        name, colon, rename = part.partition(":")
+        old, sep, new = rename.partition("=")
+        if colon and not (sep and old and new):
+            raise UserError(f"{part}: write a renamed part as PATH:OLD=NEW")
         try:
-            report = json.loads(Path(name).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            report = _checked_report(json.loads(Path(name).read_text()))
+            if rename:
+                report = {**report, "results": [{**row, "method": new}
+                                                for row in report["results"]
+                                                if row["method"] == old]}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{name}: not a readable bench.json ({type(exc).__name__})") from None
-        if rename:
-            old, sep, new = rename.partition("=")
-            if not (sep and old and new):
-                raise UserError(f"{part}: write a renamed part as PATH:OLD=NEW")
-            report = {**report, "results": [{**row, "method": new} for row in report["results"]
-                                            if row["method"] == old]}
         reports.append((part, report))
     merged = merge_reports(reports)
     _write(merged, out)
     return merged
+
+
+ROW_KEYS = ("method", "target", "seed", "test_accuracy", "sparsity")
+
+
+def _checked_report(report: object) -> dict:
+    """A bench.json's content, if it has what merging reads (else ValueError)."""
+    if not isinstance(report, dict) or not isinstance(report.get("results"), list):
+        raise ValueError("no results")
+    if not isinstance(report.get("speed"), dict) or "overhead_ratio" not in report["speed"]:
+        raise ValueError("no speed")
+    if not all(isinstance(row, dict) and all(k in row for k in ROW_KEYS)
+               for row in report["results"]):
+        raise ValueError("a result row lacks " + "/".join(ROW_KEYS))
+    return report
 
 
 def _write(report: dict, out: Path) -> None:

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, choices=("uniform", "global", "lamp", "erk"))
     add_settings(p, BASELINE_SETTINGS)
     p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("bench", help="compare methods over targets and seeds (bench.json, "
                                      "bench.md, bench.png), or merge benches (--merge)")

@@ -168,7 +168,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     config = config_from(args, BASELINE_SETTINGS)
     _require_run_folder(args.run_dir)
     dense = _dense(config)
-    progress = Progress()
+    progress = Progress(quiet=args.quiet)
     runner = JobRunner(config, dense, args.method, callback=progress)  # refuses bad targets
     return _run_job(runner, runner.create(args.run_dir), progress)
 
