@@ -106,16 +106,18 @@ def _validate_names(model: str, dataset: str) -> None:
 
 def _dense(config):
     """The job's dense model: names checked first, then loaded (or pre-trained once)."""
-    from rlprune.service.console import pretrain_progress
+    from rlprune.service.console import PretrainProgress
     from rlprune.service.dense import load_dense
 
     config.validate()  # before any pre-training
+    progress = PretrainProgress(config.model, config.dataset)
     try:
-        return load_dense(config,
-                          on_pretrain_epoch=pretrain_progress(config.model, config.dataset))
+        return load_dense(config, on_pretrain_epoch=progress)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("interrupted while loading or pre-training the dense model "
                                 "(nothing was kept); run the same command again") from None
+    finally:
+        progress.close()
 
 
 def _run_job(runner, job, progress, resume_from=None) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,25 +58,29 @@ class Progress:
         self.episodes = self.epochs = None
 
 
-def pretrain_progress(model: str, dataset: str) -> Callable[[int, float], None]:
-    """An epoch callback that says why, and opens a bar, the first time pre-training reports."""
-    bar = None
+class PretrainProgress:
+    """An epoch callback that says why, and opens a bar, the first time pre-training reports;
+    `close()` when loading ends, however it ends."""
 
-    def on_epoch(epoch: int, loss: float) -> None:
-        nonlocal bar
-        if bar is None:
+    def __init__(self, model: str, dataset: str):
+        self.model, self.dataset = model, dataset
+        self.bar: tqdm | None = None
+
+    def __call__(self, epoch: int, loss: float) -> None:
+        if self.bar is None:
             from rlprune.models.pretrain import default_epochs
 
-            print(f"no cached dense {model} for {dataset}: pre-training it once",
+            print(f"no cached dense {self.model} for {self.dataset}: pre-training it once",
                   file=sys.stderr)
-            bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(model),
-                       file=sys.stderr, leave=False)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        bar.update()
-        if epoch + 1 == bar.total:
-            bar.close()
+            self.bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(self.model),
+                            file=sys.stderr, leave=False)
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+        self.bar.update()
 
-    return on_epoch
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class SignalStop:

@@ -7,12 +7,15 @@ fixture made: the dense weights, policies, a finished and an interrupted run, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import (
     MODEL_MODULE,
     OTHER_MODULE,
@@ -24,6 +27,8 @@ from support import (
     run_main,
     snapshot,
 )
+
+from rlprune.agent.config import SearchConfig
 
 TINY = ("--model", f"{MODEL_MODULE}:make", "--dataset", "digits", "--weights", "{dense}",
         "--quiet")
@@ -299,3 +304,24 @@ def test_a_malformed_policy_is_refused_before_anything_is_written(edit, ctx, cap
             "--out", "o.pt"]
     err = _refused(capsys, workdir, argv, str(path))
     assert "policy" in err
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from([f.name for f in dataclasses.fields(SearchConfig)] + ["bogus"]),
+    st.none() | st.booleans() | st.integers(-5, 500) | st.floats(allow_nan=True)
+    | st.text(max_size=8) | st.lists(st.integers(-2, 300) | st.text(max_size=3), max_size=3),
+    max_size=6))
+def test_any_settings_are_a_valid_config_or_one_user_error(settings_):
+    """What the Python API (keyword arguments) and config.json (from_json) let through is a
+    config that validates; anything else is a UserError, never another exception."""
+    from rlprune.models.errors import UserError
+
+    for make in (lambda: SearchConfig.with_settings(**settings_),
+                 lambda: SearchConfig.from_json(settings_)):
+        try:
+            config = make()
+            config.validate()
+        except UserError:
+            continue
+        assert 0 < config.target < 1 and config.warmup <= config.episodes

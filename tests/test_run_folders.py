@@ -330,3 +330,48 @@ def test_the_old_checkpoint_flag_still_names_the_dense_weights(inprocess, capsys
     code, _, err = _tiny_search(inprocess, capsys, "--episodes", "1")
     assert code == 0, err
     assert read_json(workdir / "r" / "config.json")["weights"] == str(inprocess.dense.resolve())
+
+
+def test_a_new_job_reads_running_while_its_lock_is_held(workdir, jobs):
+    """From the moment its folder exists, before any status is written."""
+    job = Job.create(workdir / "r", "id")
+    jobs.append(job)
+    write_json(job.path / "config.json", {})
+    assert not (job.path / "status.json").exists()
+    assert Job.open(job.path).status()["state"] == "running"
+    job.release()
+    assert Job.open(job.path).status()["state"] == "interrupted"
+
+
+def test_ctrl_c_while_pre_training_says_to_run_the_command_again(tmp_path):
+    """No run folder exists yet while the dense model is pre-trained; the message says what
+    to do, and nothing half-made is left (no weights file, no run)."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rlprune", "search", "--model", "lenet5"],
+                            cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen = bytearray()
+
+    def read() -> None:
+        for chunk in iter(lambda: proc.stderr.read(1), b""):
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while b"epoch" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the pre-training bar has started
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    reader.join(10)
+    last = seen.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert last == ("rlprune: interrupted while loading or pre-training the dense model "
+                    "(nothing was kept); run the same command again")
+    leftovers = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")]
+    assert leftovers in ([], ["runs"], ["runs", "runs/pretrained"]), leftovers
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob(".*tmp*"))
