@@ -158,6 +158,11 @@ class Search:
         except Exception as exc:  # a damaged file can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None
         mine = fingerprint(self.config, self.dense, self.env)
+        unknown = [k for k in mine if k not in theirs]
+        if unknown:
+            raise UserError(f"checkpoint {folder} was written by an earlier rlprune (it records "
+                            f"no {', '.join(unknown)}) and cannot be resumed by this one; start "
+                            "the search again")
         differ = [k for k in mine if theirs.get(k) != mine[k]]
         if differ:
             raise UserError(f"checkpoint {folder} does not match this run's "
