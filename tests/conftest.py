@@ -121,6 +121,14 @@ def tiny_dense():
     return Dense(data, make_tiny(0), weights=None, test_accuracy=1.0)
 
 
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    """The crash/resume scenarios (support.fleet), run once per session."""
+    from support import get_fleet
+
+    return get_fleet(tmp_path_factory)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """tmp_path as the current directory: whatever a command writes shows up there."""

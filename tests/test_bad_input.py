@@ -325,3 +325,46 @@ def test_any_settings_are_a_valid_config_or_one_user_error(settings_):
         except UserError:
             continue
         assert 0 < config.target < 1 and config.warmup <= config.episodes
+
+
+def test_a_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
+    """Files are written to a hidden temporary name and renamed; a failure on the way
+    removes the temporary file and leaves the old file as it was."""
+    from rlprune.models.train import save_weights
+    from rlprune.service.files import write_text_atomic
+
+    target = tmp_path / "status.json"
+    target.write_text("old")
+
+    class Full(OSError):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Full(28, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", fail)
+    with pytest.raises(Full):
+        write_text_atomic(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+    monkeypatch.setattr(torch, "save", fail)
+    with pytest.raises(Full):
+        save_weights(tmp_path / "w.pt", torch.nn.Linear(2, 2), {})
+    assert sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_read_only_run_dir_is_refused(ctx, capsys):
+    """Only where permissions bind (not for root, whom they do not stop: the immutable-folder
+    case above covers root)."""
+    import os
+
+    workdir, paths, _ = ctx
+    if os.geteuid() == 0:
+        pytest.skip("root is not stopped by a read-only mode")
+    (workdir / "ro").mkdir()
+    (workdir / "ro").chmod(0o555)
+    try:
+        argv = [arg.format(**paths) for arg in (*SEARCH, "--run-dir", "ro/run")]
+        _refused(capsys, workdir, argv, "cannot write")
+    finally:
+        (workdir / "ro").chmod(0o755)

@@ -23,7 +23,6 @@ from support import (
     WARMUP,
     assert_one_line_error,
     final_state,
-    get_fleet,
     latest_episode,
     read_json,
     run_main,
@@ -33,11 +32,6 @@ POLICY_KEYS = {"format", "model", "dataset", "arch_fingerprint", "method", "targ
                "fc_rule", "achieved", "accuracy", "search"}
 # all parameters of the tiny net: prunable weights, biases 8+16+16+10, BatchNorm 2*(8+16)
 TINY_PARAMS = TINY_PRUNABLE + 50 + 48
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    return get_fleet(tmp_path_factory)
 
 
 def policy_of(fleet, name: str) -> dict:

@@ -16,14 +16,9 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import copy_run, get_fleet, read_json, run_main, snapshot
+from support import copy_run, read_json, run_main, snapshot
 
 from rlprune.service.checkpoint_store import CheckpointStore
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    return get_fleet(tmp_path_factory)
 
 
 @pytest.fixture

@@ -18,17 +18,11 @@ from support import (
     OTHER_MODULE,
     TINY_LAYERS,
     assert_one_line_error,
-    get_fleet,
     one_torch_thread,
     read_json,
     run_main,
     snapshot,
 )
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    return get_fleet(tmp_path_factory)
 
 
 @pytest.fixture

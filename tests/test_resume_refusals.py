@@ -14,18 +14,12 @@ from support import (
     OTHER_MODULE,
     assert_one_line_error,
     copy_run,
-    get_fleet,
     read_json,
     run_main,
     snapshot,
 )
 
 from rlprune.service.jobs import Job
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    return get_fleet(tmp_path_factory)
 
 
 @pytest.fixture
