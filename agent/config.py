@@ -13,7 +13,8 @@ from rlprune.env.config import EnvConfig
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import check, setting, typed_fields
 
-SEED_POLICIES = ("uniform", "global", "lamp", "erk")
+SEED_POLICIES = ("uniform", "global", "lamp", "erk")  # the weight-mode baselines
+CHANNEL_SEED_POLICIES = ("uniform", "global-l1", "global-taylor")
 DEVICES = ("auto", "cpu", "cuda")
 # config.json keys of earlier versions, and their names now
 RENAMED = {"checkpoint": "weights"}
@@ -68,10 +69,11 @@ class SearchConfig(EnvConfig):
     baseline_decay: float = setting(
         0.95, "Decay of the moving-average reward baseline subtracted from each episode's "
         "reward.", min=0.0, max=1.0, group="agent")
-    seed_policies: tuple[str, ...] = setting(
-        SEED_POLICIES, "Baselines played as the first warm-up episodes (comma-separated, or "
-        "none), so the search starts from them and its best is at least their best on the "
-        "proxy.", parse=parse_names, metavar="P,P", group="agent")
+    seed_policies: tuple[str, ...] | None = setting(
+        None, "Baselines played as the first warm-up episodes (comma-separated, or none), so "
+        "the search starts from them and its best is at least their best on the proxy; "
+        "default: every baseline of the granularity (weight: uniform,global,lamp,erk; channel: "
+        "uniform,global-l1,global-taylor).", parse=parse_names, metavar="P,P", group="agent")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "
@@ -88,15 +90,24 @@ class SearchConfig(EnvConfig):
         """Refuse any setting out of range, and settings that do not fit together."""
         super().validate()
         check(self)
-        unknown = [p for p in self.seed_policies if p not in SEED_POLICIES]
+        known = self._seed_choices()
+        unknown = [p for p in self.seed_policies_for() if p not in known]
         if unknown:
-            raise SettingError("seed_policies", f"has unknown {', '.join(unknown)}; choose "
-                               f"from {','.join(SEED_POLICIES)} or none")
+            raise SettingError("seed_policies", f"has unknown {', '.join(unknown)} for "
+                               f"granularity {self.granularity}; choose from "
+                               f"{','.join(known)} or none")
         if self.warmup > self.episodes:
             raise SettingError("warmup", f"({self.warmup}) must not be more than the "
                                f"episodes ({self.episodes}); lower it or raise the episodes")
         if not self.hidden or min(self.hidden) < 1:
             raise SettingError("hidden", f"must be positive layer widths, got {self.hidden}")
+
+    def _seed_choices(self) -> tuple[str, ...]:
+        return CHANNEL_SEED_POLICIES if self.granularity == "channel" else SEED_POLICIES
+
+    def seed_policies_for(self) -> tuple[str, ...]:
+        """The seed policies to play: as given, or every baseline of the granularity."""
+        return self._seed_choices() if self.seed_policies is None else self.seed_policies
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -24,6 +24,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
+from rlprune.env.channel_env import ChannelPruningEnv
+from rlprune.env.make import make_env
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.data import data_digest
 from rlprune.models.dense import Dense
@@ -46,13 +48,17 @@ class CheckpointSink(Protocol):
     def save(self, episode: int, write: Callable[[Path], None]) -> Path: ...
 
 
-def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv) -> dict:
+def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPruningEnv
+                ) -> dict:
     """What a checkpoint must match to be resumed: the problem, not the agent's settings."""
     c = config
+    size = "channels" if c.granularity == "channel" else "params"
     return {"model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
             "data": data_digest(dense.data),
-            "layers": [[layer.name, layer.params] for layer in env.agent_layers],
+            "granularity": [c.granularity, c.budget if c.granularity == "channel" else None,
+                            c.criterion if c.granularity == "channel" else None],
+            "layers": [[layer.name, getattr(layer, size)] for layer in env.agent_layers],
             "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
             "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches,
                        c.bn_fixed_batches], "action_mapping": env.action_mapping}
@@ -110,9 +116,10 @@ class Search:
                  should_stop: Callable[[], bool] | None = None):
         self.config, self.dense = config, dense
         self.on_episode, self.should_stop = on_episode, should_stop
-        self.env = PruningEnv(dense.model, dense.data.val, dense.input_shape,
-                              config.env_config(), calibration=dense.data.train,
-                              device=resolve_device(config.device))
+        self.env = make_env(dense.model, dense.data.val, dense.input_shape,
+                            config.env_config(), calibration=dense.data.train,
+                            device=resolve_device(config.device))
+        self.seed_policies = config.seed_policies_for()
         self.state = SearchState()
         self.stopped = False  # True when a stop ended the run before its last episode
         self.saved_at: int | None = None  # episode of the last checkpoint written
@@ -188,12 +195,10 @@ class Search:
         the baseline's count, whichever action mapping the env uses."""
         env = self.env
         demos = []
-        for name in self.config.seed_policies:
-            actions, pruned = [], 0
-            for t, count in enumerate(env.baseline_counts(name)):
-                actions.append(env.action_for(t, pruned, count))
-                pruned += count
-            demos.append(np.array(actions))
+        for name in self.seed_policies:
+            counts = env.baseline_counts(name)
+            demos.append(np.array([env.action_for(t, counts[:t], count)
+                                   for t, count in enumerate(counts)]))
         return demos
 
     # -- the loop ----------------------------------------------------------------------

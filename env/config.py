@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import check, setting
 
+GRANULARITIES = ("weight", "channel")
+BUDGETS = ("flops", "params")
+CRITERIA = ("l1", "taylor", "similarity")
 FC_RULES = ("3sigma", "agent", "none")
 REWARDS = ("loss", "acc", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
@@ -36,9 +39,21 @@ def parse_target(text: str) -> float:
 
 @dataclass
 class EnvConfig:
+    granularity: str = setting(
+        "weight", "`weight`: per-layer weight sparsity (masks; the file and the speed stay "
+        "dense); `channel`: whole channels removed from every channel group (Torch-Pruning's "
+        "dependency graph), so the network really shrinks.", choices=GRANULARITIES)
     target: float = setting(
-        0.9, "Global sparsity in (0, 1): the fraction of prunable weights (the weights of "
-        "Conv2d and Linear layers) removed.", parse=parse_target)
+        0.9, "In (0, 1). Weight mode: the fraction of prunable weights (the weights of Conv2d "
+        "and Linear layers) removed; channel mode: the fraction of the --budget (FLOPs or "
+        "params) removed.", parse=parse_target)
+    budget: str = setting(
+        "flops", "Channel mode: what the target removes a fraction of, fvcore's FLOPs or "
+        "the parameters.", choices=BUDGETS)
+    criterion: str = setting(
+        "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
+        "`taylor` (|activation x gradient| on a few train batches), `similarity` (a map "
+        "that duplicates a more important channel's goes first).", choices=CRITERIA)
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
         "layers only (the reference paper's setting).", choices=SCOPES)

@@ -1,6 +1,9 @@
-"""Proxy accuracy: the val split held as tensors on the device, scored in large batches."""
+"""Proxy accuracy: the val split held as tensors on the device, scored in large batches; and
+the episode's reward from it (shared by the weight and the channel environment)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -55,3 +58,34 @@ def recalibrate_bn(model: nn.Module, data: Split, batches: int, batch_size: int,
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
     model.eval()
+
+
+def bn_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BatchNorm's running statistics (to put back after a recalibration)."""
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if "running_" in k or "num_batches_tracked" in k}
+
+
+def proxy_score(model: nn.Module, evaluator: ProxyEvaluator, calibration: Split | None, *,
+                batches: int, batch_size: int, rng: np.random.Generator,
+                dense_statistics: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Val accuracy and cross-entropy of `model` as it is now masked: BatchNorm statistics
+    re-estimated first on `batches` train batches drawn with `rng` (if any), then put back to
+    `dense_statistics`."""
+    recalibrate = batches and calibration is not None
+    if recalibrate:
+        recalibrate_bn(model, calibration, batches, batch_size, rng)
+    score = evaluator.score(model)
+    if recalibrate:
+        model.load_state_dict(dense_statistics, strict=False)
+    return score
+
+
+def reward_of(kind: str, accuracy: float, loss: float, cost: float) -> float:
+    """`loss`: minus the cross-entropy; `acc`: the accuracy; `-err*log(...)`: AMC's
+    -(1 - acc)·log(cost), with `cost` the pruned network's FLOPs or params."""
+    if kind == "acc":
+        return accuracy
+    if kind == "loss":
+        return -loss
+    return -(1.0 - accuracy) * math.log(max(cost, 2))

@@ -1,4 +1,5 @@
-"""From a policy to a pruned (and, with data, fine-tuned) model: shared by every method."""
+"""From a policy to a pruned (and, with data, fine-tuned) model: shared by every method and
+both granularities (weight masks held through the fine-tune, or channels removed for real)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from rlprune.env.channels import prune_channels
 from rlprune.env.evaluate import recalibrate_bn
 from rlprune.env.masks import apply_masks, hold_masks, make_permanent
-from rlprune.env.policy import policy_masks
+from rlprune.env.policy import granularity_of, policy_masks
 from rlprune.models.data import Data
 from rlprune.models.train import TrainConfig, evaluate, train
 
@@ -23,8 +25,15 @@ class Finalized:
     finetuned_accuracy: float  # test, after fine-tuning with masks held
 
 
-def pruned_copy(dense: nn.Module, policy: dict, device: str = "cpu"):
-    """A copy of `dense` with the policy's masks applied, and the masks."""
+def pruned_copy(dense: nn.Module, policy: dict, device: str = "cpu",
+                input_shape: tuple[int, ...] | None = None):
+    """A copy of `dense` pruned by the policy, and its weight masks ({} for a channel policy,
+    whose channels are removed for real: that needs the `input_shape` to trace the model)."""
+    if granularity_of(policy) == "channel":
+        if input_shape is None:
+            raise ValueError("a channel policy needs the input shape")
+        removed = {g["name"]: g["removed"] for g in policy["groups"]}
+        return prune_channels(dense, input_shape, removed).to(device), {}
     model = copy.deepcopy(dense).to(device)
     masks = policy_masks(model, policy)
     apply_masks(model, masks)
@@ -36,8 +45,9 @@ def prune_and_finetune(dense: nn.Module, policy: dict, data: Data, *, epochs: in
                        bn_batch_size: int = 128, device: str = "cpu",
                        on_epoch=None) -> Finalized:
     """Apply `policy` to a copy of `dense` (BatchNorm statistics re-estimated on `bn_batches`
-    train batches, as during the search), score it on test, fine-tune with masks held."""
-    model, masks = pruned_copy(dense, policy, device)
+    train batches, as during the search), score it on test, fine-tune (weight masks held; a
+    channel-pruned network is simply smaller)."""
+    model, masks = pruned_copy(dense, policy, device, data.input_shape)
     recalibrate_bn(model, data.train, bn_batches, bn_batch_size, np.random.default_rng(seed))
     proxy = evaluate(model, data.val)
     pruned = evaluate(model, data.test)
@@ -47,4 +57,5 @@ def prune_and_finetune(dense: nn.Module, policy: dict, data: Data, *, epochs: in
         train(model, data.train, TrainConfig(epochs=epochs, lr=lr, seed=seed), on_epoch)
         make_permanent(model)
         finetuned = evaluate(model, data.test)
+    model.eval()
     return Finalized(model, proxy, pruned, finetuned)

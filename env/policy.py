@@ -15,7 +15,8 @@ from rlprune.env.layers import Network
 from rlprune.env.masks import count_for, magnitude_mask, mean_distance_mask
 from rlprune.models.errors import UserError
 
-POLICY_FORMAT = "rlprune.policy/1"
+POLICY_FORMAT = "rlprune.policy/2"
+READABLE = ("rlprune.policy/1", POLICY_FORMAT)  # /1: weight policies before `granularity`
 OWNERS = ("agent", "fc-rule", "none")
 
 
@@ -28,7 +29,7 @@ def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, tar
               for layer in net.layers]
     pruned = sum(count_for(layer["params"], layer["sparsity"]) for layer in layers)
     return {
-        "format": POLICY_FORMAT,
+        "format": POLICY_FORMAT, "granularity": "weight",
         "model": model, "dataset": dataset, "arch_fingerprint": fingerprint,
         "method": method,
         "target": {"sparsity": target, "scope": scope},
@@ -44,6 +45,46 @@ def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, tar
     }
 
 
+def build_channel_policy(*, model: str, dataset: str, fingerprint: str, method: str,
+                         target: float, budget: str, criterion: str, groups: list,
+                         removed: dict[str, list[int]], achieved: float, costs: dict,
+                         accuracy: dict, search: dict | None = None) -> dict:
+    """A channel policy: per group (named by its root layer) the root channels removed."""
+    entries = [{"name": g.name, "kind": g.kind, "channels": g.channels,
+                "removed": removed.get(g.name, []),
+                "sparsity": len(removed.get(g.name, [])) / g.channels, "layers": g.layers}
+               for g in groups]
+    return {
+        "format": POLICY_FORMAT, "granularity": "channel", "budget": budget,
+        "criterion": criterion,
+        "model": model, "dataset": dataset, "arch_fingerprint": fingerprint,
+        "method": method,
+        "target": {"sparsity": target, "budget": budget},
+        "groups": entries,
+        "achieved": {"sparsity": achieved, "budget": budget,
+                     "params_dense": costs["params"]["dense"],
+                     "params_nonzero": costs["params"]["nonzero"],
+                     "flops_dense": costs["flops"]["dense"],
+                     "flops_nonzero": costs["flops"]["nonzero"]},
+        "accuracy": accuracy,
+        "search": search,
+    }
+
+
+def granularity_of(policy: dict) -> str:
+    return policy.get("granularity", "weight")
+
+
+def entries(policy: dict) -> list[dict]:
+    """The policy's steps as {name, kind, owner, size, sparsity}: a weight policy's layers
+    (size: weights) or a channel policy's groups (size: channels)."""
+    if granularity_of(policy) == "channel":
+        return [{"name": g["name"], "kind": g["kind"], "owner": "agent",
+                 "size": g["channels"], "sparsity": g["sparsity"]} for g in policy["groups"]]
+    return [{"name": la["name"], "kind": la.get("kind", "?"), "owner": la["owner"],
+             "size": la["params"], "sparsity": la["sparsity"]} for la in policy["layers"]]
+
+
 def _number(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
@@ -55,14 +96,19 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
     def bad(what: str) -> UserError:
         return UserError(f"{source}: {what}")
 
-    if not isinstance(policy, dict) or policy.get("format") != POLICY_FORMAT:
-        raise bad(f"not an {POLICY_FORMAT} policy (no \"format\": \"{POLICY_FORMAT}\")")
+    if not isinstance(policy, dict) or policy.get("format") not in READABLE:
+        raise bad(f"not an rlprune policy (no \"format\": \"{POLICY_FORMAT}\")")
+    if policy.get("granularity", "weight") not in ("weight", "channel"):
+        raise bad(f"\"granularity\" must be weight or channel, got "
+                  f"{policy.get('granularity')!r}")
     for key in ("model", "dataset", "method"):
         if not isinstance(policy.get(key), str) or not policy[key]:
             raise bad(f"\"{key}\" must be a non-empty string, got {policy.get(key)!r}")
     target = policy.get("target")
     if not isinstance(target, dict) or not _number(target.get("sparsity")):
         raise bad("\"target\" must be {\"sparsity\": number, \"scope\": ...}")
+    if policy.get("granularity") == "channel":
+        return _validate_groups(policy, bad)
     layers = policy.get("layers")
     if not isinstance(layers, list) or not layers:
         raise bad("\"layers\" must be a non-empty list of layer entries")
@@ -87,6 +133,29 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
         if layer.get("owner") not in OWNERS:
             raise bad(f"layer {name}: \"owner\" must be one of {', '.join(OWNERS)}, "
                       f"got {layer.get('owner')!r}")
+    return policy
+
+
+def _validate_groups(policy: dict, bad) -> dict:
+    groups = policy.get("groups")
+    if not isinstance(groups, list) or not groups:
+        raise bad("\"groups\" must be a non-empty list of channel groups")
+    seen = set()
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("name"), str):
+            raise bad(f"group entry {i} is not a mapping with a name")
+        name, n, removed = group["name"], group.get("channels"), group.get("removed")
+        if name in seen:
+            raise bad(f"group {name} appears twice")
+        seen.add(name)
+        if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
+            raise bad(f"group {name}: \"channels\" must be a positive whole number, got {n!r}")
+        if (not isinstance(removed, list) or not all(
+                isinstance(r, Integral) and not isinstance(r, bool) and 0 <= r < n
+                for r in removed) or len(set(removed)) != len(removed)):
+            raise bad(f"group {name}: \"removed\" must list distinct channels in [0, {n})")
+        if len(removed) >= n:
+            raise bad(f"group {name}: removes all {n} channels; a group keeps at least one")
     return policy
 
 

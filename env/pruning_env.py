@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -14,7 +13,7 @@ from torch import nn
 from rlprune.env.baselines import METHODS as BASELINES
 from rlprune.env.budget import Budget
 from rlprune.env.config import S_MAX_FLOOR, EnvConfig
-from rlprune.env.evaluate import ProxyEvaluator, recalibrate_bn
+from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
 from rlprune.env.fc_rule import choose_fc_rule
 from rlprune.env.layers import Layer, Network, describe, nonzero_costs
 from rlprune.env.masks import MagnitudePruner, apply_masks
@@ -137,8 +136,7 @@ class PruningEnv(gym.Env):
         if config.fc_during_search:
             apply_masks(self.model, self.fc.masks)
         self.pruner = MagnitudePruner([layer.module.weight for layer in self.agent_layers])
-        self._bn_state = {k: v.clone() for k, v in self.model.state_dict().items()
-                          if "running_" in k or "num_batches_tracked" in k}
+        self._bn_state = bn_statistics(self.model)
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -201,10 +199,11 @@ class PruningEnv(gym.Env):
         requested = self.action_to_sparsity(action)
         return self.budget.clamp(t, self._pruned, requested), requested
 
-    def action_for(self, t: int, pruned: int, count: int) -> float:
-        """The action that makes layer t prune `count` weights after `pruned` (inverse map)."""
+    def action_for(self, t: int, counts_before: list[int], count: int) -> float:
+        """The action that makes layer t prune `count` weights after the earlier layers pruned
+        `counts_before` (the inverse of the action mapping)."""
         if self.action_mapping == "feasible":
-            lo, hi = self.budget.bounds(t, pruned)
+            lo, hi = self.budget.bounds(t, sum(counts_before))
             return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
         span = self.s_max - self.config.s_min
         sparsity = count / self.budget.sizes[t]
@@ -252,16 +251,12 @@ class PruningEnv(gym.Env):
     def proxy_score(self) -> tuple[float, float]:
         """Val accuracy and cross-entropy of the working model as it is now masked (BatchNorm
         statistics re-estimated first if configured, then put back to the dense ones)."""
-        recalibrate = self.config.bn_recalibration_batches and self.calibration is not None
-        if recalibrate:
-            rng = (np.random.default_rng(CALIBRATION_SEED) if self.config.bn_fixed_batches
-                   else self.np_random)
-            recalibrate_bn(self.model, self.calibration, self.config.bn_recalibration_batches,
-                           self.config.bn_batch_size, rng)
-        score = self.evaluator.score(self.model)
-        if recalibrate:
-            self.model.load_state_dict(self._bn_state, strict=False)
-        return score
+        c = self.config
+        rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
+               else self.np_random)
+        return proxy_score(self.model, self.evaluator, self.calibration,
+                           batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
+                           rng=rng, dense_statistics=self._bn_state)
 
     def _finish(self, info: dict[str, Any]) -> float:
         acc, loss = self.proxy_score()
@@ -270,13 +265,8 @@ class PruningEnv(gym.Env):
         pruned = self.budget.fixed + self._pruned
         info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc, proxy_loss=loss,
                     achieved_sparsity=pruned / self.budget.total, **costs)
-        if self.config.reward == "acc":
-            reward = acc
-        elif self.config.reward == "loss":
-            reward = -loss
-        else:
-            key = "flops" if "flops" in self.config.reward else "params"
-            reward = -(1.0 - acc) * math.log(max(costs[key]["nonzero"], 2))
+        key = "flops" if "flops" in self.config.reward else "params"
+        reward = reward_of(self.config.reward, acc, loss, costs[key]["nonzero"])
         info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
         return reward
 

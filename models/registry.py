@@ -111,7 +111,10 @@ def vgg16(num_classes: int = 10, in_channels: int = 3, image_size: Size = 32,
 
 
 class _BasicBlock(nn.Module):
-    """CIFAR ResNet block with the parameter-free "option A" shortcut (He et al. 2016)."""
+    """CIFAR ResNet block (He et al. 2016) with the "option B" shortcut: identity, or a 1x1
+    convolution + BatchNorm where the shape changes. Option A's zero-padded shortcut ties
+    channels to fixed positions that channel pruning cannot follow; option B's projection
+    is an ordinary layer the dependency graph prunes like any other."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -119,15 +122,15 @@ class _BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.stride, self.pad = stride, cout - cin
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
-        if self.pad:
-            short = nn.functional.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return torch.relu(out + short)
+        return torch.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):

@@ -18,6 +18,7 @@ from rlprune.models.registry import arch_fingerprint
 from rlprune.models.splits import Split
 
 WEIGHTS_FORMAT = "rlprune.weights/1"
+PROGRAM_FORMAT = "rlprune.program/1"  # a channel-pruned network, as a torch.export program
 
 
 @dataclass
@@ -151,3 +152,39 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device cuda asked for, but torch sees no CUDA device; use --device cpu")
     return name
+
+
+def save_program(path: str | Path, model: nn.Module, input_shape: tuple[int, ...],
+                 meta: dict) -> None:
+    """The model as a `torch.export` program (any batch size) with `meta` inside: it loads
+    with plain torch, `torch.export.load(path).module()`, no rlprune needed. Written to a
+    temporary name and renamed."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    example = torch.zeros(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    meta = {"format": PROGRAM_FORMAT, "arch_fingerprint": arch_fingerprint(model), **meta}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:  # a file object: torch.export takes any name then
+            torch.export.save(program, fh, extra_files={"rlprune.json": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_program(path: str | Path) -> tuple[nn.Module, dict]:
+    """A `save_program` file: the runnable module and its metadata."""
+    import json
+
+    extra = {"rlprune.json": ""}
+    try:
+        with open(path, "rb") as fh:
+            program = torch.export.load(fh, extra_files=extra)
+    except Exception as exc:  # a foreign or damaged file can fail in many ways
+        raise UserError(f"{path} is not a saved program ({type(exc).__name__})") from None
+    return program.module(), json.loads(extra["rlprune.json"] or "{}")

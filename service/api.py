@@ -21,7 +21,7 @@ from torch import nn
 
 from rlprune.agent.config import SearchConfig
 from rlprune.env.finalize import prune_and_finetune, pruned_copy
-from rlprune.env.policy import validate_policy
+from rlprune.env.policy import granularity_of, validate_policy
 from rlprune.models.data import Data
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
@@ -105,11 +105,14 @@ def resume(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
 
 def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None,
           finetune_epochs: int = 0, *, seed: int = 0, lr: float = 0.01,
+          input_shape: tuple[int, int, int] | None = None,
           on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
-    """A pruned copy of `model` with `policy`'s per-layer sparsities (a policy dict, a policy
-    file, or a `Result`). With `data`, BatchNorm statistics are re-estimated on its train split
-    (as the search scored them) and the copy is fine-tuned `finetune_epochs` with its masks
-    held; `model` itself is left as it is."""
+    """A pruned copy of `model` by `policy` (a policy dict, a policy file, or a `Result`):
+    weight policies mask each layer to its sparsity, channel policies remove the recorded
+    channels for real (they need `data` or the `input_shape` (C, H, W) to trace the model).
+    With `data`, BatchNorm statistics are re-estimated on its train split (as the search
+    scored them) and the copy is fine-tuned `finetune_epochs` (weight masks held); `model`
+    itself is left as it is."""
     if isinstance(policy, Result):
         policy = policy.policy
     if isinstance(policy, str | Path):
@@ -118,7 +121,9 @@ def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None
     if data is None:
         if finetune_epochs:
             raise UserError("fine-tuning needs data: apply(policy, model, data, epochs)")
-        pruned, _ = pruned_copy(model, policy, _device_of(model))
+        if granularity_of(policy) == "channel" and input_shape is None:
+            raise UserError("a channel policy needs data or input_shape=(C, H, W)")
+        pruned, _ = pruned_copy(model, policy, _device_of(model), input_shape)
         return pruned
     done = prune_and_finetune(model, policy, _data(data), epochs=finetune_epochs, lr=lr,
                               seed=seed, device=_device_of(model), on_epoch=on_epoch)

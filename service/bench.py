@@ -129,7 +129,7 @@ def _report(base: SearchConfig, dense: Dense, results: list[dict], speed: list[d
             interrupted: bool = False) -> dict:
     report = {"model": base.model, "dataset": base.dataset, "dense_test_accuracy":
               dense.test_accuracy, "episodes": base.episodes, "warmup": base.warmup,
-              "seed_policies": list(base.seed_policies), "hidden": list(base.hidden),
+              "seed_policies": list(base.seed_policies_for()), "hidden": list(base.hidden),
               "action_mapping": base.action_mapping, "reward": base.reward, "fc_k": base.fc_k,
               "finetune_epochs": base.finetune_epochs, "results": results,
               "speed": _speed(speed)}

@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
                                         "rule and fine-tune as search)")
-    p.add_argument("--method", required=True, choices=("uniform", "global", "lamp", "erk"))
+    p.add_argument("--method", required=True,
+                   choices=("uniform", "global", "lamp", "erk", "global-l1", "global-taylor",
+                            "random"),
+                   help="weight mode: uniform, global, lamp, erk; channel mode: uniform, "
+                        "global-l1, global-taylor; both: random (random search with the "
+                        "search's episodes and seed allocations)")
     add_settings(p, BASELINE_SETTINGS)
     p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

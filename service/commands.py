@@ -152,14 +152,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     runner = JobRunner(config, dense, callback=progress)
     job = runner.create(args.run_dir)
     env = runner.env
-    k = env.fc.k
-    fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
-          "FC layers by the agent" if config.fc_rule == "agent" else "FC layers dense")
-    print(f"run {job.path}: {config.model} on {config.dataset}, target {config.target:g} "
-          f"({config.scope}), {len(env.agent_layers)} agent layers, {fc}, "
-          f"{env.action_mapping} actions (layer sparsity up to {env.s_max:.4g}), "
-          f"reward {config.reward}, dense test accuracy "
-          f"{100 * dense.test_accuracy:.2f}%", file=sys.stderr)
+    if config.granularity == "channel":
+        what = (f"target {config.target:g} of the {config.budget}, {len(env.agent_layers)} "
+                f"channel groups (criterion {config.criterion}), {env.action_mapping} actions "
+                f"(a group loses up to {env.s_max:.4g} of its channels)")
+    else:
+        k = env.fc.k
+        fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
+              "FC layers by the agent" if config.fc_rule == "agent" else "FC layers dense")
+        what = (f"target {config.target:g} ({config.scope}), {len(env.agent_layers)} agent "
+                f"layers, {fc}, {env.action_mapping} actions (layer sparsity up to "
+                f"{env.s_max:.4g})")
+    print(f"run {job.path}: {config.model} on {config.dataset}, {what}, reward "
+          f"{config.reward}, dense test accuracy {100 * dense.test_accuracy:.2f}%",
+          file=sys.stderr)
     return _run_job(runner, job, progress)
 
 

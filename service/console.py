@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.files import read_json
 from rlprune.service.jobs import Job
 
 if TYPE_CHECKING:
@@ -133,7 +134,9 @@ def print_result(policy: dict, run: Path, method: str) -> None:
     from rlprune.service.report import result_rows
 
     print(f"\nrun {run}" if method == "ddpg" else f"run {run} ({method})")
-    for key, value in result_rows(policy):
+    deploy = run / "deployment.json"
+    measured = read_json(deploy) if deploy.is_file() else None
+    for key, value in result_rows(policy, measured):
         print(f"  {key:<40}{value}")
     files = f"  policy {run / 'policy.json'}, report {run / 'report.md'}"
     if method == "ddpg":

@@ -12,6 +12,7 @@ search at the next episode boundary (resumable); nothing here prints or handles 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,26 +20,30 @@ from pathlib import Path
 
 from torch import nn
 
-from rlprune.agent.config import SEED_POLICIES, SearchConfig
+from rlprune.agent.config import CHANNEL_SEED_POLICIES, SEED_POLICIES, SearchConfig
 from rlprune.agent.search import DamagedCheckpoint, Search
 from rlprune.env.finalize import Finalized, prune_and_finetune
-from rlprune.env.layers import describe, nonzero_costs
-from rlprune.env.masks import sigma_mask
-from rlprune.env.policy import build_policy
+from rlprune.env.make import make_env
+from rlprune.env.policy import entries
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
-from rlprune.models.registry import arch_fingerprint
-from rlprune.models.train import resolve_device, save_weights
+from rlprune.models.train import resolve_device, save_program, save_weights
 from rlprune.service.checkpoint_store import CheckpointStore
-from rlprune.service.files import save_policy
+from rlprune.service.files import save_policy, write_json
+from rlprune.service.job_policy import job_policy
 from rlprune.service.jobs import DamagedRun, Job, new_job_id
+from rlprune.service.measure import deployment
 from rlprune.service.report import write_report
 
-BASELINES = SEED_POLICIES  # uniform, global, lamp, erk
-METHODS = ("ddpg", *BASELINES, "3sigma-only")
+# what a job may run, per granularity: the search, random search (the same episodes and seed
+# allocations, no learning: the ablation any RL search must beat) and the baselines
+METHODS = {"weight": ("ddpg", "random", *SEED_POLICIES, "3sigma-only"),
+           "channel": ("ddpg", "random", *CHANNEL_SEED_POLICIES)}
+SEARCHES = ("ddpg", "random")
+# every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
 RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
-             "sparsity.png")  # every finished run has these (a search adds rewards.png, ...)
+             "sparsity.png", "deployment.json")
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,10 @@ class JobRunner:
     def __init__(self, config: SearchConfig, dense: Dense, method: str = "ddpg", *,
                  callback: Callback | None = None,
                  should_stop: Callable[[], bool] | None = None):
-        if method not in METHODS:
-            raise UserError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        methods = METHODS[config.granularity]
+        if method not in methods:
+            raise UserError(f"unknown method {method!r} for granularity {config.granularity}; "
+                            f"choose from {', '.join(methods)}")
         config.device = resolve_device(config.device)
         config.validate()
         self.config, self.dense, self.method = config, dense, method
@@ -109,14 +116,16 @@ class JobRunner:
         self._stop = False
         self.search: Search | None = None
         self.env: PruningEnv | None = None
-        if method == "ddpg":
-            self.search = Search(config, dense, on_episode=self._on_episode,
+        if method in SEARCHES:
+            searched = config if method == "ddpg" else dataclasses.replace(
+                config, warmup=config.episodes)  # warm-up all the way: never learns
+            self.search = Search(searched, dense, on_episode=self._on_episode,
                                  should_stop=self.stop_requested)
             self.env = self.search.env
         elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget
-            self.env = PruningEnv(dense.model, dense.data.val, dense.input_shape,
-                                  config.env_config(), calibration=dense.data.train,
-                                  device=config.device)
+            self.env = make_env(dense.model, dense.data.val, dense.input_shape,
+                                config.env_config(), calibration=dense.data.train,
+                                device=config.device)
 
     # -- control -----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -225,37 +234,7 @@ class JobRunner:
 
     def _policy(self) -> dict:
         """The allocation as a policy: the search's best episode, or the baseline's rule."""
-        c, dense = self.config, self.dense
-        search_info: dict = {"seed": c.seed}
-        accuracy = {"dense": dense.test_accuracy}
-        fc_rule, fc_k = c.fc_rule, None
-        if self.method == "3sigma-only":
-            net = describe(dense.model, dense.input_shape, "3sigma")
-            for layer in net.layers:
-                layer.owner = "fc-rule"  # every layer by the rule
-            fc_rule, fc_k = "3sigma", 3.0
-            sparsities = {layer.name: 1.0 - float(sigma_mask(layer.module.weight, fc_k)
-                                                  .float().mean()) for layer in net.layers}
-        else:
-            env = self.env
-            net, fc_k = env.net, env.fc.k
-            if self.search is not None:
-                best = self.search.best
-                if best is None:
-                    raise UserError("the search ran no episode; nothing to export")
-                sparsities = best["sparsities"]
-                accuracy["proxy"] = best["proxy_accuracy"]
-                search_info = {"episodes": self.search.state.episode,
-                               "best_episode": best["episode"], "best_reward": best["reward"],
-                               "seed": c.seed, "action_mapping": env.action_mapping,
-                               "s_max": env.s_max}
-            else:
-                sparsities = env.sparsities(env.baseline_counts(self.method))
-        return build_policy(
-            model=c.model, dataset=c.dataset, fingerprint=arch_fingerprint(dense.model),
-            method=self.method, target=c.target, scope="total" if self.method == "3sigma-only"
-            else c.scope, net=net, sparsities=sparsities, fc_rule=fc_rule, fc_k=fc_k,
-            costs=nonzero_costs(net, sparsities), accuracy=accuracy, search=search_info)
+        return job_policy(self.method, self.config, self.dense, self.env, self.search)
 
     def _finalize(self, policy: dict) -> Finalized:
         c = self.config
@@ -272,14 +251,21 @@ class JobRunner:
                                   on_epoch=on_epoch)
 
     def _write_outputs(self, policy: dict, model: nn.Module, timings: dict[str, float]) -> None:
-        c, path = self.config, self.job.path
+        c, path, dense = self.config, self.job.path, self.dense
+        meta = {"model": c.model, "dataset": c.dataset,
+                "accuracy": {"test": policy["accuracy"]["finetuned"]},
+                "policy": {e["name"]: e["sparsity"] for e in entries(policy)}}
+        if c.granularity == "channel":  # the slim network, runnable with plain torch
+            save_program(path / "pruned.pt", model, dense.input_shape, meta)
+        else:
+            save_weights(path / "pruned.pt", model, meta)
+        measured = {**deployment(dense.model, model, dense.input_shape),
+                    "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6}
+        write_json(path / "deployment.json", measured)  # measured here: not part of the policy
         save_policy(policy, path / "policy.json")
-        save_weights(path / "pruned.pt", model,
-                     {"model": c.model, "dataset": c.dataset,
-                      "accuracy": {"test": policy["accuracy"]["finetuned"]},
-                      "policy": {layer["name"]: layer["sparsity"] for layer in policy["layers"]}})
         rewards = self.search.state.rewards if self.search is not None else []
-        write_report(path, policy, rewards, c.warmup if self.search is not None else 0, timings)
+        write_report(path, policy, rewards, c.warmup if self.search is not None else 0, timings,
+                     measured)
 
 
 @dataclass
@@ -309,7 +295,7 @@ def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
         raise UserError(f"run {job.path} is already running")
     saved = job.config()
     method = saved.get("method", "ddpg")  # runs made before `method` was recorded: searches
-    if method not in METHODS:
+    if method not in {m for methods in METHODS.values() for m in methods}:
         raise DamagedRun(f"{job.path / 'config.json'}: unknown method {method!r}")
     try:
         config = SearchConfig.from_json(saved)

@@ -10,18 +10,20 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from rlprune.env.policy import entries, granularity_of  # noqa: E402
 from rlprune.service.files import write_text_atomic  # noqa: E402
 
 
 def plot_sparsity(policy: dict, path: Path) -> None:
-    layers = policy["layers"]
+    layers = entries(policy)
     colors = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)), 3.5))
     ax.bar(range(len(layers)), [100 * layer["sparsity"] for layer in layers],
            color=[colors.get(layer["owner"], "tab:green") for layer in layers])
     ax.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60,
                   ha="right", fontsize=7)
-    ax.set_ylabel("sparsity (%)")
+    ax.set_ylabel("channels removed (%)" if granularity_of(policy) == "channel"
+                  else "sparsity (%)")
     ax.set_ylim(0, 100)
     target = ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--",
                         label="target")
@@ -53,35 +55,52 @@ def plot_rewards(rewards: list[float], warmup: int, path: Path) -> None:
     plt.close(fig)
 
 
-def result_rows(policy: dict) -> list[tuple[str, str]]:
+def result_rows(policy: dict, deploy: dict | None = None) -> list[tuple[str, str]]:
+    """The result table; `deploy` (deployment.json) adds size and latency."""
     acc, ach = policy["accuracy"], policy["achieved"]
+    channel = granularity_of(policy) == "channel"
+    left = "pruned" if channel else "non-zero"
 
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.2f}%"
 
-    return [
+    rows = [
         ("test accuracy, dense", pct(acc.get("dense"))),
         ("test accuracy, pruned (no fine-tune)", pct(acc.get("pruned"))),
         ("test accuracy, fine-tuned", pct(acc.get("finetuned"))),
         ("proxy (val) accuracy of the policy", pct(acc.get("proxy"))),
-        ("sparsity of prunable weights", pct(ach["sparsity"])),
-        ("params dense → non-zero", f"{ach['params_dense']:,} → {ach['params_nonzero']:,}"),
-        ("FLOPs dense → non-zero", f"{ach['flops_dense']:,} → {ach['flops_nonzero']:,}"),
+        (f"{ach['budget']} removed" if channel else "sparsity of prunable weights",
+         pct(ach["sparsity"])),
+        (f"params dense → {left}", f"{ach['params_dense']:,} → {ach['params_nonzero']:,}"),
+        (f"FLOPs dense → {left}", f"{ach['flops_dense']:,} → {ach['flops_nonzero']:,}"),
     ]
+    if deploy:
+        size = deploy["size_mb"]
+        rows.append(("size dense → pruned (MB, state_dict)",
+                     f"{size['dense']:.3f} → {size['pruned']:.3f}"))
+        for batch, t in deploy["latency_ms"].items():
+            rows.append((f"CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
+                         f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+    return rows
 
 
 def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
-                 timings: dict[str, float]) -> Path:
+                 timings: dict[str, float], deploy: dict | None = None) -> Path:
     plot_sparsity(policy, run / "sparsity.png")
     if rewards:
         plot_rewards(rewards, warmup, run / "rewards.png")
     lines = [f"# {policy['model']} on {policy['dataset']}: target "
-             f"{policy['target']['sparsity']:g} ({policy['target']['scope']})", "",
+             f"{policy['target']['sparsity']:g} "
+             f"({policy['target'].get('scope') or policy['target'].get('budget')})", "",
              "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in result_rows(policy)]
+    lines += [f"| {k} | {v} |" for k, v in result_rows(policy, deploy)]
     search = policy.get("search") or {}
     fc = policy.get("fc_rule") or {}
-    if fc.get("kind") == "3sigma" and fc.get("k") is not None:
+    channel = granularity_of(policy) == "channel"
+    if channel:
+        fc_text = (f"channels removed by {policy['criterion']} within each group, "
+                   f"{policy['budget']} budget")
+    elif fc.get("kind") == "3sigma" and fc.get("k") is not None:
         fc_text = f"FC layers by the k-sigma rule, k = {fc['k']:g}"
     elif fc.get("kind") == "agent":
         fc_text = "FC layers chosen by the same method"
@@ -93,9 +112,11 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
         found += f", {search['action_mapping']} actions"
     lines += ["", f"Method `{policy['method']}`; {fc_text}; {found} (seed "
               f"{search.get('seed')}).", "",
-              "| layer | kind | owner | params | sparsity |", "|---|---|---|---:|---:|"]
-    lines += [f"| {layer['name']} | {layer['kind']} | {layer['owner']} | {layer['params']:,} | "
-              f"{100 * layer['sparsity']:.1f}% |" for layer in policy["layers"]]
+              f"| {'group' if channel else 'layer'} | kind | owner | "
+              f"{'channels' if channel else 'params'} | {'removed' if channel else 'sparsity'} |",
+              "|---|---|---|---:|---:|"]
+    lines += [f"| {e['name']} | {e['kind']} | {e['owner']} | {e['size']:,} | "
+              f"{100 * e['sparsity']:.1f}% |" for e in entries(policy)]
     lines += ["", "![per-layer sparsity](sparsity.png)", ""]
     if rewards:
         lines += ["![reward per episode](rewards.png)", ""]

@@ -64,12 +64,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from rlprune.env.channels import check_channel_policy
     from rlprune.env.finalize import prune_and_finetune
-    from rlprune.env.policy import policy_masks
+    from rlprune.env.policy import granularity_of, policy_masks
     from rlprune.models.data import load_dataset
     from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
-    from rlprune.models.train import load_weights, save_weights
+    from rlprune.models.train import load_weights, save_program, save_weights
     from rlprune.service.console import Progress
     from rlprune.service.files import load_policy, refuse_existing
     from rlprune.service.lifecycle import Event
@@ -86,7 +87,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     model = build_model(args.model, **data.spec.model_kwargs())
     load_weights(model, args.weights)
     check_model(model, data)
-    policy_masks(model, policy)  # refuses a policy that does not fit, before any work
+    channel = granularity_of(policy) == "channel"
+    if channel:  # refuse a policy that does not fit, before any work
+        check_channel_policy(model, data.input_shape, policy)
+    else:
+        policy_masks(model, policy)
     progress = Progress()
     epochs = args.finetune_epochs
 
@@ -98,18 +103,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                   on_epoch=on_epoch)
     finally:
         progress.close()
-    applied = {n: float((m.weight == 0).sum()) / m.weight.numel()
-               for n, m in done.model.named_modules()
-               if n in {layer["name"] for layer in policy["layers"]}}
-    save_weights(out, done.model, {"model": args.model, "dataset": dataset,
-                                   "accuracy": {"test": done.finetuned_accuracy},
-                                   "policy": applied})
-    total = sum(applied[layer["name"]] * layer["params"] for layer in policy["layers"])
-    prunable = sum(layer["params"] for layer in policy["layers"])
-    print(f"applied {args.policy} ({policy['method']}) to {args.model}: sparsity "
-          f"{total / prunable:.4f}; test accuracy pruned "
-          f"{100 * done.pruned_accuracy:.2f}%, fine-tuned {100 * done.finetuned_accuracy:.2f}% "
-          f"({epochs} epochs)")
+    meta = {"model": args.model, "dataset": dataset,
+            "accuracy": {"test": done.finetuned_accuracy}}
+    if channel:
+        save_program(out, done.model, data.input_shape, meta)
+        params = sum(p.numel() for p in done.model.parameters())
+        what = (f"{sum(len(g['removed']) for g in policy['groups'])} channels removed, "
+                f"{params:,} parameters left")
+    else:
+        applied = {n: float((m.weight == 0).sum()) / m.weight.numel()
+                   for n, m in done.model.named_modules()
+                   if n in {layer["name"] for layer in policy["layers"]}}
+        save_weights(out, done.model, {**meta, "policy": applied})
+        total = sum(applied[layer["name"]] * layer["params"] for layer in policy["layers"])
+        prunable = sum(layer["params"] for layer in policy["layers"])
+        what = f"sparsity {total / prunable:.4f}"
+    print(f"applied {args.policy} ({policy['method']}) to {args.model}: {what}; test accuracy "
+          f"pruned {100 * done.pruned_accuracy:.2f}%, fine-tuned "
+          f"{100 * done.finetuned_accuracy:.2f}% ({epochs} epochs)")
     print(f"saved {out}")
     return 0
 

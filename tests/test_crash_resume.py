@@ -94,7 +94,7 @@ def test_run_folder_checkpoints_and_tensorboard(fleet):
 def test_policy_format(fleet):
     policy = policy_of(fleet, "a")
     assert POLICY_KEYS <= set(policy)
-    assert policy["format"] == "rlprune.policy/1"
+    assert policy["format"] == "rlprune.policy/2" and policy["granularity"] == "weight"
     assert policy["model"] == fleet.assets.model and policy["dataset"] == "digits"
     assert policy["method"] == "ddpg"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", policy["arch_fingerprint"])

@@ -76,7 +76,7 @@ def test_search_config_defaults_are_amc():
     assert (c.episodes, c.warmup) == (400, 100)
     assert (c.noise_sigma, c.noise_decay) == (0.5, 0.95)
     assert tuple(c.hidden) == (128, 128)  # AMC's 300-300 costs 1.6x per update, no better
-    assert c.seed_policies == ("uniform", "global", "lamp", "erk")
+    assert c.seed_policies_for() == ("uniform", "global", "lamp", "erk")
     assert (c.batch_size, c.tau, c.buffer_episodes, c.baseline_decay) == (64, 0.01, 100, 0.95)
 
 

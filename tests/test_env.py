@@ -236,10 +236,7 @@ def test_auto_mapping_on_the_tiny_net_and_its_episodes():
 def test_action_for_inverts_the_mapping(mapping):
     env = make_env(target=0.7, fc_k=2.0, action_mapping=mapping)
     wanted = [30, 200]  # c1, c2; c3 closes the budget
-    pruned, actions = 0, []
-    for t, n in enumerate(wanted):
-        actions.append(env.action_for(t, pruned, n))
-        pruned += n
+    actions = [env.action_for(t, wanted[:t], n) for t, n in enumerate(wanted)]
     *_, info = run_episode(env, [*actions, 0.0])[-1]
     assert [round(info["sparsities"][name] * TINY_CONV[name]) for name in ("c1", "c2")] == wanted
 
@@ -497,10 +494,7 @@ def test_bn_calibration_batches_fixed_or_fresh(tiny_calibration, fixed):
 
 def _play(env: PruningEnv, counts: list[int]) -> list[int]:
     """Play the actions that ask for `counts` (as the search's seed policies do)."""
-    actions, pruned = [], 0
-    for t, count in enumerate(counts):
-        actions.append(env.action_for(t, pruned, count))
-        pruned += count
+    actions = [env.action_for(t, counts[:t], count) for t, count in enumerate(counts)]
     info = run_episode(env, actions)[-1][-1]
     return [round(info["sparsities"][layer.name] * layer.params) for layer in env.agent_layers]
 

@@ -228,3 +228,15 @@ def test_apply_a_copied_policy_file_elsewhere(fleet, policy, capsys, workdir):
     assert code == 0, err
     meta = torch.load(workdir / "sub" / "m.pt", weights_only=True)["meta"]
     assert meta["policy"] == {la["name"]: la["sparsity"] for la in policy["layers"]}
+
+
+def test_a_version_1_policy_still_applies(fleet, policy, capsys, workdir):
+    """Policies written before `granularity` existed (format rlprune.policy/1) are weight
+    policies and apply the same."""
+    old = {k: v for k, v in policy.items() if k != "granularity"}
+    old["format"] = "rlprune.policy/1"
+    (workdir / "old.json").write_text(json.dumps(old))
+    code, out, err = apply(capsys, fleet, workdir / "old.json", workdir / "old.pt")
+    assert code == 0, err
+    meta = torch.load(workdir / "old.pt", weights_only=True)["meta"]
+    assert meta["policy"] == {la["name"]: la["sparsity"] for la in policy["layers"]}

@@ -83,12 +83,15 @@ def test_param_counts_by_hand():
     expected = (VGG16_PARAMS - sum(linear(a, b) for a, b in VGG16_FCS)
                 + linear(512, 256) + linear(256, 10))
     assert n_params(small) == expected
-    # CIFAR ResNet-56, option-A (parameter-free) shortcuts: 3 stages of 9 blocks.
+    # CIFAR ResNet-56, option-B shortcuts (a 1x1 conv + BN where the shape changes): 3 stages
+    # of 9 blocks.
     resnet = conv(3, 16, 3, bias=False) + 2 * 16 + linear(64, 10)
     cin = 16
     for cout in (16, 32, 64):
         for _ in range(9):
             resnet += conv(cin, cout, 3, bias=False) + conv(cout, cout, 3, bias=False) + 4 * cout
+            if cin != cout:
+                resnet += conv(cin, cout, 1, bias=False) + 2 * cout
             cin = cout
     assert n_params(build_model("resnet56", 10, 3, 32)) == resnet
 

@@ -1,0 +1,122 @@
+"""The two-sided clamp of a channel episode: it ends on the FLOPs (or params) target.
+
+Counts are channels removed per group. With `C(r)` the network's cost when group g loses
+r_g channels (exact and monotone: `ChannelGraph.cost`) and `goal = (1 - T) · C(0)`, group t
+may lose between the fewest that still lets the later groups reach the goal when they lose
+all they may, and the most that still lets them stay at the goal when they lose the least.
+The episode then lands on the goal to within one channel of one group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlprune.env.channels import ChannelGraph
+from rlprune.env.masks import count_for
+from rlprune.models.errors import UserError
+
+
+@dataclass
+class ChannelBudget:
+    graph: ChannelGraph
+    budget: str  # "flops" | "params"
+    target: float  # the fraction of the cost removed
+    s_min: float = 0.0
+    s_max: float = 0.99
+    sizes: list[int] = field(init=False)
+    lows: list[int] = field(init=False)  # fewest channels each group loses
+    highs: list[int] = field(init=False)  # most (a group always keeps one)
+
+    def __post_init__(self) -> None:
+        self.sizes = [g.channels for g in self.graph.groups]
+        self.lows = [count_for(n, self.s_min) for n in self.sizes]
+        self.highs = [max(0, min(n - 1, count_for(n, self.s_max))) for n in self.sizes]
+        self.lows = [min(lo, hi) for lo, hi in zip(self.lows, self.highs)]
+
+    @property
+    def total(self) -> float:
+        return self.graph.total[self.budget]
+
+    @property
+    def goal(self) -> float:
+        """The cost an episode ends at: (1 - target) of the dense network's."""
+        return (1.0 - self.target) * self.total
+
+    def cost(self, removed: list[int]) -> float:
+        return self.graph.cost(np.array(self.sizes) - np.array(removed), self.budget)
+
+    def check(self) -> None:
+        """Refuse a target the groups cannot reach, with the numbers that say why."""
+        if not self.sizes:
+            raise UserError("the model has no channel group to prune (every layer feeds the "
+                            "output directly); use --granularity weight")
+        least = self.cost(self.highs)
+        if least > self.goal:
+            most = 1.0 - least / self.total
+            raise UserError(
+                f"target {self.target:g} of the {self.budget} needs more than the channel "
+                f"groups can give: at most {most:.4f} can go with every group keeping a "
+                f"channel (s_max={self.s_max:g}); lower --target, or use --budget "
+                f"{'params' if self.budget == 'flops' else 'flops'} or --granularity weight")
+        if self.cost(self.lows) < self.goal:
+            raise UserError(f"target {self.target:g} is below what s_min={self.s_min:g} "
+                            "removes; raise --target or lower --s-min")
+
+    def _cost_with(self, t: int, removed_before: list[int], r: int, rest: list[int]) -> float:
+        return self.cost([*removed_before, r, *rest[t + 1:]])
+
+    def bounds(self, t: int, removed_before: list[int]) -> tuple[int, int]:
+        """The fewest and most channels group t may lose after `removed_before` (one count per
+        earlier group)."""
+        lo_t, hi_t = self.lows[t], self.highs[t]
+        # fewest: losing r here, the later groups at their most must still get down to goal
+        lo = _first(lo_t, hi_t, lambda r: self._cost_with(t, removed_before, r, self.highs)
+                    <= self.goal)
+        # most: losing r here, the later groups at their least must not go below goal
+        hi = _last(lo_t, hi_t, lambda r: self._cost_with(t, removed_before, r, self.lows)
+                   >= self.goal)
+        if lo is None:
+            lo = hi_t  # cannot get down to goal whatever: lose all it may
+        if hi is None:
+            hi = lo_t  # already below goal whatever: lose the least
+        if lo > hi:  # no whole channel keeps both sides: take the nearer one
+            over = self._cost_with(t, removed_before, hi, self.highs) - self.goal
+            under = self.goal - self._cost_with(t, removed_before, lo, self.lows)
+            lo = hi = hi if over <= under else lo
+        return lo, hi
+
+    def clamp(self, t: int, removed_before: list[int], removed: int) -> int:
+        lo, hi = self.bounds(t, removed_before)
+        return min(hi, max(lo, removed))
+
+    def achieved(self, removed: list[int]) -> float:
+        """The fraction of the cost the counts remove."""
+        return 1.0 - self.cost(removed) / self.total
+
+
+def _first(lo: int, hi: int, ok) -> int | None:
+    """The smallest r in [lo, hi] with ok(r) (ok monotone: False then True), or None."""
+    if not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _last(lo: int, hi: int, ok) -> int | None:
+    """The largest r in [lo, hi] with ok(r) (ok monotone: True then False), or None."""
+    if not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

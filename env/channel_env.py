@@ -1,0 +1,270 @@
+"""The Gymnasium environment in which an agent removes a fraction of each channel group."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlprune.env.channel_budget import ChannelBudget
+from rlprune.env.channels import ChannelGraph, Masker
+from rlprune.env.config import S_MAX_FLOOR, EnvConfig
+from rlprune.env.criteria import channel_scores, removal_orders
+from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
+from rlprune.env.layers import Network, describe
+from rlprune.env.masks import count_for
+from rlprune.models.splits import Split
+
+N_FEATURES = 12
+CALIBRATION_SEED = 0
+CHANNEL_BASELINES = ("uniform", "global-l1", "global-taylor")
+
+
+class ChannelPruningEnv(gym.Env):
+    """Choose how many channels each channel group of a trained network loses.
+
+    Groups come from Torch-Pruning's dependency graph (`env.channels`): layers that must lose
+    the same channels (a residual stream, a depthwise convolution and its input) are one
+    group and one step; the last layer never loses outputs. One episode is one pass over the
+    groups in forward order.
+
+    Observation: `Box(0, 1, (12,), float32)` for the group about to be pruned: index, type
+    (0 conv, 1 fc), in channels, channels, kernel, stride, output height·width, params of its
+    root layer, its cost (what removing all of it would save; each min-max normalised over
+    the groups), then reduced (cost removed so far / total), rest (the later groups' cost /
+    total) and the previous group's removed fraction. Cost is `budget`: fvcore's FLOPs or
+    the parameters.
+
+    Action: `Box(-1, 1, (1,), float32)`: `absolute` maps it onto a removed fraction in
+    [s_min, s_max], then the two-sided clamp (`env.channel_budget`) cuts it; `feasible` maps
+    it onto what the clamp allows. Either way the episode ends with the cost removed equal to
+    `target` to within one channel of one group.
+
+    Pruning: a group's channels go in the order of `criterion` (`env.criteria`, computed once
+    on the dense network); they are masked (zeroed) in place, which computes exactly what the
+    slimmed network would; no model is rebuilt during a search.
+
+    Reward: 0 on every step but the last; on the last, as in weight mode: minus the val
+    cross-entropy (`loss`), the accuracy (`acc`) or AMC's `-err*log(cost)`, after BatchNorm
+    recalibration on fixed train batches.
+
+    Termination: after the last group; never truncated. Info: each step has `layer`,
+    `sparsity` (removed fraction) and `requested`; the last adds `sparsities` (every group's
+    removed fraction), `removed` (channels per group), `achieved_sparsity` (cost removed /
+    total), `proxy_accuracy`, `proxy_loss`, `reward`, `params` and `flops` (dense, remaining).
+
+    The model passed in is copied once; it is never modified.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model: nn.Module, val: Split, input_shape: tuple[int, int, int],
+                 config: EnvConfig | None = None, *, calibration: Split | None = None,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        self.config = config = config or EnvConfig(granularity="channel")
+        config.validate()
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(model).to(self.device).eval()
+        self.input_shape = tuple(input_shape)
+        self.evaluator = ProxyEvaluator(val, self.device, config.eval_batch_size)
+        self.calibration = calibration
+        self.graph = ChannelGraph(self.model, input_shape)
+        self.net: Network = describe(self.model, input_shape, "agent")
+        self.agent_layers = self.graph.groups  # one step per group
+        self.s_max = S_MAX_FLOOR if config.s_max == "auto" else float(config.s_max)
+        self.budget = ChannelBudget(self.graph, config.budget, config.target, config.s_min,
+                                    self.s_max)
+        self.budget.check()
+        self.action_mapping = ("absolute" if config.action_mapping == "auto"
+                               else config.action_mapping)
+        self.fc = _NoFcRule()
+        data = calibration
+        self.scores = {name: channel_scores(name, self.model, self.graph, data)
+                       for name in {"l1", config.criterion} | (
+                           {"taylor"} if data is not None else set())}
+        self.orders = removal_orders(self.scores[config.criterion])
+        self.masker = Masker(self.model, self.graph)
+        self._bn_state = bn_statistics(self.model)
+        self._static = self._static_features()
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._t, self._prev = 0, 0.0
+        self._counts: list[int] = []
+
+    # -- features ---------------------------------------------------------------------------
+    def _static_features(self) -> np.ndarray:
+        modules = dict(self.model.named_modules())
+        rows = [[i, g.kind == "fc", g.in_channels, g.channels, g.kernel, g.stride, g.fmap,
+                 modules[g.name].weight.numel(), self.graph.group_cost(i, self.config.budget)]
+                for i, g in enumerate(self.graph.groups)]
+        table = np.asarray(rows, dtype=np.float64)
+        lo, span = table.min(0), np.ptp(table, 0)
+        return ((table - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+
+    def _observation(self) -> np.ndarray:
+        b = self.budget
+        t = min(self._t, len(self.agent_layers) - 1)
+        removed = b.total - b.cost([*self._counts, *[0] * (len(b.sizes) - len(self._counts))])
+        rest = sum(self.graph.group_cost(i, self.config.budget)
+                   for i in range(self._t + 1, len(b.sizes)))
+        dynamic = [removed / b.total, rest / b.total, self._prev]
+        return np.concatenate([self._static[t], np.asarray(dynamic, np.float32)]).clip(0, 1)
+
+    # -- actions ----------------------------------------------------------------------------
+    def _removed_for(self, t: int, action) -> tuple[int, float]:
+        lo, hi = self.budget.bounds(t, self._counts)
+        a = _unit(action)
+        if self.action_mapping == "feasible":
+            return lo + int(round(a * (hi - lo))), float("nan")
+        requested = self.config.s_min + a * (self.s_max - self.config.s_min)
+        n = self.budget.sizes[t]
+        return min(hi, max(lo, count_for(n, requested))), requested
+
+    def action_for(self, t: int, counts_before: list[int], count: int) -> float:
+        """The action that makes group t lose `count` channels after `counts_before`."""
+        if self.action_mapping == "feasible":
+            lo, hi = self.budget.bounds(t, list(counts_before))
+            return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
+        span = self.s_max - self.config.s_min
+        fraction = count / self.budget.sizes[t]
+        return float(np.clip(2.0 * (fraction - self.config.s_min) / span - 1.0, -1.0, 1.0))
+
+    # -- baselines --------------------------------------------------------------------------
+    def baseline_counts(self, method: str) -> list[int]:
+        """Channels each group loses under `method` (CHANNEL_BASELINES), landed on this env's
+        budget by the same clamp as an episode."""
+        b = self.budget
+        if method == "uniform":
+            wanted = _uniform(b)
+        elif method in ("global-l1", "global-taylor"):
+            key = method.removeprefix("global-")
+            if key not in self.scores:
+                raise ValueError(f"{method} needs train data")
+            wanted = _global(b, self.scores[key])
+        else:
+            raise ValueError(f"unknown channel baseline {method!r}")
+        counts: list[int] = []
+        for t, want in enumerate(wanted):
+            counts.append(b.clamp(t, counts, want))
+        return counts
+
+    def sparsities(self, counts: list[int] | None = None) -> dict[str, float]:
+        """Every group's removed fraction (by default, of the episode so far)."""
+        counts = self._counts if counts is None else counts
+        return {g.name: (counts[i] / g.channels if i < len(counts) else 0.0)
+                for i, g in enumerate(self.graph.groups)}
+
+    def removed_channels(self, sparsities: dict[str, float]) -> dict[str, list[int]]:
+        """The root channels each group loses at these removed fractions (criterion order)."""
+        out = {}
+        for g, order in zip(self.graph.groups, self.orders):
+            n = int(round(sparsities.get(g.name, 0.0) * g.channels))
+            out[g.name] = sorted(int(i) for i in order[:n])
+        return out
+
+    # -- episode ----------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t, self._prev = 0, 0.0
+        self._counts = []
+        return self._observation(), {}
+
+    def step(self, action):
+        if self._t >= len(self.agent_layers):
+            raise RuntimeError("episode is over; call reset()")
+        t = self._t
+        n, requested = self._removed_for(t, action)
+        self.masker.apply(t, self.orders[t][:n].to(self.device))
+        self._counts.append(n)
+        self._prev = n / self.budget.sizes[t]
+        self._t += 1
+        info: dict[str, Any] = {"layer": self.graph.groups[t].name, "sparsity": self._prev,
+                                "requested": requested}
+        terminated = self._t == len(self.agent_layers)
+        reward = self._finish(info) if terminated else 0.0
+        return self._observation(), reward, terminated, False, info
+
+    def proxy_accuracy(self) -> float:
+        return self.proxy_score()[0]
+
+    def proxy_score(self) -> tuple[float, float]:
+        c = self.config
+        rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
+               else self.np_random)
+        return proxy_score(self.model, self.evaluator, self.calibration,
+                           batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
+                           rng=rng, dense_statistics=self._bn_state)
+
+    def costs(self, counts: list[int]) -> dict[str, dict[str, int]]:
+        kept = np.array(self.budget.sizes) - np.array(counts)
+        return {budget: {"dense": int(round(self.graph.total[budget])),
+                         "nonzero": int(round(self.graph.cost(kept, budget)))}
+                for budget in ("flops", "params")}
+
+    def _finish(self, info: dict[str, Any]) -> float:
+        acc, loss = self.proxy_score()
+        costs = self.costs(self._counts)
+        info.update(sparsities=self.sparsities(), removed=list(self._counts),
+                    proxy_accuracy=acc, proxy_loss=loss,
+                    achieved_sparsity=self.budget.achieved(self._counts), **costs)
+        key = "flops" if "flops" in self.config.reward else "params"
+        reward = reward_of(self.config.reward, acc, loss, costs[key]["nonzero"])
+        info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
+        return reward
+
+
+class _NoFcRule:
+    """Channel mode has no k-sigma FC rule: Linear layers' outputs are groups too."""
+
+    k = None
+    masks: dict = {}
+    trials: list = []
+
+
+def _unit(action) -> float:
+    return (float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1)) + 1) / 2
+
+
+def _uniform(b: ChannelBudget) -> list[int]:
+    """The one removed fraction for every group that lands nearest the goal (bisection)."""
+    lo, hi = 0.0, b.s_max
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        counts = [min(b.highs[i], max(b.lows[i], count_for(n, mid)))
+                  for i, n in enumerate(b.sizes)]
+        if b.cost(counts) > b.goal:
+            lo = mid
+        else:
+            hi = mid
+    return [min(b.highs[i], max(b.lows[i], count_for(n, hi))) for i, n in enumerate(b.sizes)]
+
+
+def _global(b: ChannelBudget, scores: list[torch.Tensor]) -> list[int]:
+    """One threshold over the groups' scores, each normalised by its group's mean: the
+    fewest lowest-scored channels whose removal reaches the goal."""
+    entries = []
+    for g, s in enumerate(scores):
+        normal = (s / s.mean().clamp_min(1e-12)).tolist()
+        ranked = sorted(normal)[: b.highs[g]]  # a group keeps at least one channel
+        entries += [(value, g) for value in ranked]
+    entries.sort()
+
+    def counts_for(m: int) -> list[int]:
+        taken = [0] * len(b.sizes)
+        for _, g in entries[:m]:
+            taken[g] += 1
+        return [max(lo, t) for lo, t in zip(b.lows, taken)]
+
+    lo, hi = 0, len(entries)
+    while lo < hi:  # the smallest m whose removal reaches the goal
+        mid = (lo + hi) // 2
+        if b.cost(counts_for(mid)) <= b.goal:
+            hi = mid
+        else:
+            lo = mid + 1
+    return counts_for(lo)

@@ -1,0 +1,50 @@
+"""What a user ships: size on disk and CPU latency of a model, measured side by side."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+LATENCY_BATCHES = (1, 32)
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state_dict as torch.save writes it (what a .pt of it weighs)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
+               warmup: int = 3, repeats: int = 20, budget_s: float = 2.0) -> float:
+    """Median wall time of one forward pass on the CPU, after warm-up (at most `repeats`
+    runs, fewer where they would take more than `budget_s`)."""
+    model = model.eval()
+    x = torch.randn(batch, *input_shape, device=next(model.parameters()).device)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats and (time.perf_counter() - start < budget_s or len(times) < 5):
+        t = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times))
+
+
+def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32) of both models,
+    measured one after the other on the CPU, and the speedups."""
+    dense, pruned = dense.cpu().eval(), pruned.cpu().eval()
+    out = {"size_mb": {"dense": state_bytes(dense) / 1e6, "pruned": state_bytes(pruned) / 1e6},
+           "latency_ms": {}}
+    for batch in LATENCY_BATCHES:
+        d = latency_ms(dense, input_shape, batch)
+        p = latency_ms(pruned, input_shape, batch)
+        out["latency_ms"][f"batch{batch}"] = {"dense": d, "pruned": p, "speedup": d / p}
+    return out
