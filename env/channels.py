@@ -125,8 +125,10 @@ class ChannelGraph:
             g, c = self._describe(names[root], root, full, graph, names, modules)
             self.groups.append(g)
             counts.append(c)
-        order = sorted(range(len(self.groups)),
-                       key=lambda i: self.forward.get(self.groups[i].name, len(self.forward)))
+        def first_run(i: int) -> int:  # a residual stream's group starts at its first layer
+            return min(self.forward.get(n, len(self.forward)) for n in self.groups[i].layers)
+
+        order = sorted(range(len(self.groups)), key=first_run)
         self.groups = [self.groups[i] for i in order]
         for gi, i in enumerate(order):
             for name, directions in counts[i].items():

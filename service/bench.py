@@ -22,7 +22,13 @@ from rlprune.models.errors import UserError
 from rlprune.service.files import write_json, write_text_atomic
 from rlprune.service.lifecycle import Callback, JobRunner
 
-METHODS = ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp", "erk")
+# per granularity; `ddpg-only` is the search on every layer (no FC rule)
+METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "random", "uniform", "global",
+                      "lamp", "erk"),
+           "channel": ("ddpg", "random", "uniform", "global-l1", "global-taylor")}
+DEFAULT_METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp",
+                              "erk"),
+                   "channel": METHODS["channel"]}
 
 
 def proxy_eval_seconds(env: PruningEnv, repeats: int = 10) -> float:
@@ -82,10 +88,11 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     A later bench with `first_seed` past an earlier one's seeds extends it
     (`rlprune bench --merge` joins the two).
     """
-    unknown = [m for m in methods if m not in METHODS]
+    known = METHODS[base.granularity]
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from "
-                        f"{', '.join(METHODS)}")
+        raise UserError(f"unknown method(s) {', '.join(unknown)} for granularity "
+                        f"{base.granularity}; choose from {', '.join(known)}")
     results, speed = [], []
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,

@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "bench.md, bench.png), or merge benches (--merge)")
     add_settings(p, BENCH_SETTINGS)
     p.add_argument("--targets", type=typed(float, "T"), nargs="+", default=[0.8, 0.9, 0.95])
-    p.add_argument("--methods", default="ddpg,ddpg-only,3sigma-only,uniform,global,lamp,erk",
-                   help="comma-separated (default: all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated (default: weight mode ddpg,ddpg-only,3sigma-only,"
+                        "uniform,global,lamp,erk; channel mode ddpg,random,uniform,global-l1,"
+                        "global-taylor; random search is a method in both)")
     p.add_argument("--seeds", type=int, default=3, help="how many seeds per method and target")
     p.add_argument("--first-seed", type=int, default=0,
                    help="seeds run from here (extend an earlier bench; default: 0)")

@@ -173,7 +173,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from rlprune.service.console import Progress
     from rlprune.service.lifecycle import JobRunner
 
-    config = config_from(args, BASELINE_SETTINGS)
+    config = config_from(args, BASELINE_SETTINGS, warmup=args.episodes)  # random: no learning
     _require_run_folder(args.run_dir)
     dense = _dense(config)
     progress = Progress(quiet=args.quiet)
@@ -218,7 +218,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
     for target in args.targets:  # every target, before any work
         config_from(args, BENCH_SETTINGS, target=target).validate()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from rlprune.service.bench import DEFAULT_METHODS
+
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
+               else list(DEFAULT_METHODS[base.granularity]))
     _validate_names(base.model, base.dataset)
     dense = _dense(base)
     with SignalStop() as stopper:

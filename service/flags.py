@@ -62,7 +62,7 @@ def names_in(*groups: str, without: Sequence[str] = ()) -> list[str]:
 
 SOURCE = ("model", "dataset", "data_dir", "download")
 SEARCH_SETTINGS = names_in("source", "problem", "agent", "job")
-BASELINE_SETTINGS = names_in("source", "problem")
+BASELINE_SETTINGS = [*names_in("source", "problem"), "episodes"]  # episodes: random search
 BENCH_SETTINGS = names_in("source", "problem", "agent", without=("target", "seed"))
 
 

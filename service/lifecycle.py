@@ -12,7 +12,6 @@ search at the next episode boundary (resumable); nothing here prints or handles 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -107,6 +106,8 @@ class JobRunner:
         if method not in methods:
             raise UserError(f"unknown method {method!r} for granularity {config.granularity}; "
                             f"choose from {', '.join(methods)}")
+        if method == "random":
+            config.warmup = config.episodes  # warm-up all the way: it never learns
         config.device = resolve_device(config.device)
         config.validate()
         self.config, self.dense, self.method = config, dense, method
@@ -117,9 +118,7 @@ class JobRunner:
         self.search: Search | None = None
         self.env: PruningEnv | None = None
         if method in SEARCHES:
-            searched = config if method == "ddpg" else dataclasses.replace(
-                config, warmup=config.episodes)  # warm-up all the way: never learns
-            self.search = Search(searched, dense, on_episode=self._on_episode,
+            self.search = Search(config, dense, on_episode=self._on_episode,
                                  should_stop=self.stop_requested)
             self.env = self.search.env
         elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget

@@ -25,11 +25,11 @@ def dense(tiny_dense):
 def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_thread):
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
                         checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
-    report = run_bench(dense, base, targets=[0.5], methods=list(METHODS), seeds=1,
+    report = run_bench(dense, base, targets=[0.5], methods=list(METHODS["weight"]), seeds=1,
                        out=tmp_path / "out", log=lambda line: None)
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert [r["method"] for r in on_disk["results"]] == list(METHODS)
+    assert [r["method"] for r in on_disk["results"]] == list(METHODS["weight"])
     # auto mapping: c3 (the largest conv layer) is last; with every layer, f1 is not
     mapping = {r["method"]: r.get("action_mapping") for r in on_disk["results"]}
     assert (mapping["ddpg"], mapping["ddpg-only"], mapping["lamp"]) == ("absolute", "feasible",
@@ -44,7 +44,7 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
     assert speed["episode_s"] > 0 and speed["proxy_eval_s"] > 0
     assert speed["overhead_ratio"] == pytest.approx(speed["episode_s"] / speed["proxy_eval_s"])
     table = (tmp_path / "out" / "bench.md").read_text()
-    assert all(f"| {m} |" in table for m in METHODS)
+    assert all(f"| {m} |" in table for m in METHODS["weight"])
     assert (tmp_path / "out" / "bench.png").stat().st_size > 0
 
 
