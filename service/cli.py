@@ -7,6 +7,7 @@ once. Heavy imports happen inside each command, so `rlprune --help` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
     p = sub.add_parser("inspect", help="list the prunable layers, params and FLOPs")
-    add_settings(p, ["model", "dataset", "fc_rule"], dataset=None)
+    add_settings(p, ["model", "dataset", "fc_rule", "granularity"], dataset=None)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
@@ -135,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"rlprune: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `rlprune list | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as exc:
         print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130

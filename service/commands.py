@@ -62,6 +62,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     dataset = args.dataset or DEFAULT_DATASET.get(args.model, "mnist5k")
     spec = spec_of(dataset)
     model = build_model(args.model, **spec.model_kwargs())
+    if args.granularity == "channel":
+        return _inspect_groups(args, dataset, spec, model)
     net = describe(model, spec.input_shape, args.fc_rule)
     rows = [{"name": layer.name, "kind": layer.kind, "shape": list(layer.shape),
              "params": layer.params, "flops": layer.flops, "owner": layer.owner}
@@ -85,6 +87,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"prunable weights {net.prunable:,}: agent {share['agent']}, "
           f"fc-rule {share['fc-rule']}, dense {share['none']}")
     print(f"all parameters {net.params_total:,}; FLOPs {net.flops_total:,} (fvcore, 1 MAC = 1)")
+    return 0
+
+
+def _inspect_groups(args: argparse.Namespace, dataset: str, spec, model) -> int:
+    """`inspect --granularity channel`: the channel groups and what each costs."""
+    from rlprune.env.channels import ChannelGraph
+    from rlprune.service.console import print_json
+
+    graph = ChannelGraph(model, spec.input_shape)
+    rows = [{"name": g.name, "kind": g.kind, "channels": g.channels, "layers": g.layers,
+             "flops": graph.group_cost(i, "flops"), "params": graph.group_cost(i, "params")}
+            for i, g in enumerate(graph.groups)]
+    if args.json:
+        print_json({"model": args.model, "dataset": dataset, "groups": rows,
+                    "output_layer": graph.output_layer, "totals": graph.total})
+        return 0
+    print(f"{args.model}: {len(rows)} channel groups (the output layer {graph.output_layer} "
+          "keeps its outputs); cost = what removing the whole group alone would save")
+    print(f"{'group':<24}{'kind':<6}{'channels':>9}{'layers':>8}{'FLOPs':>14}{'params':>11}")
+    for r in rows:
+        print(f"{r['name']:<24}{r['kind']:<6}{r['channels']:>9}{len(r['layers']):>8}"
+              f"{int(r['flops']):>14,}{int(r['params']):>11,}")
+    print(f"all parameters {int(graph.total['params']):,}; FLOPs "
+          f"{int(graph.total['flops']):,} (fvcore, 1 MAC = 1)")
     return 0
 
 
