@@ -177,6 +177,17 @@ def save_program(path: str | Path, model: nn.Module, input_shape: tuple[int, ...
         tmp.unlink(missing_ok=True)
 
 
+def fixed_mode(module: nn.Module) -> nn.Module:
+    """An exported graph is fixed in the mode it was exported in (eval): make `train()` and
+    `eval()` no-ops on it, as on any module, instead of the errors torch.export raises."""
+    def keep(self, mode: bool = True) -> nn.Module:
+        return self
+
+    module.train = keep.__get__(module)  # type: ignore[method-assign]
+    module.eval = keep.__get__(module)  # type: ignore[method-assign]
+    return module
+
+
 def load_program(path: str | Path) -> tuple[nn.Module, dict]:
     """A `save_program` file: the runnable module and its metadata."""
     import json
@@ -187,4 +198,4 @@ def load_program(path: str | Path) -> tuple[nn.Module, dict]:
             program = torch.export.load(fh, extra_files=extra)
     except Exception as exc:  # a foreign or damaged file can fail in many ways
         raise UserError(f"{path} is not a saved program ({type(exc).__name__})") from None
-    return program.module(), json.loads(extra["rlprune.json"] or "{}")
+    return fixed_mode(program.module()), json.loads(extra["rlprune.json"] or "{}")

@@ -30,6 +30,8 @@ _EXPORTS = {
     "baseline": "rlprune.service.api",
     "resume": "rlprune.service.api",
     "apply": "rlprune.service.api",
+    "export": "rlprune.service.api",
+    "load_model": "rlprune.service.api",
     "load_policy": "rlprune.service.files",
     "save_policy": "rlprune.service.files",
 }

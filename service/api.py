@@ -135,3 +135,27 @@ def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None
 def _device_of(model: nn.Module) -> str:
     param = next(model.parameters(), None)
     return "cpu" if param is None else str(param.device)
+
+
+def export(run: str | Path | Result, path: str | Path, *, format: str = "pt",  # noqa: A002
+           quantize: str = "none", qat_epochs: int = 0, force: bool = False,
+           model: nn.Module | None = None, data: Any = None):
+    """Write a finished run's pruned model to `path` (`format` "pt": an rlprune.model/1 file,
+    sparse and compressed; "onnx": checked in ONNX Runtime), int8 with `quantize="int8"`
+    (`qat_epochs`: quantization-aware training first); returns the measured table. A run made
+    from Python objects needs its `model` and `data` again."""
+    from rlprune.service.artifacts import export as export_run
+
+    if isinstance(run, Result):
+        if run.run_dir is None:
+            raise UserError("export needs a run folder: search with run_dir=...")
+        run = run.run_dir
+    return export_run(run, path, format=format, quantize=quantize, qat_epochs=qat_epochs,
+                      force=force, model=model, data=None if data is None else _data(data))
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The runnable model in a file `export` wrote (format pt)."""
+    from rlprune.service.artifacts import load_model as load
+
+    return load(path)

@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="json", choices=("json", "yaml"))
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
+    p = sub.add_parser("export-model", help="write a finished run's pruned model as a small "
+                                            "file (sparse, int8, ONNX) and measure it")
+    p.add_argument("run")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--format", default="pt", choices=("pt", "onnx"),
+                   help="pt: an rlprune.model/1 file (rlprune.load_model reads it); onnx: "
+                        "an ONNX file, checked in ONNX Runtime (default: pt)")
+    p.add_argument("--quantize", default="none", choices=("none", "int8"),
+                   help="int8: static post-training quantization of weights and "
+                        "activations (PT2E), calibrated on train batches (default: none)")
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="with --quantize int8: quantization-aware training epochs, the "
+                        "pruning masks held (default: 0)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
     p = sub.add_parser("apply", help="apply a policy to a trained model and save it pruned")
     p.add_argument("policy", help="policy file (json or yaml)")
     add_settings(p, ["model", "weights", "dataset", "data_dir", "download", "finetune_epochs",

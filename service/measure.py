@@ -24,8 +24,9 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
                warmup: int = 3, repeats: int = 20, budget_s: float = 2.0) -> float:
     """Median wall time of one forward pass on the CPU, after warm-up (at most `repeats`
     runs, fewer where they would take more than `budget_s`)."""
-    model = model.eval()
-    x = torch.randn(batch, *input_shape, device=next(model.parameters()).device)
+    model.eval()
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    x = torch.randn(batch, *input_shape, device="cpu" if tensor is None else tensor.device)
     for _ in range(warmup):
         model(x)
     times = []

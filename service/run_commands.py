@@ -125,4 +125,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"list": cmd_list, "status": cmd_status, "export": cmd_export, "apply": cmd_apply}
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from rlprune.service.artifacts import export, table
+    from rlprune.service.console import Progress
+    from rlprune.service.lifecycle import Event
+
+    progress = Progress()
+    epochs = args.qat_epochs
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        progress(Event("finetune_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))
+
+    try:
+        out = export(args.run, args.out, format=args.format, quantize=args.quantize,
+                     qat_epochs=epochs, force=args.force, on_epoch=on_epoch)
+    finally:
+        progress.close()
+    print(table(out))
+    print(f"wrote {out.path}")
+    return 0
+
+
+HANDLERS = {"list": cmd_list, "status": cmd_status, "export": cmd_export, "apply": cmd_apply,
+            "export-model": cmd_export_model}
