@@ -226,8 +226,13 @@ def _sized(write, near: Path) -> int:
         scratch.unlink(missing_ok=True)
 
 
+def quantized_engines() -> list[str]:
+    """The quantized engines this torch build has (the int8 kernels it can run)."""
+    return list(torch.backends.quantized.supported_engines)
+
+
 def _check_int8() -> None:
-    if "x86" not in torch.backends.quantized.supported_engines:
+    if "x86" not in quantized_engines():
         raise UserError("int8 needs the x86 quantized engine, which this torch build lacks; "
                         "use --quantize none")
     from rlprune.models.quantize import _toolkit

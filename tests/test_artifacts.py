@@ -1,0 +1,183 @@
+"""Deployable artifacts: sparse storage bit for bit, zeros kept through int8 (PTQ and QAT),
+ONNX Runtime agreeing with PyTorch, a channel-pruned run's slim model, and the refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from support import (
+    MODEL_MODULE,
+    assert_one_line_error,
+    copy_run,
+    read_json,
+    run_main,
+    snapshot,
+)
+from torch import nn
+
+import rlprune
+from rlprune.models.sparse_io import pack, unpack
+from rlprune.service.artifacts import load_model, save_model
+
+
+@pytest.fixture
+def finished(fleet, tmp_path, monkeypatch, one_thread):
+    """A copy of the fleet's finished weight-sparse run a (the tiny net on digits), the
+    current folder its parent."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(fleet.assets.models))
+    return copy_run(fleet.run("a"), tmp_path / "a")
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().view(-1).view(torch.uint8)
+
+
+def test_sparse_storage_gives_back_every_bit():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(40, 30, generator=gen)
+    weight[torch.rand(40, 30, generator=gen) < 0.9] = 0.0
+    weight[0, 0] = -0.0  # a negative zero is a value, not a hole
+    state = {"w": weight, "dense": torch.randn(17, generator=gen),
+             "half": torch.randn(5, generator=gen).half(),
+             "bf16": torch.randn(6, generator=gen).bfloat16(),
+             "count": torch.tensor(7), "flags": torch.tensor([True, False, True]),
+             "int8": torch.randint(-128, 128, (33,), generator=gen, dtype=torch.int8)}
+    files = pack(state)
+    back = unpack(files)
+    for name, t in state.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape, name
+        assert torch.equal(_bits(back[name].to(torch.uint8) if t.dtype == torch.bool
+                                 else back[name]),
+                           _bits(t.to(torch.uint8) if t.dtype == torch.bool else t)), name
+    assert torch.signbit(back["w"][0, 0])
+    # 90% zeros: the mask and the values take well under half of the dense bytes
+    stored = len(files["t0.mask"]) + len(files["t0.values"])
+    assert stored < 0.2 * weight.numel() * 4
+
+
+def test_a_saved_model_loads_bit_exact_and_shrinks_with_sparsity(tmp_path):
+    from rlprune.models.registry import build_model
+    from rlprune.service.measure import state_bytes
+
+    sizes = {}
+    for sparsity in (0.0, 0.9):
+        torch.manual_seed(0)
+        model = build_model("lenet5").eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d | nn.Linear):
+                    m.weight[torch.rand(m.weight.shape) < sparsity] = 0.0
+        path = tmp_path / f"m{sparsity}.pt"
+        save_model(path, model, {"model": "lenet5"}, input_shape=(1, 28, 28), rebuild={
+            "model": "lenet5", "kwargs": {"num_classes": 10, "in_channels": 1,
+                                          "image_size": 28}})
+        loaded = load_model(path)
+        for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(_bits(a), _bits(b)), name
+        sizes[sparsity] = path.stat().st_size
+        assert sizes[sparsity] <= state_bytes(model)
+    assert sizes[0.9] < 0.25 * sizes[0.0]
+
+
+def test_export_int8_keeps_every_zero_ptq_and_qat(finished, capsys):
+    code, out, err = run_main(capsys, "export-model", "a", "--out", "int8.pt", "--quantize",
+                              "int8", "--qat-epochs", "1")
+    assert code == 0, err
+    rows = {r["variant"]: r for r in read_json(finished / "deployment.json")["export"]["rows"]}
+    assert set(rows) == {"dense fp32", "pruned fp32", "pruned + int8 (PTQ)",
+                         "pruned + int8 (QAT)"}
+    assert "| pruned + int8 (QAT) |" in out and "## Deployable artifact" in (
+        finished / "report.md").read_text()
+    policy = read_json(finished / "policy.json")
+    zeros = {la["name"]: round(la["sparsity"] * la["params"]) for la in policy["layers"]}
+    from rlprune.models.data import load_dataset
+    from rlprune.models.registry import build_model
+    from rlprune.models.train import load_weights
+
+    pruned = build_model(MODEL_MODULE + ":make")
+    load_weights(pruned, finished / "pruned.pt")
+    expected = sorted((tuple(m.weight.shape), int((m.weight == 0).sum()))
+                      for n, m in pruned.named_modules() if n in zeros)
+    from rlprune.models.quantize import int8_weights, ptq, qat
+    from rlprune.service.artifacts import _masks
+
+    data = load_dataset("digits")
+    for q in (ptq(pruned, data.train), qat(pruned, data.train, epochs=1, masks=_masks(pruned))):
+        counts = sorted((tuple(w.shape), int((w == 0).sum()))
+                        for w in int8_weights(q).values())
+        assert counts == expected  # every pruned weight is still exactly zero in int8
+    model = load_model(finished.parent / "int8.pt")
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_export_onnx_agrees_with_pytorch(finished, capsys):
+    code, out, err = run_main(capsys, "export-model", "a", "--out", "m.onnx", "--format",
+                              "onnx")
+    assert code == 0, err
+    export = read_json(finished / "deployment.json")["export"]
+    assert export["onnx_agreement"] >= 0.995
+    assert f"agrees with PyTorch on {100 * export['onnx_agreement']:.2f}%" in out
+    import onnx
+
+    onnx.checker.check_model(str(finished.parent / "m.onnx"))
+
+
+def test_export_of_a_channel_run_is_the_slim_network(fleet, tmp_path, monkeypatch, capsys,
+                                                     one_thread):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(fleet.assets.models))
+    code, _, err = run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make", "--weights",
+                            str(fleet.assets.dense), "--dataset", "digits", "--granularity",
+                            "channel", "--target", "0.5", "--episodes", "4", "--warmup", "2",
+                            "--finetune-epochs", "0", "--quiet", "--run-dir", "ch")
+    assert code == 0, err
+    code, out, err = run_main(capsys, "export-model", "ch", "--out", "ch.pt")
+    assert code == 0, err
+    model = load_model(tmp_path / "ch.pt")
+    dense_params = read_json(tmp_path / "ch" / "policy.json")["achieved"]["params_dense"]
+    assert sum(p.numel() for p in model.parameters()) < dense_params
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["export-model", "nope", "--out", "x.pt"], "no run at nope"),
+    (["export-model", "a", "--out", "x.pt", "--format", "tflite"], "--format"),
+    (["export-model", "a", "--out", "x.pt", "--quantize", "int4"], "--quantize"),
+    (["export-model", "a", "--out", "x.pt", "--qat-epochs", "2"], "--qat-epochs needs"),
+    (["export-model", "a", "--out", "exists.pt"], "pass --force"),
+    (["export-model", "a", "--out", "/proc/x.pt"], "cannot write"),
+])
+def test_export_refusals(argv, words, finished, capsys):
+    (finished.parent / "exists.pt").write_text("precious")
+    before = snapshot(finished.parent)
+    code, _, err = run_main(capsys, *argv)
+    assert words in assert_one_line_error(code, err)
+    assert snapshot(finished.parent) == before
+
+
+def test_export_refuses_a_run_that_is_not_finished(fleet, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = copy_run(fleet.copies / "b", tmp_path / "b")
+    before = snapshot(tmp_path)
+    code, _, err = run_main(capsys, "export-model", str(run), "--out", "x.pt")
+    assert "not finished" in assert_one_line_error(code, err)
+    assert snapshot(tmp_path) == before
+
+
+def test_int8_on_a_platform_without_the_engine_is_refused(finished, capsys, monkeypatch):
+    """Stand-in for a torch build without the x86 quantized engine."""
+    monkeypatch.setattr("rlprune.service.artifacts.quantized_engines", lambda: ["qnnpack"])
+    before = snapshot(finished.parent)
+    code, _, err = run_main(capsys, "export-model", "a", "--out", "q.pt", "--quantize", "int8")
+    assert "x86 quantized engine" in assert_one_line_error(code, err)
+    assert snapshot(finished.parent) == before
+
+
+def test_the_python_api_exports_a_result(finished):
+    out = rlprune.export("a", "api.pt")
+    assert out.path.is_file() and json.loads(
+        (finished / "deployment.json").read_text())["export"]["path"] == "api.pt"
+    assert rlprune.load_model("api.pt")(torch.randn(1, 1, 28, 28)).shape == (1, 10)
