@@ -60,7 +60,7 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
                             c.criterion if c.granularity == "channel" else None],
             "layers": [[layer.name, getattr(layer, size)] for layer in env.agent_layers],
             "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
-            "reward": [c.reward, c.s_min, c.s_max, c.bn_recalibration_batches,
+            "reward": [c.reward_kind, c.s_min, c.s_max, c.bn_recalibration_batches,
                        c.bn_fixed_batches], "action_mapping": env.action_mapping}
 
 

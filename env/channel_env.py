@@ -212,8 +212,9 @@ class ChannelPruningEnv(gym.Env):
         info.update(sparsities=self.sparsities(), removed=list(self._counts),
                     proxy_accuracy=acc, proxy_loss=loss,
                     achieved_sparsity=self.budget.achieved(self._counts), **costs)
-        key = "flops" if "flops" in self.config.reward else "params"
-        reward = reward_of(self.config.reward, acc, loss, costs[key]["nonzero"])
+        kind = self.config.reward_kind
+        key = "flops" if "flops" in kind else "params"
+        reward = reward_of(kind, acc, loss, costs[key]["nonzero"])
         info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
         return reward
 

@@ -265,8 +265,9 @@ class PruningEnv(gym.Env):
         pruned = self.budget.fixed + self._pruned
         info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc, proxy_loss=loss,
                     achieved_sparsity=pruned / self.budget.total, **costs)
-        key = "flops" if "flops" in self.config.reward else "params"
-        reward = reward_of(self.config.reward, acc, loss, costs[key]["nonzero"])
+        kind = self.config.reward_kind
+        key = "flops" if "flops" in kind else "params"
+        reward = reward_of(kind, acc, loss, costs[key]["nonzero"])
         info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
         return reward
 

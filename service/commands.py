@@ -190,7 +190,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 f"layers, {fc}, {env.action_mapping} actions (layer sparsity up to "
                 f"{env.s_max:.4g})")
     print(f"run {job.path}: {config.model} on {config.dataset}, {what}, reward "
-          f"{config.reward}, dense test accuracy {100 * dense.test_accuracy:.2f}%",
+          f"{config.reward_kind}, dense test accuracy {100 * dense.test_accuracy:.2f}%",
           file=sys.stderr)
     return _run_job(runner, job, progress)
 

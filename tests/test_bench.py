@@ -179,7 +179,7 @@ def test_the_search_reward_reaches_every_search_and_the_report(tmp_path, dense, 
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
                         checkpoint_every=3, finetune_epochs=0, hidden=(16, 16), batch_size=4,
                         reward="acc")
-    assert SearchConfig().reward == "loss"
+    assert SearchConfig().reward_kind == "loss"  # auto, in weight mode
     report = run_bench(dense, base, targets=[0.5], methods=["ddpg"], seeds=1,
                        out=tmp_path / "out", log=lambda line: None)
     assert report["reward"] == "acc"

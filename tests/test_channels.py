@@ -257,3 +257,17 @@ def test_channels_go_in_criterion_order():
     scores = env.scores["l1"][0]
     expect = sorted(torch.argsort(scores, stable=True)[: first.channels // 2].tolist())
     assert removed[first.name] == expect
+
+
+def test_the_auto_reward_is_accuracy_for_channels_and_loss_for_weights():
+    """Measured (docs/decisions.md): for channels the val loss ranked collapsed networks
+    above recoverable ones; accuracy did not."""
+    assert EnvConfig().reward_kind == "loss"
+    assert EnvConfig(granularity="channel").reward_kind == "acc"
+    assert EnvConfig(granularity="channel", reward="loss").reward_kind == "loss"
+    env = channel_env()
+    env.reset()
+    done = False
+    while not done:
+        *_, done, _, info = env.step(np.array([0.0]))
+    assert info["reward"] == info["proxy_accuracy"]
