@@ -89,6 +89,8 @@ class ChannelPruningEnv(gym.Env):
                            {"taylor"} if data is not None else set())}
         self.orders = removal_orders(self.scores[config.criterion])
         self.masker = Masker(self.model, self.graph)
+        self._group_costs = [self.graph.group_cost(i, config.budget)
+                             for i in range(len(self.graph.groups))]
         self._bn_state = bn_statistics(self.model)
         self._static = self._static_features()
         self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
@@ -100,7 +102,7 @@ class ChannelPruningEnv(gym.Env):
     def _static_features(self) -> np.ndarray:
         modules = dict(self.model.named_modules())
         rows = [[i, g.kind == "fc", g.in_channels, g.channels, g.kernel, g.stride, g.fmap,
-                 modules[g.name].weight.numel(), self.graph.group_cost(i, self.config.budget)]
+                 modules[g.name].weight.numel(), self._group_costs[i]]
                 for i, g in enumerate(self.graph.groups)]
         table = np.asarray(rows, dtype=np.float64)
         lo, span = table.min(0), np.ptp(table, 0)
@@ -110,8 +112,7 @@ class ChannelPruningEnv(gym.Env):
         b = self.budget
         t = min(self._t, len(self.agent_layers) - 1)
         removed = b.total - b.cost([*self._counts, *[0] * (len(b.sizes) - len(self._counts))])
-        rest = sum(self.graph.group_cost(i, self.config.budget)
-                   for i in range(self._t + 1, len(b.sizes)))
+        rest = sum(self._group_costs[self._t + 1:])
         dynamic = [removed / b.total, rest / b.total, self._prev]
         return np.concatenate([self._static[t], np.asarray(dynamic, np.float32)]).clip(0, 1)
 
