@@ -278,4 +278,5 @@ class Search:
                              "best_episode": s.best["episode"],
                              "proxy_accuracy": info["proxy_accuracy"],
                              "proxy_loss": info["proxy_loss"],
+                             "sparsities": info["sparsities"],
                              "noise_sigma": self.agent.action_noise.sigma})

@@ -88,15 +88,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sub.add_parser("list", help="the runs under runs/ and their state")
-    p = sub.add_parser("status", help="one run's state as JSON")
+    p = sub.add_parser("list", help="the runs under runs/ and their state (or a service's jobs)")
+    _add_server(p)
+    p = sub.add_parser("status", help="one run's state as JSON (or a service job's)")
     p.add_argument("run")
+    _add_server(p)
 
     p = sub.add_parser("export", help="write a run's sparsity policy")
     p.add_argument("run")
+    _add_server(p)
     p.add_argument("--out", default=None, help="file to write (default: standard output)")
     p.add_argument("--format", default="json", choices=("json", "yaml"))
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
+    p = sub.add_parser("serve", help="run the HTTP service: a job queue, a SQLite registry "
+                                     "and a web page")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--runs", default="runs", help="run folders and the registry (default: runs)")
+    p.add_argument("--max-running", type=int, default=2, help="jobs at once (default: 2)")
+    p.add_argument("--token-file", default=None,
+                   help="the bearer token (made with mode 0600 on first start; default: "
+                        "RUNS/service-token)")
+    p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
+                   help="leave interrupted jobs interrupted instead of resuming them")
+    p.add_argument("--upload-limit-mb", type=float, default=256.0)
+    p.add_argument("--executor", default="local", choices=("local", "ray"))
+    p.add_argument("--ray-address", default=None)
+
+    p = sub.add_parser("submit", help="submit a job to a running service (the search's "
+                                      "options; --kind baseline --method M for a baseline)")
+    add_settings(p, SEARCH_SETTINGS)
+    p.add_argument("--kind", default="search", choices=("search", "baseline"))
+    p.add_argument("--method", default=None, help="a baseline's method")
+    p.add_argument("--idempotency-key", default=None,
+                   help="a retried submission with the same key makes one job")
+    _add_server(p, required=True)
 
     p = sub.add_parser("export-model", help="write a finished run's pruned model as a small "
                                             "file (sparse, int8, ONNX) and measure it")
@@ -120,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to save the pruned weights")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     return parser
+
+
+def _add_server(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--server", default=None, required=required,
+                   help="the service's URL (e.g. http://127.0.0.1:8080)")
+    p.add_argument("--token-file", default=None,
+                   help="the service's token (default: the RLPRUNE_TOKEN variable)")
 
 
 def _join_dash_values(argv: Sequence[str]) -> list[str]:

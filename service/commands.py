@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from rlprune.models.errors import UserError
-from rlprune.service import run_commands
+from rlprune.service import run_commands, service_commands
 from rlprune.service.files import (
     refuse_existing,
     require_empty_folder,
@@ -263,4 +263,4 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 HANDLERS = {"pretrain": cmd_pretrain, "inspect": cmd_inspect, "search": cmd_search,
             "baseline": cmd_baseline, "resume": cmd_resume, "bench": cmd_bench,
-            **run_commands.HANDLERS}
+            **run_commands.HANDLERS, **service_commands.HANDLERS}

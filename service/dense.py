@@ -28,9 +28,11 @@ def is_object_name(name: str) -> bool:
 
 
 def load_dense(config: SearchConfig,
-               on_pretrain_epoch: Callable[[int, float], None] | None = None) -> Dense:
+               on_pretrain_epoch: Callable[[int, float], None] | None = None, *,
+               cache: Path | None = None) -> Dense:
     """Load the data and the dense model from `config.weights`, or the cached pre-trained one
-    (training it once, reporting each epoch to `on_pretrain_epoch`).
+    (under `cache`, default runs/pretrained; training it once, reporting each epoch to
+    `on_pretrain_epoch`).
 
     `config.weights` is then pinned to the weights' absolute path, so that a saved config
     (and a resume from it) finds the same file from any working folder."""
@@ -42,7 +44,7 @@ def load_dense(config: SearchConfig,
     model = model_for(config.model, data)
     check_model(model, data)
     path = Path(config.weights) if config.weights else default_weights_path(
-        config.model, config.dataset)
+        config.model, config.dataset, **({} if cache is None else {"root": cache}))
     if config.weights or path.is_file():
         load_weights(model, path)
     else:

@@ -12,6 +12,7 @@ search at the next episode boundary (resumable); nothing here prints or handles 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,8 +42,9 @@ METHODS = {"weight": ("ddpg", "random", *SEED_POLICIES, "3sigma-only"),
            "channel": ("ddpg", "random", *CHANNEL_SEED_POLICIES)}
 SEARCHES = ("ddpg", "random")
 # every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
+EVENTS = "events.jsonl"
 RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
-             "sparsity.png", "deployment.json")
+             "sparsity.png", "deployment.json", EVENTS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Event:
     best_episode: int | None = None
     proxy_accuracy: float | None = None
     proxy_loss: float | None = None
+    sparsities: dict | None = None  # an episode's per-layer (or per-group) sparsities
     epoch: int | None = None
     epochs: int | None = None
     loss: float | None = None
@@ -135,6 +138,10 @@ class JobRunner:
         return self._stop or bool(self.should_stop and self.should_stop())
 
     def _emit(self, event: Event) -> None:
+        if self.job is not None and event.kind in ("state", "episode"):
+            # the run's event log (the service streams it): one line per episode and state
+            with open(self.job.path / EVENTS, "a") as fh:
+                fh.write(json.dumps({"time": time.time(), **event.to_json()}) + "\n")
         if self.callback is not None and self.callback(event) is False:
             self._stop = True
 
@@ -171,7 +178,7 @@ class JobRunner:
     def _on_episode(self, record: dict) -> None:
         self._write_status("running")
         keys = ("episode", "episodes", "reward", "best_reward", "best_episode",
-                "proxy_accuracy", "proxy_loss")
+                "proxy_accuracy", "proxy_loss", "sparsities")
         self._emit(Event("episode", self._run_name(), **{k: record[k] for k in keys}))
 
     # -- the work ----------------------------------------------------------------------

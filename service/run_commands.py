@@ -11,6 +11,11 @@ from rlprune.models.errors import UserError
 def cmd_list(args: argparse.Namespace) -> int:
     from rlprune.service.jobs import DamagedRun, list_jobs
 
+    if args.server:
+        from rlprune.service.service_commands import remote_list
+
+        return remote_list(args)
+
     jobs = list_jobs()
     if not jobs:
         print("no runs under runs/")
@@ -37,6 +42,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rlprune.service.console import print_json
     from rlprune.service.jobs import Job
 
+    if args.server:
+        from rlprune.service.service_commands import remote_status
+
+        return remote_status(args)
+
     job = Job.open(args.run)
     status = job.status()
     status["run"] = str(job.path)
@@ -47,6 +57,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rlprune.service.files import load_policy, policy_text, refuse_existing, save_policy
     from rlprune.service.jobs import Job
+
+    if args.server:
+        from rlprune.service.service_commands import remote_export
+
+        return remote_export(args)
 
     job = Job.open(args.run)
     source = job.path / "policy.json"

@@ -1,0 +1,146 @@
+"""The service's job registry: one SQLite file beside the runs (`RUNS/registry.sqlite3`).
+
+It holds what the run folders cannot: the queue (submission order), the idempotency keys,
+who asked for what, and the states a run folder has no word for (`queued`, `cancelled`).
+Progress (episodes, best reward) stays in each run folder's status.json, written by the
+same lifecycle as the command line's. Every write is one transaction, so a kill at any
+moment leaves the registry as it was before or after it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+STATES = ("queued", "running", "finished", "failed", "interrupted", "cancelled")
+KINDS = ("search", "baseline", "bench")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    resume INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    error TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL
+);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    seq: int
+    kind: str
+    config: dict
+    state: str
+    run_dir: str
+    idempotency_key: str | None
+    resume: bool
+    pid: int | None
+    error: str | None
+    created: float
+    started: float | None
+    ended: float | None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "state": self.state, "run_dir": self.run_dir,
+                "config": self.config, "error": self.error, "created": self.created,
+                "started": self.started, "ended": self.ended}
+
+
+class Registry:
+    """Thread-safe access to the jobs table (one connection, one lock)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_record(row) for row in rows]
+
+    def submit(self, kind: str, config: dict, runs: Path, key: str | None) -> tuple[JobRecord,
+                                                                                   bool]:
+        """A new queued job, or (with an idempotency key seen before) the one it made; the
+        flag says whether it is new."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if key is not None:
+                    row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
+                                           (key,)).fetchone()
+                    if row is not None:
+                        self._db.execute("COMMIT")
+                        return _record(row), False
+                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+                job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+                run_dir = str(Path(runs) / job_id)
+                self._db.execute(
+                    "INSERT INTO jobs (id, seq, kind, config, state, run_dir, idempotency_key,"
+                    " created) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                    (job_id, seq, kind, json.dumps(config), run_dir, key, time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return rows[0] if rows else None
+
+    def all(self) -> list[JobRecord]:
+        return self._rows("SELECT * FROM jobs ORDER BY seq")
+
+    def in_state(self, *states: str) -> list[JobRecord]:
+        marks = ",".join("?" * len(states))
+        return self._rows(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", states)
+
+    def update(self, job_id: str, **fields: object) -> None:
+        if not fields:
+            return
+        names = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {names} WHERE id = ?", (*fields.values(), job_id))
+
+    def set_state(self, job_id: str, state: str, *, expect: tuple[str, ...] | None = None,
+                  **fields: object) -> bool:
+        """Move a job to `state` (only from one of `expect`, if given); False if it was not
+        in one of them."""
+        assert state in STATES
+        names = ", ".join(f"{k} = ?" for k in ("state", *fields))
+        sql = f"UPDATE jobs SET {names} WHERE id = ?"
+        args: tuple = (state, *fields.values(), job_id)
+        if expect:
+            sql += f" AND state IN ({','.join('?' * len(expect))})"
+            args = (*args, *expect)
+        with self._lock:
+            return self._db.execute(sql, args).rowcount == 1
+
+
+def _record(row: tuple) -> JobRecord:
+    (job_id, seq, kind, config, state, run_dir, key, resume, pid, error, created, started,
+     ended) = row
+    return JobRecord(job_id, seq, kind, json.loads(config), state, run_dir, key, bool(resume),
+                     pid, error, created, started, ended)

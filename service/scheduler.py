@@ -1,0 +1,154 @@
+"""The service's executor: runs queued jobs as worker processes, at most N at once, in
+submission order, and keeps the registry's states true to what the workers did.
+
+A job is `running` while its worker lives; when the worker ends its exit code decides:
+finished, failed (with its last log line), or, for a stop, cancelled (when asked) or
+interrupted. A worker that dies by a signal (killed alone, or with the whole service) leaves
+the job interrupted, and with `auto_resume` it is queued again to continue from its last
+checkpoint. On start-up, jobs the registry says were running are interrupted (their workers
+died with the service) and resumed the same way; queued jobs stay queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rlprune.service.registry import JobRecord, Registry
+
+TERMINAL = ("finished", "failed", "cancelled")
+
+
+class LocalExecutor:
+    """Worker processes on this machine (`python -m rlprune.service.worker`)."""
+
+    def __init__(self, runs: Path, registry: Registry, *, max_running: int = 2,
+                 auto_resume: bool = True, poll_s: float = 0.2,
+                 env: dict[str, str] | None = None):
+        self.runs, self.registry = Path(runs), registry
+        self.max_running, self.auto_resume, self.poll_s = max_running, auto_resume, poll_s
+        self.env = env
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.cancelling: set[str] = set()
+        self.peak_running = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for folder in (".requests", ".logs"):
+            (self.runs / folder).mkdir(parents=True, exist_ok=True)
+
+    # -- life ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="rlprune-executor",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def recover(self) -> None:
+        """Jobs left `running` by a service that died: their workers died with it."""
+        for job in self.registry.in_state("running"):
+            self._interrupted(job, "the service stopped while it ran")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # the loop must outlive any one job's trouble
+                print(f"rlprune service: executor: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
+            self._stop.wait(self.poll_s)
+
+    def tick(self) -> None:
+        with self._lock:
+            for job_id, proc in list(self.workers.items()):
+                code = proc.poll()
+                if code is not None:
+                    del self.workers[job_id]
+                    self._ended(job_id, code)
+            free = self.max_running - len(self.workers)
+            for job in self.registry.in_state("queued")[:max(0, free)]:
+                self._launch(job)
+            self.peak_running = max(self.peak_running, len(self.workers))
+
+    # -- one job ---------------------------------------------------------------------------
+    def _launch(self, job: JobRecord) -> None:
+        run = Path(job.run_dir)
+        resume = job.resume and (run / "config.json").is_file()
+        if not resume and run.exists() and job.kind != "bench":
+            shutil.rmtree(run)  # a start that died before it wrote anything of use
+        request = self.runs / ".requests" / f"{job.id}.json"
+        request.write_text(json.dumps({"kind": job.kind, "config": job.config,
+                                       "run_dir": str(run), "resume": resume}))
+        log = open(self.runs / ".logs" / f"{job.id}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", str(request)],
+                                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True)
+        log.close()
+        self.workers[job.id] = proc
+        self.registry.set_state(job.id, "running", pid=proc.pid, started=time.time(),
+                                error=None)
+
+    def _ended(self, job_id: str, code: int) -> None:
+        job = self.registry.get(job_id)
+        cancelled = job_id in self.cancelling
+        self.cancelling.discard(job_id)
+        if code == 0:
+            self.registry.set_state(job_id, "finished", ended=time.time(), pid=None)
+        elif code == 130:
+            self.registry.set_state(job_id, "cancelled" if cancelled else "interrupted",
+                                    ended=time.time(), pid=None)
+        elif code < 0 and not cancelled:  # killed by a signal: continue from its checkpoint
+            self._interrupted(job, f"its worker was killed ({signal.Signals(-code).name})")
+        else:
+            self.registry.set_state(job_id, "failed", ended=time.time(), pid=None,
+                                    error=self._last_line(job_id))
+
+    def _interrupted(self, job: JobRecord, why: str) -> None:
+        if self.auto_resume:
+            self.registry.set_state(job.id, "queued", resume=1, pid=None, error=why)
+        else:
+            self.registry.set_state(job.id, "interrupted", pid=None, error=why,
+                                    ended=time.time())
+
+    def _last_line(self, job_id: str) -> str:
+        log = self.runs / ".logs" / f"{job_id}.log"
+        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+        return lines[-1][:500] if lines else "the worker failed"
+
+    # -- requests --------------------------------------------------------------------------
+    def cancel(self, job: JobRecord) -> str:
+        """Cancel: a queued job never starts, a running one stops at its next episode boundary
+        (resumable). Returns the state it goes to."""
+        with self._lock:
+            if job.state == "queued" and self.registry.set_state(
+                    job.id, "cancelled", expect=("queued",), ended=time.time()):
+                return "cancelled"
+            proc = self.workers.get(job.id)
+            if proc is not None:
+                self.cancelling.add(job.id)
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                return "cancelling"
+        return self.registry.get(job.id).state
+
+    def resume(self, job: JobRecord) -> bool:
+        return self.registry.set_state(job.id, "queued", expect=("interrupted", "cancelled"),
+                                       resume=1, error=None)
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self.workers)

@@ -1,0 +1,128 @@
+"""`rlprune serve`, `rlprune submit`, and list/status/export against a service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rlprune.models.errors import UserError
+from rlprune.service.flags import SEARCH_SETTINGS
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rlprune.service.files import require_writable_folder
+    from rlprune.service.server import create_app, make_token
+
+    if args.max_running < 1:
+        raise UserError("--max-running must be at least 1")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1-65535, got {args.port}")
+    runs = Path(args.runs)
+    require_writable_folder(runs, "--runs")
+    token_path = Path(args.token_file) if args.token_file else runs / "service-token"
+    token = make_token(token_path)
+    app = create_app(runs, token, max_running=args.max_running, auto_resume=args.auto_resume,
+                     upload_limit=int(args.upload_limit_mb * 1024 * 1024),
+                     executor=args.executor, ray_address=args.ray_address)
+    print(f"rlprune service on http://{args.host}:{args.port}/ (runs in {runs}, at most "
+          f"{args.max_running} jobs at once); token in {token_path}", file=sys.stderr,
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                access_log=False)  # the token travels in headers; nothing logs it
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from rlprune.agent.config import SearchConfig
+    from rlprune.service.client import call, token_from
+
+    token = token_from(args.token_file)
+    defaults = SearchConfig()
+    config = {name: getattr(args, name) for name in SEARCH_SETTINGS
+              if getattr(args, name) != getattr(defaults, name)}
+    for key, value in config.items():
+        if isinstance(value, tuple):
+            config[key] = list(value)
+    weights = config.get("weights")
+    if weights is not None and not str(weights).startswith("sha256:"):
+        config["weights"] = _upload(args.server, token, Path(weights))
+    if args.kind == "baseline":
+        if args.method is None:
+            raise UserError("a baseline job needs --method")
+        config["method"] = args.method
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    job = call(args.server, token, "POST", "/v1/jobs", {"kind": args.kind, "config": config},
+               headers=headers)
+    print(f"submitted {job['id']} ({job['state']}); watch it with: rlprune status {job['id']} "
+          f"--server {args.server}")
+    return 0
+
+
+def _upload(server: str, token: str, path: Path) -> str:
+    """Upload local dense weights; the `sha256:...` name a job uses for them."""
+    import urllib.error
+    import urllib.request
+
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    request = urllib.request.Request(
+        server.rstrip("/") + "/v1/checkpoints", data=path.read_bytes(), method="POST",
+        headers={"Authorization": f"Bearer {token}",
+                 "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.loads(response.read())["weights"]
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+        raise UserError(f"the service refused the weights ({exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"cannot reach the service at {server} ({exc})") from None
+
+
+def remote_list(args: argparse.Namespace) -> int:
+    from rlprune.service.client import call, token_from
+
+    jobs = call(args.server, token_from(args.token_file), "GET", "/v1/jobs")
+    if not jobs:
+        print("no jobs")
+        return 0
+    print(f"{'job':<28}{'kind':<10}{'state':<13}{'episodes':>10}{'best reward':>13}")
+    for job in jobs:
+        p = job.get("progress") or {}
+        episodes = (f"{p.get('episodes_done') or 0}/{p['episodes']}" if p.get("episodes")
+                    else p.get("method") or "")
+        best = p.get("best_reward")
+        print(f"{job['id']:<28}{job['kind']:<10}{job['state']:<13}{episodes:>10}"
+              f"{'' if best is None else f'{best:.4f}':>13}")
+    return 0
+
+
+def remote_status(args: argparse.Namespace) -> int:
+    from rlprune.service.client import call, token_from
+
+    print(json.dumps(call(args.server, token_from(args.token_file), "GET",
+                          f"/v1/jobs/{args.run}"), indent=2))
+    return 0
+
+
+def remote_export(args: argparse.Namespace) -> int:
+    from rlprune.service.client import call, token_from
+    from rlprune.service.files import refuse_existing, write_text_atomic
+
+    if args.out is not None:
+        refuse_existing(Path(args.out), args.force)
+    text = call(args.server, token_from(args.token_file), "GET",
+                f"/v1/jobs/{args.run}/policy?format={args.format}", raw=True)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    write_text_atomic(Path(args.out), text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+HANDLERS = {"serve": cmd_serve, "submit": cmd_submit}

@@ -1,0 +1,107 @@
+"""One service job in its own process: `python -m rlprune.service.worker REQUEST.json`.
+
+The request names the kind (search, baseline, bench), the config (SearchConfig fields, plus
+`method` for a baseline and `targets`, `methods`, `seeds` for a bench), the run folder and
+whether to resume it. The job goes through the same lifecycle as `rlprune search`, so its
+run folder is the one the command line makes. SIGTERM stops a search at the next episode
+boundary (with a checkpoint): that is how the service cancels. The worker dies with the
+service (PR_SET_PDEATHSIG), so a killed service leaves no job running unseen.
+
+Exit codes: 0 finished, 130 stopped (interrupted or cancelled), 2 bad input (the message is
+the last line of the worker's log), anything else failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import signal
+import sys
+from pathlib import Path
+
+from rlprune.agent.config import SearchConfig
+from rlprune.models.errors import UserError
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the service's restart still finds the job interrupted
+        pass
+
+
+def run(request: dict) -> int:
+    from rlprune.service.console import SignalStop
+    from rlprune.service.dense import load_dense
+    from rlprune.service.lifecycle import JobRunner, open_resume
+
+    kind, run_dir = request["kind"], Path(request["run_dir"])
+    settings = dict(request["config"])
+    cache = run_dir.parent / "pretrained"  # the service's own cache of dense models
+
+    def dense_for(config: SearchConfig):
+        return load_dense(config, cache=cache)
+
+    if kind == "bench":
+        return _bench(settings, run_dir, cache)
+    method = settings.pop("method", "ddpg") if kind == "baseline" else "ddpg"
+    stopper = SignalStop()
+    with stopper:
+        if request.get("resume"):
+            found = open_resume(run_dir, dense_for)
+            runner, job, checkpoint = found.runner, found.job, found.checkpoint
+        else:
+            if kind == "baseline":
+                settings.setdefault("warmup", settings.get("episodes", 0))
+            config = SearchConfig.with_settings(**settings)
+            config.validate()
+            runner = JobRunner(config, dense_for(config), method)
+            job, checkpoint = runner.create(run_dir), None
+        stopper.runner = runner
+        with job:
+            try:
+                result = runner.run(job, checkpoint)
+            except KeyboardInterrupt:
+                return 130
+    return 0 if result.state == "finished" else 130
+
+
+def _bench(settings: dict, out: Path, cache: Path) -> int:
+    from rlprune.service.bench import DEFAULT_METHODS, run_bench
+    from rlprune.service.console import SignalStop
+    from rlprune.service.dense import load_dense
+
+    targets = settings.pop("targets", [0.9])
+    seeds = settings.pop("seeds", 1)
+    first_seed = settings.pop("first_seed", 0)
+    methods = settings.pop("methods", None)
+    base = SearchConfig.with_settings(**settings)
+    base.checkpoint_every = base.episodes
+    for target in targets:
+        SearchConfig.with_settings(**{**settings, "target": target}).validate()
+    dense = load_dense(base, cache=cache)
+    with SignalStop() as stopper:
+        try:
+            run_bench(dense, base, targets=targets,
+                      methods=methods or list(DEFAULT_METHODS[base.granularity]),
+                      seeds=seeds, first_seed=first_seed, out=out,
+                      on_runner=lambda runner: setattr(stopper, "runner", runner))
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    _die_with_parent()
+    request = json.loads(Path(argv[0]).read_text())
+    try:
+        return run(request)
+    except UserError as exc:
+        print(f"rlprune: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
