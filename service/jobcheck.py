@@ -72,8 +72,7 @@ def check_request(kind: str, config: dict, runs: Path) -> dict:
         out["method"] = method
     if kind == "bench":
         out.update(_bench(extra, config_))
-    if config_.weights is not None:
-        _fits(config_)
+    _builds(config_)
     return out
 
 
@@ -98,11 +97,12 @@ def _bench(extra: dict, base: SearchConfig) -> dict:
     return {"targets": targets, "seeds": seeds, "first_seed": first, "methods": methods}
 
 
-def _fits(config: SearchConfig) -> None:
-    """The uploaded weights must load into the model (for the dataset's shape)."""
+def _builds(config: SearchConfig) -> None:
+    """The model must build for the dataset's shape, and uploaded weights load into it."""
     from rlprune.models.data import spec_of
     from rlprune.models.registry import build_model
     from rlprune.models.train import load_weights
 
     model = build_model(config.model, **spec_of(config.dataset).model_kwargs())
-    load_weights(model, config.weights)
+    if config.weights is not None:
+        load_weights(model, config.weights)

@@ -26,6 +26,8 @@ PAGE = """<!doctype html>
  <label>dataset <input name="dataset" value="mnist5k" size="10"></label>
  <label>granularity <select name="granularity"><option>weight</option>
    <option>channel</option></select></label>
+ <label>FC rule <select name="fc_rule"><option>3sigma</option><option>agent</option>
+   <option>none</option></select></label>
  <label>target <input name="target" value="0.9" size="5"></label>
  <label>episodes <input name="episodes" value="400" size="5"></label>
  <label>warm-up <input name="warmup" value="100" size="5"></label>
@@ -90,7 +92,7 @@ $("submit").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = new FormData(ev.target), config = {};
   for (const [k, v] of f.entries()) {
-    config[k] = ["model", "dataset", "granularity"].includes(k) ? v : Number(v);
+    config[k] = ["model", "dataset", "granularity", "fc_rule"].includes(k) ? v : Number(v);
   }
   try {
     const body = JSON.stringify({kind: "search", config});
