@@ -85,8 +85,10 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
         registry.close()
 
     app = FastAPI(title="rlprune", version=_version(), lifespan=lifespan,
+                  docs_url=None, openapi_url=None,  # served below, behind the token
                   description="RL-driven pruning jobs: submit, watch, cancel, resume, "
-                              "download policies and pruned models.")
+                              "download policies and pruned models. Every endpoint but "
+                              "/healthz needs `Authorization: Bearer TOKEN`.")
     app.state.registry, app.state.engine, app.state.runs = registry, engine, runs
 
     def authorized(authorization: str | None = Header(default=None),
@@ -184,6 +186,17 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
     @app.post("/v1/checkpoints", status_code=201, dependencies=auth)
     async def upload(request: Request) -> dict:
         return await _upload(request, runs, upload_limit)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=auth)
+    def docs(token_q: str | None = Query(default=None, alias="token")) -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        spec = "/openapi.json" + (f"?token={token_q}" if token_q else "")
+        return get_swagger_ui_html(openapi_url=spec, title="rlprune API")
 
     @app.get("/", response_class=HTMLResponse, dependencies=auth)
     def page() -> str:

@@ -40,6 +40,10 @@ def test_health_version_and_the_token(service):
     status, spec = service.request("GET", "/openapi.json")
     assert status == 200 and {"/v1/jobs", "/v1/jobs/{job_id}/events",
                               "/v1/checkpoints"} <= set(spec["paths"])
+    assert service.request("GET", "/openapi.json", token=None)[0] == 401
+    status, html = service.request("GET", "/docs")
+    assert status == 200 and "swagger" in html.lower()
+    assert service.request("GET", "/", token=None)[0] == 401
 
 
 def test_a_job_runs_and_its_results_can_be_fetched(service):
