@@ -43,6 +43,14 @@ def _toolkit():
             X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
 
+def _quiet(fn, *args):
+    """Run torchao's prepare without its per-operator notes (e.g. that a max-pool stays
+    float, which is what its quantizer intends)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args)
+
+
 def _graph(model: nn.Module, example: torch.Tensor) -> nn.Module:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
@@ -68,7 +76,7 @@ def ptq(model: nn.Module, calibration: Split) -> nn.Module:
     CALIBRATION_BATCHES x CALIBRATION_BATCH images of `calibration`."""
     prepare, _, convert, allow, *_ = _toolkit()
     model = model.cpu().eval()
-    prepared = prepare(_graph(model, calibration.x[:2]), _quantizer(qat=False))
+    prepared = _quiet(prepare, _graph(model, calibration.x[:2]), _quantizer(qat=False))
     _calibrate(prepared, calibration)
     return _finish(convert(prepared), allow)
 
@@ -83,6 +91,7 @@ def _finish(converted: nn.Module, allow) -> nn.Module:
             delattr(converted.get_submodule(owner) if owner else converted, attr)
     converted.recompile()
     allow(converted)
+    converted.eval()
     return converted
 
 
@@ -94,7 +103,7 @@ def qat(model: nn.Module, data: Split, *, epochs: int, masks: dict[str, torch.Te
     step (the pruning holds), then converted to int8."""
     _, prepare_qat, convert, allow, *_ = _toolkit()
     model = model.cpu().eval()
-    prepared = prepare_qat(_graph(model, data.x[:2]), _quantizer(qat=True))
+    prepared = _quiet(prepare_qat, _graph(model, data.x[:2]), _quantizer(qat=True))
     allow(prepared)
     params = dict(prepared.named_parameters())
     held = {name: (params[name], mask) for name, mask in masks.items() if name in params}

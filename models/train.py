@@ -185,6 +185,8 @@ def fixed_mode(module: nn.Module) -> nn.Module:
 
     module.train = keep.__get__(module)  # type: ignore[method-assign]
     module.eval = keep.__get__(module)  # type: ignore[method-assign]
+    for m in module.modules():
+        m.training = False
     return module
 
 
