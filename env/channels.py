@@ -56,22 +56,6 @@ def _depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
-def _output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last Conv2d or Linear the forward pass runs: its outputs are the classes."""
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
-        raise UserError("the model has no Conv2d or Linear layer, so nothing to prune")
-    return order[-1]
-
-
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     try:
         return tp.DependencyGraph().build_dependency(model, example_inputs=example,
@@ -108,11 +92,9 @@ class ChannelGraph:
             raise UserError(f"channel mode supports plain and depthwise convolutions; "
                             f"{grouped[0]} has groups={modules[grouped[0]].groups}; use "
                             "--granularity weight")
-        output = _output_layer(model, example)
+        self.forward, self.fmaps, self.output_layer = _trace(model, example)
+        output = modules[self.output_layer]
         graph = dependency_graph(model, example)
-        self.forward = _forward_order(model, example)
-        self.fmaps = _fmaps(model, example)
-        self.output_layer = names[output]
         self.groups: list[ChannelGroup] = []
         self._in: dict[str, list[tuple[int, int]]] = {}  # layer -> [(group, its channels)]
         self._out: dict[str, list[tuple[int, int]]] = {}
@@ -230,41 +212,32 @@ def _channels(m: nn.Module) -> tuple[int, int]:
     return m.num_features, m.num_features
 
 
-def _forward_order(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def _trace(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, int], dict[str, int],
+                                                             str]:
+    """One forward pass: the order the layers run in, each Conv2d/Linear's output height x
+    width, and the last Conv2d/Linear that runs (its outputs are the classes)."""
     order: dict[str, int] = {}
-
-    def seen(name: str):
-        def hook(module, inputs, output) -> None:
-            order.setdefault(name, len(order))
-        return hook
-
-    hooks = [m.register_forward_hook(seen(n)) for n, m in model.named_modules() if n]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
-
-
-def _fmaps(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     fmaps: dict[str, int] = {}
+    costed: list[str] = []
 
-    def record(name: str):
-        def hook(module, inputs, out) -> None:
-            fmaps.setdefault(name, out.shape[-2] * out.shape[-1] if out.dim() == 4 else 1)
+    def seen(name: str, module: nn.Module):
+        def hook(mod, inputs, out) -> None:
+            order.setdefault(name, len(order))
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                fmaps.setdefault(name, out.shape[-2] * out.shape[-1] if out.dim() == 4 else 1)
+                costed.append(name)
         return hook
 
-    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
-             if isinstance(m, nn.Conv2d | nn.Linear)]
+    hooks = [m.register_forward_hook(seen(n, m)) for n, m in model.named_modules() if n]
     try:
         with torch.inference_mode():
             model(example)
     finally:
         for h in hooks:
             h.remove()
-    return fmaps
+    if not costed:
+        raise UserError("the model has no Conv2d or Linear layer, so nothing to prune")
+    return order, fmaps, costed[-1]
 
 
 def _module_flops(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
