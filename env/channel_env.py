@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -14,17 +12,15 @@ from rlprune.env.channel_budget import ChannelBudget
 from rlprune.env.channels import ChannelGraph, Masker
 from rlprune.env.config import S_MAX_FLOOR, EnvConfig
 from rlprune.env.criteria import channel_scores, removal_orders
-from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
+from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
 from rlprune.env.layers import Network, describe
 from rlprune.env.masks import count_for
 from rlprune.models.splits import Split
 
-N_FEATURES = 12
-CALIBRATION_SEED = 0
 CHANNEL_BASELINES = ("uniform", "global-l1", "global-taylor")
 
 
-class ChannelPruningEnv(gym.Env):
+class ChannelPruningEnv(EpisodeEnv):
     """Choose how many channels each channel group of a trained network loses.
 
     Groups come from Torch-Pruning's dependency graph (`env.channels`): layers that must lose
@@ -60,19 +56,12 @@ class ChannelPruningEnv(gym.Env):
     The model passed in is copied once; it is never modified.
     """
 
-    metadata = {"render_modes": []}
-
     def __init__(self, model: nn.Module, val: Split, input_shape: tuple[int, int, int],
                  config: EnvConfig | None = None, *, calibration: Split | None = None,
                  device: str | torch.device = "cpu"):
-        super().__init__()
-        self.config = config = config or EnvConfig(granularity="channel")
-        config.validate()
-        self.device = torch.device(device)
-        self.model = copy.deepcopy(model).to(self.device).eval()
+        config = config or EnvConfig(granularity="channel")
+        super().__init__(model, val, config, calibration=calibration, device=device)
         self.input_shape = tuple(input_shape)
-        self.evaluator = ProxyEvaluator(val, self.device, config.eval_batch_size)
-        self.calibration = calibration
         self.graph = ChannelGraph(self.model, input_shape)
         self.net: Network = describe(self.model, input_shape, "agent")
         self.agent_layers = self.graph.groups  # one step per group
@@ -91,22 +80,18 @@ class ChannelPruningEnv(gym.Env):
         self.masker = Masker(self.model, self.graph)
         self._group_costs = [self.graph.group_cost(i, config.budget)
                              for i in range(len(self.graph.groups))]
-        self._bn_state = bn_statistics(self.model)
+        self._keep_dense_statistics()
         self._static = self._static_features()
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._t, self._prev = 0, 0.0
         self._counts: list[int] = []
 
     # -- features ---------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
         modules = dict(self.model.named_modules())
-        rows = [[i, g.kind == "fc", g.in_channels, g.channels, g.kernel, g.stride, g.fmap,
-                 modules[g.name].weight.numel(), self._group_costs[i]]
-                for i, g in enumerate(self.graph.groups)]
-        table = np.asarray(rows, dtype=np.float64)
-        lo, span = table.min(0), np.ptp(table, 0)
-        return ((table - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+        return normalise_columns([
+            [i, g.kind == "fc", g.in_channels, g.channels, g.kernel, g.stride, g.fmap,
+             modules[g.name].weight.numel(), self._group_costs[i]]
+            for i, g in enumerate(self.graph.groups)])
 
     def _observation(self) -> np.ndarray:
         b = self.budget
@@ -119,7 +104,7 @@ class ChannelPruningEnv(gym.Env):
     # -- actions ----------------------------------------------------------------------------
     def _removed_for(self, t: int, action) -> tuple[int, float]:
         lo, hi = self.budget.bounds(t, self._counts)
-        a = _unit(action)
+        a = unit(action)
         if self.action_mapping == "feasible":
             return lo + int(round(a * (hi - lo))), float("nan")
         requested = self.config.s_min + a * (self.s_max - self.config.s_min)
@@ -190,17 +175,6 @@ class ChannelPruningEnv(gym.Env):
         reward = self._finish(info) if terminated else 0.0
         return self._observation(), reward, terminated, False, info
 
-    def proxy_accuracy(self) -> float:
-        return self.proxy_score()[0]
-
-    def proxy_score(self) -> tuple[float, float]:
-        c = self.config
-        rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
-               else self.np_random)
-        return proxy_score(self.model, self.evaluator, self.calibration,
-                           batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
-                           rng=rng, dense_statistics=self._bn_state)
-
     def costs(self, counts: list[int]) -> dict[str, dict[str, int]]:
         kept = np.array(self.budget.sizes) - np.array(counts)
         return {budget: {"dense": int(round(self.graph.total[budget])),
@@ -208,16 +182,9 @@ class ChannelPruningEnv(gym.Env):
                 for budget in ("flops", "params")}
 
     def _finish(self, info: dict[str, Any]) -> float:
-        acc, loss = self.proxy_score()
-        costs = self.costs(self._counts)
-        info.update(sparsities=self.sparsities(), removed=list(self._counts),
-                    proxy_accuracy=acc, proxy_loss=loss,
-                    achieved_sparsity=self.budget.achieved(self._counts), **costs)
-        kind = self.config.reward_kind
-        key = "flops" if "flops" in kind else "params"
-        reward = reward_of(kind, acc, loss, costs[key]["nonzero"])
-        info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
-        return reward
+        return self._score_episode(info, self.costs(self._counts),
+                                   sparsities=self.sparsities(), removed=list(self._counts),
+                                   achieved_sparsity=self.budget.achieved(self._counts))
 
 
 class _NoFcRule:
@@ -226,10 +193,6 @@ class _NoFcRule:
     k = None
     masks: dict = {}
     trials: list = []
-
-
-def _unit(action) -> float:
-    return (float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1)) + 1) / 2
 
 
 def _uniform(b: ChannelBudget) -> list[int]:

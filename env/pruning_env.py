@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -13,15 +11,12 @@ from torch import nn
 from rlprune.env.baselines import METHODS as BASELINES
 from rlprune.env.budget import Budget
 from rlprune.env.config import S_MAX_FLOOR, EnvConfig
-from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
+from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
 from rlprune.env.fc_rule import choose_fc_rule
 from rlprune.env.layers import Layer, Network, describe, nonzero_costs
 from rlprune.env.masks import MagnitudePruner, apply_masks
 from rlprune.models.errors import UserError
 from rlprune.models.splits import Split
-
-N_FEATURES = 12
-CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
 
 
 def resolve_action_mapping(mapping: str, sizes: list[int]) -> str:
@@ -39,7 +34,7 @@ def resolve_action_mapping(mapping: str, sizes: list[int]) -> str:
     return "feasible" if any(2 * n > sum(sizes) for n in sizes[:-1]) else "absolute"
 
 
-class PruningEnv(gym.Env):
+class PruningEnv(EpisodeEnv):
     """Choose a weight sparsity for each agent-controlled layer of a trained network.
 
     One episode is one pass over the agent's layers (every Conv2d, plus the Linear layers with
@@ -81,18 +76,11 @@ class PruningEnv(gym.Env):
     The model passed in is copied once; it is never modified.
     """
 
-    metadata = {"render_modes": []}
-
     def __init__(self, model: nn.Module, val: Split, input_shape: tuple[int, int, int],
                  config: EnvConfig | None = None, *, calibration: Split | None = None,
                  device: str | torch.device = "cpu"):
-        super().__init__()
-        self.config = config = config or EnvConfig()
-        config.validate()
-        self.device = torch.device(device)
-        self.model = copy.deepcopy(model).to(self.device).eval()
-        self.evaluator = ProxyEvaluator(val, self.device, config.eval_batch_size)
-        self.calibration = calibration
+        config = config or EnvConfig()
+        super().__init__(model, val, config, calibration=calibration, device=device)
         self.net: Network = describe(self.model, input_shape, config.fc_rule)
         self.agent_layers: list[Layer] = self.net.owned_by("agent")
         fc_layers = self.net.owned_by("fc-rule")
@@ -136,10 +124,8 @@ class PruningEnv(gym.Env):
         if config.fc_during_search:
             apply_masks(self.model, self.fc.masks)
         self.pruner = MagnitudePruner([layer.module.weight for layer in self.agent_layers])
-        self._bn_state = bn_statistics(self.model)
+        self._keep_dense_statistics()
         self._static = self._static_features()
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._t, self._pruned, self._prev = 0, 0, 0.0
         self._counts: list[int] = []
 
@@ -171,12 +157,10 @@ class PruningEnv(gym.Env):
 
     # -- spaces -------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
-        rows = [[i, layer.kind == "fc", layer.in_channels, layer.out_channels, layer.kernel,
-                 layer.stride, layer.fmap, layer.params, layer.flops]
-                for i, layer in enumerate(self.agent_layers)]
-        table = np.asarray(rows, dtype=np.float64)
-        lo, span = table.min(0), np.ptp(table, 0)
-        return ((table - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+        return normalise_columns([
+            [i, layer.kind == "fc", layer.in_channels, layer.out_channels, layer.kernel,
+             layer.stride, layer.fmap, layer.params, layer.flops]
+            for i, layer in enumerate(self.agent_layers)])
 
     def _observation(self) -> np.ndarray:
         n = self.budget.total
@@ -187,14 +171,14 @@ class PruningEnv(gym.Env):
 
     def action_to_sparsity(self, action: np.ndarray | float) -> float:
         """The `absolute` mapping: [-1, 1] linearly onto [s_min, s_max]."""
-        a = _unit(action)
+        a = unit(action)
         return self.config.s_min + a * (self.s_max - self.config.s_min)
 
     def _prune_count(self, t: int, action) -> tuple[int, float]:
         """Weights layer t prunes for `action`, and the sparsity the action asked for."""
         if self.action_mapping == "feasible":
             lo, hi = self.budget.bounds(t, self._pruned)
-            n = lo + int(round(_unit(action) * (hi - lo)))
+            n = lo + int(round(unit(action) * (hi - lo)))
             return n, n / self.budget.sizes[t]
         requested = self.action_to_sparsity(action)
         return self.budget.clamp(t, self._pruned, requested), requested
@@ -244,34 +228,9 @@ class PruningEnv(gym.Env):
             out[name] = float((~mask).sum()) / mask.numel()
         return out
 
-    def proxy_accuracy(self) -> float:
-        """Val accuracy of the working model as it is now masked (see `proxy_score`)."""
-        return self.proxy_score()[0]
-
-    def proxy_score(self) -> tuple[float, float]:
-        """Val accuracy and cross-entropy of the working model as it is now masked (BatchNorm
-        statistics re-estimated first if configured, then put back to the dense ones)."""
-        c = self.config
-        rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
-               else self.np_random)
-        return proxy_score(self.model, self.evaluator, self.calibration,
-                           batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
-                           rng=rng, dense_statistics=self._bn_state)
-
     def _finish(self, info: dict[str, Any]) -> float:
-        acc, loss = self.proxy_score()
         sparsity = self.sparsities()
-        costs = nonzero_costs(self.net, sparsity)
         pruned = self.budget.fixed + self._pruned
-        info.update(sparsities=sparsity, pruned=pruned, proxy_accuracy=acc, proxy_loss=loss,
-                    achieved_sparsity=pruned / self.budget.total, **costs)
-        kind = self.config.reward_kind
-        key = "flops" if "flops" in kind else "params"
-        reward = reward_of(kind, acc, loss, costs[key]["nonzero"])
-        info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
-        return reward
-
-
-def _unit(action) -> float:
-    """An action in [-1, 1] (clipped) as a fraction in [0, 1]."""
-    return (float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1)) + 1) / 2
+        return self._score_episode(info, nonzero_costs(self.net, sparsity),
+                                   sparsities=sparsity, pruned=pruned,
+                                   achieved_sparsity=pruned / self.budget.total)
