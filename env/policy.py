@@ -36,10 +36,7 @@ def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, tar
         "layers": layers,
         "fc_rule": {"kind": fc_rule, "k": fc_k},
         "achieved": {"sparsity": pruned / net.prunable, "prunable_weights": net.prunable,
-                     "params_dense": costs["params"]["dense"],
-                     "params_nonzero": costs["params"]["nonzero"],
-                     "flops_dense": costs["flops"]["dense"],
-                     "flops_nonzero": costs["flops"]["nonzero"]},
+                     **_cost_fields(costs)},
         "accuracy": accuracy,
         "search": search,
     }
@@ -61,14 +58,16 @@ def build_channel_policy(*, model: str, dataset: str, fingerprint: str, method: 
         "method": method,
         "target": {"sparsity": target, "budget": budget},
         "groups": entries,
-        "achieved": {"sparsity": achieved, "budget": budget,
-                     "params_dense": costs["params"]["dense"],
-                     "params_nonzero": costs["params"]["nonzero"],
-                     "flops_dense": costs["flops"]["dense"],
-                     "flops_nonzero": costs["flops"]["nonzero"]},
+        "achieved": {"sparsity": achieved, "budget": budget, **_cost_fields(costs)},
         "accuracy": accuracy,
         "search": search,
     }
+
+
+def _cost_fields(costs: dict) -> dict[str, int]:
+    """`params_dense`, `params_nonzero`, `flops_dense`, `flops_nonzero` from a costs table."""
+    return {f"{kind}_{which}": costs[kind][which]
+            for kind in ("params", "flops") for which in ("dense", "nonzero")}
 
 
 def granularity_of(policy: dict) -> str:
