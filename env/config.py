@@ -102,6 +102,9 @@ class EnvConfig:
         "largely the luckiest batch).", negate="--bn-fresh-batches")
     eval_batch_size: int = setting(2048, "Images per forward pass of the proxy evaluation.",
                                    min=1)
+    simulated_eval_s: float = setting(
+        0.0, "Benchmarks: seconds of sleep added to every proxy evaluation, standing in for a "
+        "large model's (the reward is unchanged).", min=0.0, metavar="SECONDS")
 
     @property
     def reward_kind(self) -> str:

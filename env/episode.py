@@ -1,0 +1,83 @@
+"""What the weight and the channel environment share: the working copy of the model, the proxy
+score with BatchNorm recalibration, the final reward, and the feature normalisation."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlprune.env.config import EnvConfig
+from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
+from rlprune.models.splits import Split
+
+N_FEATURES = 12
+CALIBRATION_SEED = 0  # picks the fixed BatchNorm calibration batches (bn_fixed_batches)
+
+
+class EpisodeEnv(gym.Env):
+    """A base for environments whose episode is one pass over a network's layers or groups,
+    scored once at the end on the val split (see the subclasses for the specification)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model: nn.Module, val: Split, config: EnvConfig, *,
+                 calibration: Split | None, device: str | torch.device):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(model).to(self.device).eval()
+        self.evaluator = ProxyEvaluator(val, self.device, config.eval_batch_size)
+        self.calibration = calibration
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def _keep_dense_statistics(self) -> None:
+        """Remember the BatchNorm statistics every recalibration is undone to (call once the
+        working model holds what every episode starts from)."""
+        self._bn_state = bn_statistics(self.model)
+
+    def proxy_accuracy(self) -> float:
+        """Val accuracy of the working model as it is now masked (see `proxy_score`)."""
+        return self.proxy_score()[0]
+
+    def proxy_score(self) -> tuple[float, float]:
+        """Val accuracy and cross-entropy of the working model as it is now masked (BatchNorm
+        statistics re-estimated first if configured, then put back to the dense ones)."""
+        c = self.config
+        rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
+               else self.np_random)
+        return proxy_score(self.model, self.evaluator, self.calibration,
+                           batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
+                           rng=rng, dense_statistics=self._bn_state)
+
+    def _score_episode(self, info: dict[str, Any], costs: dict[str, dict[str, int]],
+                       **extra: Any) -> float:
+        """Score the masked model, fill the last step's info and return its reward."""
+        acc, loss = self.proxy_score()
+        if self.config.simulated_eval_s:
+            time.sleep(self.config.simulated_eval_s)
+        info.update(proxy_accuracy=acc, proxy_loss=loss, **extra, **costs)
+        kind = self.config.reward_kind
+        key = "flops" if "flops" in kind else "params"
+        reward = reward_of(kind, acc, loss, costs[key]["nonzero"])
+        info["reward"] = reward  # exact; vectorised wrappers pass rewards on as float32
+        return reward
+
+
+def normalise_columns(rows: list[list[float]]) -> np.ndarray:
+    """Min-max normalise each column of a feature table to [0, 1] (constant columns → 0)."""
+    table = np.asarray(rows, dtype=np.float64)
+    lo, span = table.min(0), np.ptp(table, 0)
+    return ((table - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+
+
+def unit(action) -> float:
+    """An action in [-1, 1] (clipped) as a fraction in [0, 1]."""
+    return (float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1)) + 1) / 2
