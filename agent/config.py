@@ -74,6 +74,20 @@ class SearchConfig(EnvConfig):
         "the search starts from them and its best is at least their best on the proxy; "
         "default: every baseline of the granularity (weight: uniform,global,lamp,erk; channel: "
         "uniform,global-l1,global-taylor).", parse=parse_names, metavar="P,P", group="agent")
+    workers: int = setting(
+        1, "Episodes evaluated at a time, each on its own copy of the env (local processes, "
+        "or Ray actors with --ray-address): the K episodes of a round act with the same actor "
+        "and their own noise, then the agent takes as many updates per episode as with one. "
+        "Deterministic for a given K, not across K. --episodes must be a multiple of K; the "
+        "warm-up is rounded up to whole rounds.", min=1, group="agent", metavar="K")
+    ray_address: str | None = setting(
+        None, "Run on Ray: the search's workers as Ray actors, a bench's cells as Ray tasks, "
+        "the service's jobs on the cluster. `auto`: the cluster this machine belongs to; "
+        "`local`: a Ray instance started on this machine for the run; else host:port.",
+        group="agent", metavar="ADDR")
+    gpus_per_worker: float = setting(
+        0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
+        min=0.0, group="agent")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "
@@ -99,6 +113,14 @@ class SearchConfig(EnvConfig):
         if self.warmup > self.episodes:
             raise SettingError("warmup", f"({self.warmup}) must not be more than the "
                                f"episodes ({self.episodes}); lower it or raise the episodes")
+        if self.episodes % self.workers:
+            k, n = self.workers, self.episodes
+            raise SettingError("episodes", f"({n}) must be a multiple of --workers {k} (a "
+                               f"round plays {k} episodes): use {n - n % k or k} or "
+                               f"{n - n % k + k}")
+        if self.gpus_per_worker and not self.ray_address:
+            raise SettingError("gpus_per_worker", "needs --ray-address (local workers use "
+                               "--device)")
         if not self.hidden or min(self.hidden) < 1:
             raise SettingError("hidden", f"must be positive layer widths, got {self.hidden}")
 

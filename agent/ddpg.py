@@ -35,9 +35,16 @@ class AmcDDPG(DDPG):
         action, buffer_action = super()._sample_action(learning_starts, None, n_envs)
         demos = self.demonstrations or []
         if demos and self.num_timesteps < learning_starts:
-            episode, step = divmod(self.num_timesteps, len(demos[0]))
-            if episode < len(demos):
-                buffer_action = np.full_like(buffer_action, demos[episode][step])
+            # env i of round r plays episode r·K + i; its step is the round's step
+            steps = len(demos[0])
+            rnd, step = divmod(self.num_timesteps // n_envs, steps)
+            played = False
+            for i in range(n_envs):
+                episode = rnd * n_envs + i
+                if episode < len(demos):
+                    buffer_action[i] = demos[episode][step]
+                    played = True
+            if played:
                 return self.policy.unscale_action(buffer_action), buffer_action
         if action_noise is not None and self.num_timesteps >= learning_starts:
             buffer_action = action_noise.around(buffer_action)
@@ -57,6 +64,8 @@ class AmcDDPG(DDPG):
         saved = noise.state_dict() if isinstance(noise, DecayingTruncatedNormalNoise) else None
         out = super()._setup_learn(*args, **kwargs)
         if saved is not None:
+            # SB3 wraps a single-env noise into K copies for K envs; ours draws per env itself
+            self.action_noise = noise
             noise.load_state_dict(saved)
         return out
 
@@ -65,15 +74,22 @@ def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
                sigma0: float, sigma_decay: float, hidden: tuple[int, ...], batch_size: int,
                tau: float, learning_rate: float, baseline_decay: float, seed: int,
                device: str, tensorboard_log: str | None) -> AmcDDPG:
-    noise = DecayingTruncatedNormalNoise(sigma0, sigma_decay, warmup_episodes, seed=seed)
+    """The search's agent for `env` (a VecEnv of K copies of one pruning env; one step per
+    layer). With K > 1 a rollout is one round (K episodes side by side) and the update after it
+    takes K·layers gradient steps, as K single episodes would; the warm-up is rounded up to
+    whole rounds."""
+    k = env.num_envs
+    noise = DecayingTruncatedNormalNoise(sigma0, sigma_decay, warmup_episodes, seed=seed,
+                                         n_envs=k)
     return AmcDDPG(
         "MlpPolicy", env,
         learning_rate=learning_rate,
         buffer_size=max(buffer_episodes * layers, batch_size),
-        learning_starts=warmup_episodes * layers,
+        learning_starts=-(-warmup_episodes // k) * k * layers,
         batch_size=batch_size, tau=tau,
         gamma=0.0,  # every transition carries its episode's (relabelled) return already
-        train_freq=(1, "episode"), gradient_steps=-1,  # one update per step, after the episode
+        # one update per step, after the episode (SB3 counts a round of K envs in steps)
+        train_freq=(1, "episode") if k == 1 else (layers, "step"), gradient_steps=-1,
         action_noise=noise,
         replay_buffer_class=EpisodeRewardReplayBuffer,
         replay_buffer_kwargs={"baseline_decay": baseline_decay},
@@ -83,15 +99,19 @@ def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
 
 
 def rng_state(agent: AmcDDPG, env) -> dict:
-    """The generators an episode draws from, besides the global ones (see checkpoint.py)."""
+    """The generators an episode draws from, besides the global ones (see checkpoint.py);
+    `env` is the search's one env (K = 1) or its EnvWorkers (the K envs' generators)."""
+    envs = env.rng_states() if hasattr(env, "rng_states") else env.np_random.bit_generator.state
     return {"action_space": agent.action_space.np_random.bit_generator.state,
-            "env": env.np_random.bit_generator.state,
-            "noise": agent.action_noise.state_dict()}
+            "env": envs, "noise": agent.action_noise.state_dict()}
 
 
 def set_rng_state(agent: AmcDDPG, env, state: dict) -> None:
     agent.action_space.np_random.bit_generator.state = state["action_space"]
-    env.np_random.bit_generator.state = state["env"]
+    if hasattr(env, "set_rng_states"):
+        env.set_rng_states(state["env"])
+    else:
+        env.np_random.bit_generator.state = state["env"]
     agent.action_noise.load_state_dict(state["noise"])
 
 

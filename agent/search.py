@@ -11,6 +11,7 @@ Nothing here prints, writes files of its own or handles signals: a stop is asked
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
+from rlprune.agent.workers import EnvWorkers, ProcessBackend
 from rlprune.env.channel_env import ChannelPruningEnv
 from rlprune.env.make import make_env
 from rlprune.env.pruning_env import PruningEnv
@@ -53,7 +56,8 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
     """What a checkpoint must match to be resumed: the problem, not the agent's settings."""
     c = config
     size = "channels" if c.granularity == "channel" else "params"
-    return {"model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
+    workers = {"workers": c.workers} if c.workers > 1 else {}  # K = 1 reads older checkpoints
+    return {**workers, "model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
             "data": data_digest(dense.data),
             "granularity": [c.granularity, c.budget if c.granularity == "channel" else None,
@@ -94,9 +98,10 @@ class _EpisodeCallback(BaseCallback):
         self.on_episode_end = on_episode_end
 
     def _on_step(self) -> bool:
-        if self.locals["dones"][0]:
-            info = self.locals["infos"][0]
-            self.on_episode_end(info["reward"], info)
+        # K envs end their episodes on the same step; env i's is episode r·K + i of round r
+        for done, info in zip(self.locals["dones"], self.locals["infos"]):
+            if done:
+                self.on_episode_end(info["reward"], info)
         return True
 
 
@@ -128,6 +133,8 @@ class Search:
         self._pending_rng: dict | None = None
         self._checkpoints: CheckpointSink | None = None
         self._loaded: tuple | None = None  # a checkpoint load()ed for run() to continue
+        self._vec: DummyVecEnv | EnvWorkers | None = None
+        self._started_ray = False
         self.agent: AmcDDPG | None = None
 
     @property
@@ -144,10 +151,49 @@ class Search:
         return self._stop or bool(self.should_stop and self.should_stop())
 
     # -- set-up ------------------------------------------------------------------------
+    def _envs(self) -> DummyVecEnv | EnvWorkers:
+        """The env the agent steps: this process's one env (K = 1), or K copies of it in
+        worker processes or Ray actors (`rlprune.agent.workers`)."""
+        if self._vec is not None:
+            return self._vec
+        c = self.config
+        if c.workers == 1:
+            self._vec = DummyVecEnv([lambda: self.env])
+            return self._vec
+        device = "cuda" if c.gpus_per_worker else resolve_device(c.device)
+        d = self.dense
+        factory = functools.partial(make_env, d.model, d.data.val, d.input_shape,
+                                    c.env_config(), calibration=d.data.train, device=device)
+        if c.ray_address:
+            from rlprune.agent.ray_workers import RayBackend, connect
+
+            self._started_ray = connect(c.ray_address)
+            backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker)
+        else:
+            backend = ProcessBackend(factory, threads=max(1, torch.get_num_threads() // c.workers))
+        self._vec = EnvWorkers(backend, c.workers, self.env.observation_space,
+                               self.env.action_space)
+        return self._vec
+
+    @property
+    def _rng_env(self):
+        """Whose env generators a checkpoint holds: the one env's, or the K workers'."""
+        return self._vec if isinstance(self._vec, EnvWorkers) else self.env
+
+    def close(self) -> None:
+        """Stop the worker processes or actors (and a Ray instance this search started)."""
+        if isinstance(self._vec, EnvWorkers):
+            self._vec.close()
+        self._vec = None
+        if self._started_ray:
+            from rlprune.agent.ray_workers import import_ray
+
+            import_ray().shutdown()
+            self._started_ray = False
+
     def _new_agent(self, tb_dir: Path | None) -> AmcDDPG:
         c = self.config
-        vec = DummyVecEnv([lambda: self.env])
-        return make_agent(vec, layers=len(self.env.agent_layers), warmup_episodes=c.warmup,
+        return make_agent(self._envs(), layers=len(self.env.agent_layers), warmup_episodes=c.warmup,
                           buffer_episodes=c.buffer_episodes, sigma0=c.noise_sigma,
                           sigma_decay=c.noise_decay, hidden=c.hidden, batch_size=c.batch_size,
                           tau=c.tau, learning_rate=c.learning_rate,
@@ -170,13 +216,12 @@ class Search:
             raise UserError(f"checkpoint {folder} was written by an earlier rlprune (it records "
                             f"no {', '.join(unknown)}) and cannot be resumed by this one; start "
                             "the search again")
-        differ = [k for k in mine if theirs.get(k) != mine[k]]
+        differ = [k for k in {**theirs, **mine} if theirs.get(k) != mine.get(k)]
         if differ:
             raise UserError(f"checkpoint {folder} does not match this run's "
                             f"{', '.join(differ)}; refusing to resume it")
-        vec = DummyVecEnv([lambda: self.env])
         try:
-            agent = AmcDDPG.load(folder / "agent.zip", env=vec, device="cpu")
+            agent = AmcDDPG.load(folder / "agent.zip", env=self._envs(), device="cpu")
             agent.load_replay_buffer(folder / "replay_buffer.pkl")
         except Exception as exc:  # a truncated zip or pickle can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None
@@ -212,20 +257,24 @@ class Search:
         :param resume_from: a checkpoint folder to continue from
         """
         self._checkpoints = checkpoints
-        if resume_from:
-            self.agent = self._resumed_agent(resume_from, tb_dir)
-            self.saved_at = self.state.episode
-        else:
-            self.agent = self._new_agent(tb_dir)
-        self.episodes_at_start = self.state.episode
-        self.agent.boundary_hook = self._at_boundary
-        self.agent.demonstrations = self.demonstrations()
-        remaining = (self.config.episodes - self.state.episode) * len(self.env.agent_layers)
-        if remaining > 0:
-            self.agent.learn(remaining, callback=_EpisodeCallback(self._on_episode_end),
-                             log_interval=None, tb_log_name="search", reset_num_timesteps=False)
-        if self.saved_at != self.state.episode:  # e.g. a stop during the last episode
-            self._save()
+        try:
+            if resume_from:
+                self.agent = self._resumed_agent(resume_from, tb_dir)
+                self.saved_at = self.state.episode
+            else:
+                self.agent = self._new_agent(tb_dir)
+            self.episodes_at_start = self.state.episode
+            self.agent.boundary_hook = self._at_boundary
+            self.agent.demonstrations = self.demonstrations()
+            remaining = (self.config.episodes - self.state.episode) * len(self.env.agent_layers)
+            if remaining > 0:
+                self.agent.learn(remaining, callback=_EpisodeCallback(self._on_episode_end),
+                                 log_interval=None, tb_log_name="search",
+                                 reset_num_timesteps=False)
+            if self.saved_at != self.state.episode:  # e.g. a stop during the last episode
+                self._save()
+        finally:
+            self.close()
 
     def _at_boundary(self) -> bool:
         """Between two episodes: restore RNGs after a resume, checkpoint, honour a stop."""
@@ -233,14 +282,14 @@ class Search:
             # After SB3's load and learn set-up have reseeded things, put back exactly the
             # generator states the interrupted run had at this boundary.
             checkpoint.set_global_rng_state(self._pending_rng["global"])
-            set_rng_state(self.agent, self.env, self._pending_rng["local"])
+            set_rng_state(self.agent, self._rng_env, self._pending_rng["local"])
             self._pending_rng = None
-        episode = self.state.episode
+        episode, every, k = self.state.episode, self.config.checkpoint_every, self.config.workers
         if self.stop_requested and episode < self.config.episodes:
             self.stopped = True
             self._save()
             return False
-        if episode and episode % self.config.checkpoint_every == 0:
+        if episode and episode // every > (episode - k) // every:  # a multiple of it crossed
             self._save()
         return True
 
@@ -250,7 +299,7 @@ class Search:
         state = {"search": self.state.__dict__,
                  "fingerprint": fingerprint(self.config, self.dense, self.env),
                  "rng": {"global": checkpoint.global_rng_state(),
-                         "local": rng_state(self.agent, self.env)}}
+                         "local": rng_state(self.agent, self._rng_env)}}
         self.agent.replay_buffer.discard_pending()
         self._checkpoints.save(self.state.episode,
                                lambda folder: checkpoint.write(folder, self.agent, state))

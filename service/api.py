@@ -44,8 +44,6 @@ def _job(method: str, model: nn.Module, data: Any, target: float, run_dir: str |
     data = _data(data)
     names = {"model": object_name(model), "dataset": object_name(data, data.name)}
     config = SearchConfig.with_settings(**{**names, **settings, "target": target})
-    if method == "random":
-        config.warmup = config.episodes  # random search: warm-up all the way, no learning
     config.validate()
     if run_dir is not None:
         require_empty_folder(run_dir, "run_dir")

@@ -19,8 +19,9 @@ from rlprune.agent.config import SearchConfig
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
-from rlprune.service.files import write_json, write_text_atomic
-from rlprune.service.lifecycle import Callback, JobRunner
+from rlprune.service.files import read_json, write_json, write_text_atomic
+from rlprune.service.jobs import DamagedRun, Job
+from rlprune.service.lifecycle import Callback, JobRunner, open_resume, settled
 
 # per granularity; `ddpg-only` is the search on every layer (no FC rule)
 METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "random", "uniform", "global",
@@ -53,16 +54,24 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
     A search stopped early stops the whole bench (KeyboardInterrupt)."""
     if method == "ddpg-only":
         config = dataclasses.replace(config, fc_rule="agent")
+    kind = "ddpg" if method == "ddpg-only" else method
     callback = progress(run_dir.name) if progress else None
-    runner = JobRunner(config, dense, "ddpg" if method == "ddpg-only" else method,
-                       callback=callback)
+    checkpoint = None
+    if run_dir.exists():  # a cell of the interrupted bench this one resumes
+        found = _earlier_cell(run_dir, config, kind, dense, callback)
+        if isinstance(found, dict):
+            return found
+        runner, job, checkpoint = found.runner, found.job, found.checkpoint
+    else:
+        runner = JobRunner(config, dense, kind, callback=callback)
+        job = None
     if on_runner is not None:
         on_runner(runner)
     eval_s = proxy_eval_seconds(runner.env) if runner.search is not None else None
-    job = runner.create(run_dir)
+    job = job if job is not None else runner.create(run_dir)
     with job:
         try:
-            result = runner.run(job)
+            result = runner.run(job, checkpoint)
         finally:
             if callback is not None:
                 callback.close()
@@ -74,10 +83,33 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
     return result.policy
 
 
+def _earlier_cell(run_dir: Path, config: SearchConfig, method: str, dense: Dense,
+                  callback: Callback | None):
+    """A resumed bench's cell folder: its policy if it finished, else what `open_resume`
+    needs to continue it. A folder made with other settings is refused, not overwritten."""
+    job = Job.open(run_dir)
+    saved = job.config()
+    wanted = {**json.loads(json.dumps(settled(config, method).to_json())), "method": method}
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    differ = sorted(k for k in saved.keys() | wanted.keys()  # a setting newer than the cell
+                    if saved.get(k, defaults.get(k)) != wanted.get(k))  # ran at its default
+    if differ:
+        raise UserError(f"{run_dir} was made with other settings than this bench's "
+                        f"({', '.join(differ)}); resume with the bench's own settings, or "
+                        "choose a new --out")
+    if job.status().get("state") == "finished":
+        try:
+            return read_json(job.path / "policy.json")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DamagedRun(f"{job.path / 'policy.json'}: {exc}") from None
+    return open_resume(run_dir, lambda _: dense, callback=callback)
+
+
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
               seeds: int, out: Path, log: Callable[[str], None] = lambda line: None,
               first_seed: int = 0, progress: Callable[[str], Callback] | None = None,
-              on_runner: Callable[[JobRunner], None] | None = None) -> dict:
+              on_runner: Callable[[JobRunner], None] | None = None,
+              resume: bool = False) -> dict:
     """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target, each
     in `out/runs/<method>-<target>-seed<seed>/`.
 
@@ -86,8 +118,13 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     runs (the command line points its signal handling at it).
 
     A later bench with `first_seed` past an earlier one's seeds extends it
-    (`rlprune bench --merge` joins the two).
+    (`rlprune bench --merge` joins the two). With `resume`, `out` may hold an interrupted
+    bench of the same settings: its finished cells are kept (not re-run, no speed record),
+    an unfinished one continues from its last checkpoint.
     """
+    if not resume and (out / "runs").exists():
+        raise UserError(f"{out} already holds a bench's runs; resume it (--resume) or choose "
+                        "a new --out")
     known = METHODS[base.granularity]
     unknown = [m for m in methods if m not in known]
     if unknown:
@@ -100,7 +137,8 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     except KeyboardInterrupt:
         if results:
             _write(_report(base, dense, results, speed, interrupted=True), out)
-            log(f"interrupted: the {len(results)} finished rows are in {out / 'bench.json'}")
+            log(f"interrupted: the {len(results)} finished rows are in {out / 'bench.json'}; "
+                f"the same command with --resume continues it")
         raise
     report = _report(base, dense, results, speed)
     _write(report, out)

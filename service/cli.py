@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=0,
                    help="seeds run from here (extend an earlier bench; default: 0)")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted bench in --out (same settings): finished "
+                        "cells are kept, an unfinished one continues from its checkpoint")
     p.add_argument("--merge", nargs="+", metavar="BENCH_JSON", default=None,
                    help="instead of running: join these bench.json files into --out "
                         "(a later file's row replaces an earlier one's)")

@@ -231,7 +231,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rlprune.service.console import Progress, SignalStop
 
     out = Path(args.out)
-    require_empty_folder(out, "--out")
+    if args.resume and args.merge:
+        raise UserError("--resume continues a bench; it does not go with --merge")
+    if not args.resume:
+        require_empty_folder(out, "--out")
+    elif not (out / "runs").is_dir():
+        raise UserError(f"--resume: {out} holds no bench's runs to continue")
     if args.merge:
         merge_files(args.merge, out)
         print((out / "bench.md").read_text(), end="")
@@ -255,7 +260,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            seeds=args.seeds, first_seed=args.first_seed, out=out,
                            progress=lambda label: Progress(label, quiet=args.quiet),
                            log=lambda line: print(line, file=sys.stderr),
-                           on_runner=lambda runner: setattr(stopper, "runner", runner))
+                           on_runner=lambda runner: setattr(stopper, "runner", runner),
+                           resume=args.resume)
     print((out / "bench.md").read_text(), end="")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
     return 0 if report["results"] else 1

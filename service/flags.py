@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Sequence
 
@@ -39,7 +40,9 @@ def add_settings(p: argparse.ArgumentParser, names: Sequence[str], **defaults: o
             action = "store_false" if meta["negate"] else "store_true"
             p.add_argument(flag_for(name), dest=name, action=action, help=doc)
             continue
-        base = typing.get_args(hints[name])[0] if name == "weights" else hints[name]
+        base = hints[name]
+        if isinstance(base, types.UnionType):  # `X | None`: parsed as X
+            base = next(a for a in typing.get_args(base) if a is not type(None))
         parse = meta["parse"] or PLAIN_TYPES[base]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         p.add_argument(flag_for(name), *meta["aliases"],

@@ -12,6 +12,7 @@ search at the next episode boundary (resumable); nothing here prints or handles 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -92,6 +93,16 @@ class Result:
     """The episode of the search's last checkpoint (where a resume continues)."""
 
 
+def settled(config: SearchConfig, method: str) -> SearchConfig:
+    """The settings a `method` job runs with (and records): `config` validated, its device
+    resolved; a random search warms up all the way (it never learns)."""
+    config = dataclasses.replace(config, device=resolve_device(config.device))
+    if method == "random":
+        config.warmup = config.episodes
+    config.validate()
+    return config
+
+
 class JobRunner:
     """One job: `method` (`ddpg` or a baseline) on `dense` with `config`.
 
@@ -109,10 +120,7 @@ class JobRunner:
         if method not in methods:
             raise UserError(f"unknown method {method!r} for granularity {config.granularity}; "
                             f"choose from {', '.join(methods)}")
-        if method == "random":
-            config.warmup = config.episodes  # warm-up all the way: it never learns
-        config.device = resolve_device(config.device)
-        config.validate()
+        config = settled(config, method)
         self.config, self.dense, self.method = config, dense, method
         self.callback, self.should_stop = callback, should_stop
         self.job: Job | None = None

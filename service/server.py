@@ -151,9 +151,6 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
     @app.post("/v1/jobs/{job_id}/resume", status_code=202, dependencies=auth)
     def resume(job_id: str) -> dict:
         record = _get(registry, job_id)
-        if record.kind == "bench":
-            raise HTTPException(409, "a bench cannot be resumed; submit it again with "
-                                     "first_seed past the seeds it finished")
         if not engine.resume(record):
             raise HTTPException(409, f"job {job_id} is {record.state}; only an interrupted "
                                      "or cancelled job can be resumed")

@@ -45,7 +45,7 @@ def run(request: dict) -> int:
         return load_dense(config, cache=cache)
 
     if kind == "bench":
-        return _bench(settings, run_dir, cache)
+        return _bench(settings, run_dir, cache, resume=bool(request.get("resume")))
     method = settings.pop("method", "ddpg") if kind == "baseline" else "ddpg"
     stopper = SignalStop()
     with stopper:
@@ -68,7 +68,7 @@ def run(request: dict) -> int:
     return 0 if result.state == "finished" else 130
 
 
-def _bench(settings: dict, out: Path, cache: Path) -> int:
+def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     from rlprune.service.bench import DEFAULT_METHODS, run_bench
     from rlprune.service.console import SignalStop
     from rlprune.service.dense import load_dense
@@ -87,7 +87,8 @@ def _bench(settings: dict, out: Path, cache: Path) -> int:
             run_bench(dense, base, targets=targets,
                       methods=methods or list(DEFAULT_METHODS[base.granularity]),
                       seeds=seeds, first_seed=first_seed, out=out,
-                      on_runner=lambda runner: setattr(stopper, "runner", runner))
+                      on_runner=lambda runner: setattr(stopper, "runner", runner),
+                      resume=resume)
         except KeyboardInterrupt:
             return 130
     return 0

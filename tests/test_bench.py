@@ -104,6 +104,45 @@ def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, 
     assert not (out / "runs" / "lamp-0.5-seed0").exists()
 
 
+def test_resume_keeps_finished_cells_and_continues_the_stopped_one(tmp_path, dense,
+                                                                  one_thread, monkeypatch):
+    """A bench stopped in its search resumes in the same folder: the finished cell is kept
+    as it was, the stopped search continues from its checkpoint, the rest run; every row is
+    the one an uninterrupted bench gives. Without resume the folder is refused, and a cell
+    made with other settings is refused rather than overwritten."""
+    from rlprune.agent.search import Search
+
+    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=5, warmup=1,
+                        checkpoint_every=5, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+    quiet = {"targets": [0.5], "methods": ["uniform", "ddpg", "lamp"], "seeds": 1,
+             "log": lambda line: None}
+    whole = run_bench(dense, base, out=tmp_path / "whole", **quiet)
+    boundary = Search._at_boundary
+
+    def stop_after_two(self):
+        if self.state.episode == 2:
+            self.request_stop()
+        return boundary(self)
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(Search, "_at_boundary", stop_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            run_bench(dense, base, out=out, **quiet)
+    kept = (out / "runs" / "uniform-0.5-seed0" / "policy.json").stat().st_mtime_ns
+    with pytest.raises(UserError, match="--resume"):
+        run_bench(dense, base, out=out, **quiet)
+    with pytest.raises(UserError, match="other settings"):
+        run_bench(dense, SearchConfig(**{**base.__dict__, "finetune_epochs": 2}), out=out,
+                  resume=True, **quiet)
+    resumed = run_bench(dense, base, out=out, resume=True, **quiet)
+    assert (out / "runs" / "uniform-0.5-seed0" / "policy.json").stat().st_mtime_ns == kept
+    status = json.loads((out / "runs" / "ddpg-0.5-seed0" / "status.json").read_text())
+    assert status["state"] == "finished" and status["episodes_done"] == 5
+    assert [(r["method"], r["test_accuracy"], r["sparsity"]) for r in resumed["results"]] == [
+        (r["method"], r["test_accuracy"], r["sparsity"]) for r in whole["results"]]
+
+
 def test_first_seed_extends_an_earlier_bench(tmp_path, dense, one_thread):
     """`first_seed` runs the later seeds only, and each row is the one a longer bench gives."""
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,

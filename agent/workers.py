@@ -1,0 +1,339 @@
+"""K copies of the pruning env stepped side by side: a stable-baselines3 VecEnv whose envs live
+in worker processes or Ray actors, and that survives a worker's death.
+
+Every env is built in its worker by the same factory (the dense model, the data and the env's
+settings), so all K start identical. A round is K episodes stepped in lockstep; only the last
+step of each (the proxy evaluation) costs much, and those run in parallel. A worker that dies
+is replaced: the new one builds its env, puts back the generator state the episode started
+with, replays the episode's actions so far and then takes the step that was lost, so the
+result is the one the dead worker would have given (an env's episode is a function of its
+start state and its actions).
+
+The backends: `ProcessBackend` (local processes, the default) and `RayBackend`
+(`rlprune.agent.ray_workers`). A backend starts a worker around an `EnvHost` and passes
+requests to it; a lost worker raises `WorkerLost`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+MAX_RESTARTS = 3  # replacements of one worker for one request before the search gives up
+
+
+class WorkerLost(RuntimeError):
+    """A worker process or actor died (or its connection broke) during a request."""
+
+
+class EnvHost:
+    """The env inside a worker; `handle(request)` serves one request of `EnvWorkers`.
+
+    Requests: ("reset", seed, options) → (obs, info, rng); ("step", action) → (obs, reward,
+    terminated, truncated, info, rng) with an automatic reset after the last step (`rng`: the
+    generator state the next episode starts with, else None); ("get_rng",) and
+    ("set_rng", state); ("get_attr", name), ("set_attr", name, value) and
+    ("call", name, args, kwargs) for SB3's generic access.
+    """
+
+    def __init__(self, factory: Callable[[], gym.Env], threads: int = 1):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.env = factory()
+
+    def _rng(self) -> dict:
+        return self.env.np_random.bit_generator.state
+
+    def handle(self, request: tuple) -> Any:
+        kind, *args = request
+        env = self.env
+        if kind == "reset":
+            seed, options = args
+            obs, info = env.reset(seed=seed, options=options or None)
+            return obs, info, self._rng()
+        if kind == "step":
+            obs, reward, terminated, truncated, info = env.step(args[0])
+            rng = None
+            if terminated or truncated:
+                info["terminal_observation"] = obs
+                obs, _ = env.reset()
+                rng = self._rng()
+            return obs, reward, terminated, truncated, info, rng
+        if kind == "get_rng":
+            return self._rng()
+        if kind == "set_rng":
+            env.np_random.bit_generator.state = args[0]
+            return None
+        if kind == "get_attr":
+            return getattr(env, args[0])
+        if kind == "set_attr":
+            setattr(env, args[0], args[1])
+            return None
+        if kind == "call":
+            name, call_args, call_kwargs = args
+            return getattr(env, name)(*call_args, **call_kwargs)
+        raise ValueError(f"unknown request {kind!r}")
+
+
+class Backend(Protocol):
+    """Starts workers around an EnvHost and passes requests to them."""
+
+    def start(self, index: int) -> Any: ...
+
+    def send(self, worker: Any, request: tuple) -> Any: ...
+
+    def receive(self, worker: Any, pending: Any) -> Any: ...
+
+    def stop(self, worker: Any) -> None: ...
+
+    def kill(self, worker: Any) -> None: ...
+
+
+class EnvWorkers(VecEnv):
+    """`n` envs made by `factory`, each in its own worker of `backend` (see the module)."""
+
+    def __init__(self, backend: Backend, n: int, observation_space: gym.Space,
+                 action_space: gym.Space):
+        self.num_envs = n
+        self.backend = backend
+        self.workers: list[Any] = [None] * n
+        self.restarts = 0  # workers replaced so far (for reports and tests)
+        self._start: list[tuple] = [(None, None, None)] * n  # seed, options, rng of the episode
+        self._actions: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self._pending_actions: np.ndarray | None = None
+        try:
+            for i in range(n):
+                self.workers[i] = backend.start(i)
+        except BaseException:
+            self.close()
+            raise
+        super().__init__(n, observation_space, action_space)  # asks the envs' render_mode
+
+    # -- requests, with replacement of a lost worker ----------------------------------------
+    def _call_all(self, requests: Sequence[tuple | None]) -> list[Any]:
+        """Send request i to worker i (None: skip), all at once, then collect the replies."""
+        pending = {}
+        for i, request in enumerate(requests):
+            if request is not None:
+                pending[i] = self._send(i, request)
+        replies: list[Any] = [None] * self.num_envs
+        for i, token in pending.items():
+            replies[i] = self._receive(i, requests[i], token)
+        return replies
+
+    def _send(self, i: int, request: tuple) -> Any:
+        try:
+            return self.backend.send(self.workers[i], request)
+        except WorkerLost:
+            return None  # received (and replaced) below
+
+    def _receive(self, i: int, request: tuple, token: Any) -> Any:
+        for _ in range(MAX_RESTARTS + 1):
+            if token is not None:
+                try:
+                    return self.backend.receive(self.workers[i], token)
+                except WorkerLost:
+                    pass
+            try:
+                self._replace(i)
+            except WorkerLost:
+                token = None  # the replacement died too: try another
+                continue
+            token = self._send(i, request)
+        raise WorkerLost(f"env worker {i} died {MAX_RESTARTS + 1} times in a row; giving up")
+
+    def _replace(self, i: int) -> None:
+        """A new worker for env i, brought to where the lost one was before its request."""
+        self.restarts += 1
+        try:
+            self.backend.stop(self.workers[i])
+        except Exception:  # it is dead already
+            pass
+        worker = self.backend.start(i)
+        self.workers[i] = worker
+        seed, options, rng = self._start[i]
+        b = self.backend
+        b.receive(worker, b.send(worker, ("reset", seed, options)))
+        if rng is not None:
+            b.receive(worker, b.send(worker, ("set_rng", rng)))
+        for action in self._actions[i]:
+            b.receive(worker, b.send(worker, ("step", action)))
+
+    # -- the VecEnv interface ---------------------------------------------------------------
+    def reset(self):
+        requests = [("reset", self._seeds[i], self._options[i]) for i in range(self.num_envs)]
+        replies = self._call_all(requests)
+        obs = []
+        for i, (o, info, rng) in enumerate(replies):
+            self._start[i] = (None, None, rng)  # a replay reset()s, then puts `rng` back
+            self._actions[i] = []
+            self.reset_infos[i] = info
+            obs.append(o)
+        self._reset_seeds()
+        self._reset_options()
+        return np.stack(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._pending_actions = np.asarray(actions)
+
+    def step_wait(self):
+        actions = self._pending_actions
+        replies = self._call_all([("step", actions[i]) for i in range(self.num_envs)])
+        obs, rewards, dones, infos = [], [], [], []
+        for i, (o, reward, terminated, truncated, info, rng) in enumerate(replies):
+            done = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if done:
+                self._start[i] = (None, None, rng)
+                self._actions[i] = []
+            else:
+                self._actions[i].append(actions[i])
+            obs.append(o)
+            rewards.append(reward)
+            dones.append(done)
+            infos.append(info)
+        return (np.stack(obs), np.asarray(rewards, dtype=np.float32), np.asarray(dones),
+                infos)
+
+    def rng_states(self) -> list[dict]:
+        """Every env's generator state (at an episode boundary: what its episode starts with)."""
+        return self._call_all([("get_rng",)] * self.num_envs)
+
+    def set_rng_states(self, states: list[dict]) -> None:
+        """Put back generator states from `rng_states` (at an episode boundary)."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"{len(states)} env generator states for {self.num_envs} envs")
+        self._call_all([("set_rng", state) for state in states])
+        for i, state in enumerate(states):
+            self._start[i] = (None, None, state)
+
+    def kill_worker(self, i: int) -> None:
+        """Kill env i's worker (as a crash would); the next request replaces it."""
+        self.backend.kill(self.workers[i])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker is not None:
+                try:
+                    self.backend.stop(worker)
+                except Exception:  # closing after a crash: nothing left to stop
+                    pass
+        self.workers = [None] * self.num_envs
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+    def _each(self, request: tuple, indices) -> list[Any]:
+        chosen = set(self._indices(indices))
+        replies = self._call_all([request if i in chosen else None
+                                  for i in range(self.num_envs)])
+        return [replies[i] for i in sorted(chosen)]
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return self._each(("get_attr", attr_name), indices)
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        self._each(("set_attr", attr_name, value), indices)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+        return self._each(("call", method_name, method_args, method_kwargs), indices)
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+
+# -- local processes --------------------------------------------------------------------------
+def _serve(connection, factory: Callable[[], gym.Env] | bytes, threads: int) -> None:
+    """A worker process: build the env, then answer requests until the pipe closes."""
+    if isinstance(factory, bytes):
+        factory = pickle.loads(factory)
+    host = EnvHost(factory, threads)
+    connection.send(("ready", None))
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        try:
+            connection.send(("ok", host.handle(request)))
+        except Exception as exc:  # sent back, raised in the search
+            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class ProcessBackend:
+    """Workers as local processes talking over pipes.
+
+    On the CPU they are forked (as torch's DataLoader workers are): they start in a moment and
+    the caller's script is not imported again, so the Python API needs no `__main__` guard.
+    Once CUDA is initialised a fork cannot use it, so workers then come from a forkserver
+    (the factory pickled; a script must then guard its entry point, as for any
+    multiprocessing start method but fork).
+
+    :param factory: builds one env
+    :param threads: torch threads per worker
+    """
+
+    def __init__(self, factory: Callable[[], gym.Env], threads: int = 1):
+        import torch
+
+        self.threads = threads
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.context = mp.get_context("forkserver")
+            self.context.set_forkserver_preload(["torch", "rlprune.agent.workers"])
+            self.payload: Callable[[], gym.Env] | bytes = pickle.dumps(factory)
+        else:
+            self.context = mp.get_context("fork")
+            self.payload = factory
+
+    def start(self, index: int):
+        parent, child = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(child, self.payload, self.threads),
+                                       name=f"rlprune-env-{index}", daemon=True)
+        process.start()
+        child.close()  # so that the worker's death reads as EOF here
+        worker = (process, parent)
+        self.receive(worker, None)  # its "ready"
+        return worker
+
+    def send(self, worker, request: tuple):
+        try:
+            worker[1].send(request)
+        except (BrokenPipeError, ConnectionError, OSError) as exc:
+            raise WorkerLost(str(exc)) from None
+        return True
+
+    def receive(self, worker, pending):
+        try:
+            status, payload = worker[1].recv()
+        except (EOFError, ConnectionError, OSError) as exc:
+            raise WorkerLost(f"env worker {worker[0].name} died ({exc!r})") from None
+        if status == "error":
+            raise RuntimeError(f"env worker {worker[0].name}: {payload}")
+        return payload
+
+    def stop(self, worker) -> None:
+        process, connection = worker
+        try:
+            connection.send(None)
+        except (BrokenPipeError, ConnectionError, OSError):
+            pass
+        connection.close()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+    def kill(self, worker) -> None:
+        worker[0].kill()
+        worker[0].join()

@@ -1,0 +1,131 @@
+"""`workers=K`: K episodes at a time on K env copies, in local processes or Ray actors.
+
+For a given K and seed the search is deterministic; a worker killed mid-round is replaced and
+the result is unchanged; a search SIGKILLed after a checkpoint and resumed gives the same
+rewards and best policy. Each with local processes and with a real local Ray instance
+(`ray.init(num_cpus=2)`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.worker_search import EPISODES, tiny_search
+
+from rlprune.service.checkpoint_store import CheckpointStore
+
+SCRIPT = Path(__file__).parent / "support" / "worker_search.py"
+
+
+@pytest.fixture(scope="module")
+def reference(one_thread) -> dict:
+    """The uninterrupted K = 2 search (local processes): every later run must agree."""
+    search = tiny_search(2)
+    search.run()
+    return {"rewards": search.state.rewards, "best": search.best}
+
+
+def _killing(search, at: set[int]):
+    """An on_episode hook that kills env worker 1 after the episodes in `at`."""
+    def on_episode(record: dict) -> None:
+        if record["episode"] in at:
+            search._vec.kill_worker(1)
+    return on_episode
+
+
+def test_k2_is_deterministic_and_differs_from_k1(reference, one_thread):
+    again = tiny_search(2)
+    again.run()
+    assert again.state.rewards == reference["rewards"]
+    assert again.best == reference["best"]
+    assert len(reference["rewards"]) == EPISODES
+    one = tiny_search(1)
+    one.run()
+    assert one.state.rewards != reference["rewards"]  # K changes the exploration
+
+
+def test_a_killed_worker_process_is_replaced_and_changes_nothing(reference, one_thread):
+    search = tiny_search(2)
+    search.on_episode = _killing(search, {2, 5})
+    vec = search._envs()
+    search.run()
+    assert vec.restarts == 2
+    assert search.state.rewards == reference["rewards"]
+    assert search.best == reference["best"]
+
+
+def _kill_after_checkpoint(tmp_path: Path, *extra: str) -> Path:
+    """Run the K = 2 search as a script; SIGKILL it once its episode-4 checkpoint exists."""
+    folder = tmp_path / "checkpoints"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(folder), "2", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    store = CheckpointStore(folder)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        latest = store.latest()
+        if latest is not None and latest.name.endswith("04"):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return folder
+
+
+def _resume(folder: Path, ray_address: str | None = None):
+    store = CheckpointStore(folder)
+    latest = store.latest()
+    search = tiny_search(2, ray_address)
+    search.load(latest)
+    search.run(checkpoints=store, resume_from=latest)
+    return latest, search
+
+
+def test_sigkill_and_resume_gives_the_same_search(tmp_path, reference, one_thread):
+    latest, search = _resume(_kill_after_checkpoint(tmp_path))
+    assert search.episodes_at_start == int(latest.name[2:]) < EPISODES
+    assert search.state.rewards == reference["rewards"]
+    assert search.best == reference["best"]
+
+
+# -- the same on a real local Ray instance ------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs; its workers find the tests' modules on their path."""
+    ray = pytest.importorskip("ray")
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       configure_logging=False,
+                       runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+def test_ray_actors_give_the_local_result_and_survive_a_killed_actor(ray_cluster, reference,
+                                                                      one_thread):
+    plain = tiny_search(2, "auto")
+    plain.run()
+    assert plain.state.rewards == reference["rewards"]
+    killed = tiny_search(2, "auto")
+    killed.on_episode = _killing(killed, {3})
+    vec = killed._envs()
+    killed.run()
+    assert vec.restarts == 1
+    assert killed.state.rewards == reference["rewards"]
+    assert killed.best == reference["best"]
+
+
+def test_ray_sigkill_and_resume_gives_the_same_search(tmp_path, ray_cluster, reference,
+                                                      one_thread):
+    folder = _kill_after_checkpoint(tmp_path, ray_cluster)
+    latest, search = _resume(folder, "auto")
+    assert search.episodes_at_start < EPISODES
+    assert search.state.rewards == reference["rewards"]
+    assert search.best == reference["best"]
