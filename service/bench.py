@@ -145,29 +145,61 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     return report
 
 
+def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], seeds: range,
+                out: Path) -> list[tuple[str, SearchConfig, Path]]:
+    """(method, config, run folder) of every cell, in the bench's order: target, method, seed.
+    A cell runs where it is put (a Ray task asks for the GPUs): its search never reaches for
+    Ray itself."""
+    gpu = {"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker else {}
+    return [(method, dataclasses.replace(base, target=target, seed=seed, ray_address=None,
+                                         **gpu),
+             out / "runs" / f"{method}-{target:g}-seed{seed}")
+            for target in targets for method in methods for seed in seeds]
+
+
+def run_cell(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
+             progress: Callable[[str], Callback] | None = None,
+             on_runner: Callable[[JobRunner], None] | None = None
+             ) -> tuple[dict, dict | None]:
+    """One cell: its result row and its speed record (None for a baseline or a kept cell)."""
+    speed: list[dict] = []
+    start = time.perf_counter()
+    policy = run_one(method, config, dense, run_dir, speed, progress, on_runner)
+    row = {"method": method, "target": config.target, "seed": config.seed,
+           "test_accuracy": policy["accuracy"]["finetuned"],
+           "pruned_accuracy": policy["accuracy"]["pruned"],
+           "proxy_accuracy": policy["accuracy"]["proxy"],
+           "sparsity": policy["achieved"]["sparsity"],
+           "seconds": round(time.perf_counter() - start, 2)}
+    if (policy.get("search") or {}).get("action_mapping"):
+        row["action_mapping"] = policy["search"]["action_mapping"]
+    return row, (speed[0] if speed else None)
+
+
 def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: list[str],
              seeds: range, out: Path, log: Callable[[str], None], results: list[dict],
              speed: list[dict], progress, on_runner) -> None:
-    total = len(targets) * len(methods) * len(seeds)
-    for target in targets:
-        for method in methods:
-            for seed in seeds:
-                config = dataclasses.replace(base, target=target, seed=seed)
-                run_dir = out / "runs" / f"{method}-{target:g}-seed{seed}"
-                start = time.perf_counter()
-                policy = run_one(method, config, dense, run_dir, speed, progress, on_runner)
-                row = {"method": method, "target": target, "seed": seed,
-                       "test_accuracy": policy["accuracy"]["finetuned"],
-                       "pruned_accuracy": policy["accuracy"]["pruned"],
-                       "proxy_accuracy": policy["accuracy"]["proxy"],
-                       "sparsity": policy["achieved"]["sparsity"],
-                       "seconds": round(time.perf_counter() - start, 2)}
-                if (policy.get("search") or {}).get("action_mapping"):
-                    row["action_mapping"] = policy["search"]["action_mapping"]
-                results.append(row)
-                log(f"[{len(results)}/{total}] {method:<12} target {target:g} seed {seed}: test "
-                    f"{100 * row['test_accuracy']:.2f}% at sparsity {row['sparsity']:.4f} "
-                    f"({row['seconds']:.0f}s)")
+    cells = bench_cells(base, targets, methods, seeds, out)
+
+    def done(row: dict, record: dict | None) -> None:
+        results.append(row)
+        if record is not None:
+            speed.append(record)
+        log(f"[{len(results)}/{len(cells)}] {row['method']:<12} target {row['target']:g} seed "
+            f"{row['seed']}: test {100 * row['test_accuracy']:.2f}% at sparsity "
+            f"{row['sparsity']:.4f} ({row['seconds']:.0f}s)")
+
+    if base.ray_address:
+        from rlprune.service.ray_jobs import run_cells_on_ray
+
+        order = {(m, c.target, c.seed): i for i, (m, c, _) in enumerate(cells)}
+        try:
+            run_cells_on_ray(cells, dense, base, done)
+        finally:  # the bench's order, whichever cell finished first
+            results.sort(key=lambda r: order[(r["method"], r["target"], r["seed"])])
+        return
+    for method, config, run_dir in cells:
+        done(*run_cell(method, config, dense, run_dir, progress, on_runner))
 
 
 def _report(base: SearchConfig, dense: Dense, results: list[dict], speed: list[dict],

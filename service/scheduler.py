@@ -12,7 +12,6 @@ died with the service) and resumed the same way; queued jobs stay queued.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -91,14 +90,18 @@ class LocalExecutor:
         request = self.runs / ".requests" / f"{job.id}.json"
         request.write_text(json.dumps({"kind": job.kind, "config": job.config,
                                        "run_dir": str(run), "resume": resume}))
-        log = open(self.runs / ".logs" / f"{job.id}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", str(request)],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
-        log.close()
+        proc = self._spawn(job, request, self.runs / ".logs" / f"{job.id}.log")
         self.workers[job.id] = proc
         self.registry.set_state(job.id, "running", pid=proc.pid, started=time.time(),
                                 error=None)
+
+    def _spawn(self, job: JobRecord, request: Path, log: Path) -> subprocess.Popen:
+        """Start the job's worker; what it returns is polled for the exit code and
+        terminate()d (SIGTERM) for a cancel."""
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker",
+                                     str(request)], stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.env, start_new_session=True)
 
     def _ended(self, job_id: str, code: int) -> None:
         job = self.registry.get(job_id)
@@ -139,7 +142,7 @@ class LocalExecutor:
             if proc is not None:
                 self.cancelling.add(job.id)
                 try:
-                    os.kill(proc.pid, signal.SIGTERM)
+                    proc.terminate()
                 except ProcessLookupError:
                     pass
                 return "cancelling"

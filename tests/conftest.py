@@ -15,7 +15,9 @@ weights contain no exact zeros: counting zeros counts pruned weights.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +159,25 @@ def mnist5k():
     from rlprune.models.data import load_dataset
 
     return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray instance with 2 CPUs (its address), shared by the Ray tests; its
+    processes find the tests' modules (the tiny net, the user models) on their path."""
+    import ray  # in the test extra: a missing Ray fails these tests, never skips them
+
+    saved = os.environ.get("PYTHONPATH")
+    tests = Path(__file__).parent  # Ray's processes inherit it from this one
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(tests), str(tests / "usermodels"), saved) if p)
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                           configure_logging=False)
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield context.address_info["gcs_address"]
+    ray.shutdown()

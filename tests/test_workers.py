@@ -95,25 +95,6 @@ def test_sigkill_and_resume_gives_the_same_search(tmp_path, reference, one_threa
 
 
 # -- the same on a real local Ray instance ------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray instance with 2 CPUs; its workers find the tests' modules on their path."""
-    ray = pytest.importorskip("ray")
-    saved = os.environ.get("PYTHONPATH")
-    tests = str(Path(__file__).parent)  # Ray's processes inherit it from this one
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, saved) if p)
-    try:
-        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                           configure_logging=False)
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
-    yield context.address_info["gcs_address"]
-    ray.shutdown()
-
-
 def test_ray_actors_give_the_local_result_and_survive_a_killed_actor(ray_cluster, reference,
                                                                       one_thread):
     killed = tiny_search(2, "auto")

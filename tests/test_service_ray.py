@@ -1,0 +1,68 @@
+"""`rlprune serve --executor ray`: the service's jobs as Ray tasks on a real local Ray
+instance (the tests' shared one). The queue, the states, cancel and resume behave as with the
+local executor; a bad address is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.service import TINY_JOB, start_service
+
+
+@pytest.fixture(scope="module")
+def ray_service(tmp_path_factory, ray_cluster):
+    runs = tmp_path_factory.mktemp("ray-service") / "runs"
+    svc = start_service(runs, "--max-running", "1", "--executor", "ray", "--ray-address",
+                        ray_cluster)
+    yield svc
+    svc.stop()
+
+
+def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
+    ids = [ray_service.submit() for _ in range(2)]
+    seen_running, deadline = 0, time.monotonic() + 240
+    while time.monotonic() < deadline:
+        states = [ray_service.job(i)["state"] for i in ids]
+        seen_running = max(seen_running, states.count("running"))
+        if states == ["finished", "finished"]:
+            break
+        assert "failed" not in states, [ray_service.job(i) for i in ids]
+        time.sleep(0.1)
+    jobs = [ray_service.job(i) for i in ids]
+    assert [j["state"] for j in jobs] == ["finished", "finished"] and seen_running == 1
+    assert jobs[0]["started"] < jobs[1]["started"]
+    assert all((ray_service.runs / i / "policy.json").is_file() for i in ids)
+
+
+def test_cancel_on_ray_is_resumable_and_resume_finishes(ray_service):
+    job_id = ray_service.submit({**TINY_JOB, "episodes": 60, "warmup": 20})
+    deadline = time.monotonic() + 120
+    while (ray_service.job(job_id)["progress"].get("episodes_done") or 0) < 3:
+        assert time.monotonic() < deadline, ray_service.job(job_id)
+        time.sleep(0.1)
+    # its worker process is the child of a Ray worker, not of the service
+    pid = json.loads((ray_service.runs / job_id / "status.json").read_text())["pid"]
+    parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    assert parent != str(ray_service.proc.pid)
+    assert b"ray" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    assert ray_service.request("POST", f"/v1/jobs/{job_id}/cancel")[0] == 202
+    job = ray_service.wait(job_id, ("cancelled",))
+    assert job["progress"]["episodes_done"] < 60
+    assert (ray_service.runs / job_id / "checkpoints" / "latest").is_file()
+    assert ray_service.request("POST", f"/v1/jobs/{job_id}/resume")[0] == 202
+    assert ray_service.wait(job_id)["progress"]["episodes_done"] == 60
+
+
+def test_executor_ray_without_an_address_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "rlprune", "serve", "--runs",
+                           str(tmp_path / "runs"), "--executor", "ray"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "rlprune: error: --executor ray needs --ray-address (auto: the cluster this machine "
+        "belongs to; local: start one here; or host:port)"]
