@@ -27,7 +27,7 @@ from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.service.dense import is_object_name, load_dense, object_name
 from rlprune.service.files import load_policy, require_empty_folder
-from rlprune.service.lifecycle import Callback, JobRunner, Result, open_resume
+from rlprune.service.lifecycle import Callback, JobRunner, Result, open_resume, settled
 
 
 def _data(data: Any) -> Data:
@@ -43,8 +43,8 @@ def _job(method: str, model: nn.Module, data: Any, target: float, run_dir: str |
          callback: Callback | None, settings: dict) -> Result:
     data = _data(data)
     names = {"model": object_name(model), "dataset": object_name(data, data.name)}
-    config = SearchConfig.with_settings(**{**names, **settings, "target": target})
-    config.validate()
+    config = settled(SearchConfig.with_settings(**{**names, **settings, "target": target}),
+                     method)  # checked before run_dir is
     if run_dir is not None:
         require_empty_folder(run_dir, "run_dir")
     runner = JobRunner(config, Dense.of(model, data), method, callback=callback)

@@ -8,7 +8,9 @@
    `jobs` jobs must exist, and all must finish with at most `max_running` running at once.
    Reports the submit latency (median, p99), the most jobs seen running, and the service's
    peak memory (VmHWM of its process).
-2. 20 bad or hostile requests, each of which must be a 4xx with one message and write nothing.
+2. 20 bad or hostile requests, each of which must be a 4xx with one message and write nothing
+   (the runs folder's files, sizes and modification times, and the job count are compared
+   before and after each).
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ def args(argv: list[str]) -> dict:
     return out
 
 
-def hostile(svc, job_id: str) -> list[tuple[str, int, str]]:
-    """(what, status, message) of 20 requests that must be refused."""
+def snapshot(runs: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the runs folder with its size and modification time (ns)."""
+    return {str(p.relative_to(runs)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(runs.rglob("*")) if p.is_file()}
+
+
+def hostile(svc, runs: Path, job_id: str) -> list[tuple[str, int, str, bool]]:
+    """(what, status, message, wrote nothing) of 20 requests that must be refused."""
     import io
 
     import torch
@@ -82,9 +90,11 @@ def hostile(svc, job_id: str) -> list[tuple[str, int, str]]:
     for what, method, path, body, extra in cases:
         if body is not None and "kind" not in body:
             body = {"kind": "search", **body}
+        before, n_jobs = snapshot(runs), len(svc.jobs())
         status, reply = svc.request(method, path, body, **extra)
+        unchanged = snapshot(runs) == before and len(svc.jobs()) == n_jobs
         message = reply.get("detail") if isinstance(reply, dict) else str(reply)[:80]
-        out.append((what, status, message))
+        out.append((what, status, message, unchanged))
     return out
 
 
@@ -123,7 +133,7 @@ def main() -> None:
         total_s = time.perf_counter() - start
         states = {j["state"] for j in jobs}
         memory_kb = _peak_memory(svc.proc.pid)
-        refused = hostile(svc, next(iter(unique)))
+        refused = hostile(svc, runs, next(iter(unique)))
     finally:
         svc.stop()
     latencies.sort()
@@ -133,13 +143,14 @@ def main() -> None:
         "submit_latency_ms": {"median": 1000 * statistics.median(latencies),
                               "p99": 1000 * latencies[int(0.99 * (len(latencies) - 1))]},
         "submit_s": submit_s, "all_finished_s": total_s, "service_peak_rss_mb": memory_kb / 1024,
-        "hostile": [{"request": w, "status": s, "message": m} for w, s, m in refused],
+        "hostile": [{"request": w, "status": s, "message": m, "wrote_nothing": u}
+                    for w, s, m, u in refused],
     }
     Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
     Path(a["out"]).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "hostile"}, indent=1))
-    for w, s, m in refused:
-        print(f"| {w} | {s} | {m} |")
+    for w, s, m, u in refused:
+        print(f"| {w} | {s} | {m} | {'yes' if u else 'NO'} |")
 
 
 def _peak_memory(pid: int) -> int:
