@@ -87,7 +87,7 @@ class SearchConfig(EnvConfig):
         group="agent", metavar="ADDR")
     gpus_per_worker: float = setting(
         0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
-        min=0.0, group="agent")
+        min=0.0, group="agent", metavar="N")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "

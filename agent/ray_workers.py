@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -33,6 +34,7 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    _probe(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False,
               "configure_logging": False}
     try:
@@ -44,6 +46,18 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
         raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
                         f"({str(exc).splitlines()[0][:160]})") from None
     return True
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """A host:port that answers nothing is refused at once (Ray itself retries for minutes)."""
+    host, colon, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
+                        f"({exc.strerror or exc})") from None
 
 
 class _Host(EnvHost):

@@ -135,6 +135,10 @@ class Search:
         self._loaded: tuple | None = None  # a checkpoint load()ed for run() to continue
         self._vec: DummyVecEnv | EnvWorkers | None = None
         self._started_ray = False
+        if config.workers > 1 and config.ray_address:  # reached now, before any run folder
+            from rlprune.agent.ray_workers import connect
+
+            self._started_ray = connect(config.ray_address)
         self.agent: AmcDDPG | None = None
 
     @property
@@ -165,9 +169,8 @@ class Search:
         factory = functools.partial(make_env, d.model, d.data.val, d.input_shape,
                                     c.env_config(), calibration=d.data.train, device=device)
         if c.ray_address:
-            from rlprune.agent.ray_workers import RayBackend, connect
+            from rlprune.agent.ray_workers import RayBackend
 
-            self._started_ray = connect(c.ray_address)
             backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker)
         else:
             backend = ProcessBackend(factory, threads=max(1, torch.get_num_threads() // c.workers))
@@ -190,6 +193,10 @@ class Search:
 
             import_ray().shutdown()
             self._started_ray = False
+        if config.workers > 1 and config.ray_address:  # reached now, before any run folder
+            from rlprune.agent.ray_workers import connect
+
+            self._started_ray = connect(config.ray_address)
 
     def _new_agent(self, tb_dir: Path | None) -> AmcDDPG:
         c = self.config

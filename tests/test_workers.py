@@ -113,3 +113,18 @@ def test_ray_sigkill_and_resume_gives_the_same_search(tmp_path, ray_cluster, ref
     assert search.episodes_at_start < EPISODES
     assert search.state.rewards == reference["rewards"]
     assert search.best == reference["best"]
+
+
+def test_bad_workers_settings_are_one_line_and_write_nothing(cli, workdir, one_thread):
+    cases = [(["--workers", "3", "--episodes", "10", "--warmup", "4"],
+              "--episodes (10) must be a multiple of --workers 3"),
+             (["--gpus-per-worker", "1"], "--gpus-per-worker needs --ray-address"),
+             (["--workers", "2", "--episodes", "4", "--warmup", "2", "--ray-address",
+               "127.0.0.1:1"], "cannot reach the Ray cluster at --ray-address 127.0.0.1:1")]
+    for argv, words in cases:
+        code, _, err = cli("search", "--model", "lenet300", "--dataset", "digits",
+                           "--fc-rule", "agent", *argv)
+        last = err.strip().splitlines()[-1]  # after the first case's pre-training
+        assert code == 2 and words in last and last.startswith("rlprune: error:"), err
+        assert "Traceback" not in err
+    assert [p.name for p in (workdir / "runs").iterdir()] == ["pretrained"]  # no run folder
