@@ -193,10 +193,6 @@ class Search:
 
             import_ray().shutdown()
             self._started_ray = False
-        if config.workers > 1 and config.ray_address:  # reached now, before any run folder
-            from rlprune.agent.ray_workers import connect
-
-            self._started_ray = connect(config.ray_address)
 
     def _new_agent(self, tb_dir: Path | None) -> AmcDDPG:
         c = self.config

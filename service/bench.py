@@ -194,7 +194,7 @@ def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: li
 
         order = {(m, c.target, c.seed): i for i, (m, c, _) in enumerate(cells)}
         try:
-            run_cells_on_ray(cells, dense, base, done)
+            run_cells_on_ray(cells, dense, base, run_cell, done)
         finally:  # the bench's order, whichever cell finished first
             results.sort(key=lambda r: order[(r["method"], r["target"], r["seed"])])
         return

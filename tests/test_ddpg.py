@@ -275,10 +275,20 @@ def test_buffer_discard_pending_drops_an_unfinished_episode():
                                atol=1e-6)
 
 
-def test_buffer_refuses_several_environments():
-    with pytest.raises(ValueError):
-        EpisodeRewardReplayBuffer(10, gym.spaces.Box(0.0, 1.0, (2,), np.float32),
-                                  gym.spaces.Box(-1.0, 1.0, (1,), np.float32), n_envs=2)
+def test_buffer_with_two_envs_relabels_in_env_order_and_refuses_uneven_episodes():
+    """K = 2: both episodes end on one step; the baseline takes their rewards in env order."""
+    buf = EpisodeRewardReplayBuffer(10, gym.spaces.Box(0.0, 1.0, (2,), np.float32),
+                                    gym.spaces.Box(-1.0, 1.0, (1,), np.float32), n_envs=2)
+    obs, act = np.zeros((2, 2), np.float32), np.zeros((2, 1), np.float32)
+    buf.add(obs, obs, act, np.zeros(2), np.array([False, False]), [{}, {}])
+    assert buf.size() == 0  # held until the episodes end
+    buf.add(obs, obs, act, np.zeros(2), np.array([True, True]),
+            [{"reward": 1.0}, {"reward": 3.0}])
+    # env 0: baseline starts at 1.0 -> 0; env 1: 3.0 - 1.0 = 2; then 1.0 + 0.05 * 2
+    assert buf.rewards[:2].tolist() == [[0.0, 2.0], [0.0, 2.0]]
+    assert buf.baseline == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="same step"):
+        buf.add(obs, obs, act, np.zeros(2), np.array([True, False]), [{}, {}])
 
 
 # -- AmcDDPG ------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
     ids = [ray_service.submit() for _ in range(2)]
     seen_running, deadline = 0, time.monotonic() + 240
     while time.monotonic() < deadline:
-        states = [ray_service.job(i)["state"] for i in ids]
+        every = {j["id"]: j["state"] for j in ray_service.jobs()}  # one snapshot
+        states = [every[i] for i in ids]
         seen_running = max(seen_running, states.count("running"))
         if states == ["finished", "finished"]:
             break
