@@ -34,7 +34,7 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
-    _probe(address)
+    probe(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False,
               "configure_logging": False}
     try:
@@ -48,7 +48,7 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _probe(address: str, timeout_s: float = 5.0) -> None:
+def probe(address: str, timeout_s: float = 5.0) -> None:
     """A host:port that answers nothing is refused at once (Ray itself retries for minutes)."""
     host, colon, port = address.rpartition(":")
     if address in ("auto", "local") or "://" in address or not colon or not port.isdigit():

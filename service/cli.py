@@ -116,8 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
                    help="leave interrupted jobs interrupted instead of resuming them")
     p.add_argument("--upload-limit-mb", type=float, default=256.0)
-    p.add_argument("--executor", default="local", choices=("local", "ray"))
-    p.add_argument("--ray-address", default=None)
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local: jobs as worker processes here; ray: jobs as Ray tasks on the "
+                        "cluster at --ray-address (its nodes must share --runs)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: auto (the cluster this machine belongs to), "
+                        "local (start one here) or host:port")
 
     p = sub.add_parser("submit", help="submit a job to a running service (the search's "
                                       "options; --kind baseline --method M for a baseline)")

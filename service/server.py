@@ -67,26 +67,37 @@ def make_token(path: Path) -> str:
     return token
 
 
+def check_executor(kind: str, ray_address: str | None) -> None:
+    """Refuse an executor and address that do not go together (or an address that answers
+    nothing) before anything is written."""
+    if kind not in ("local", "ray"):
+        raise UserError(f"executor {kind!r} is not available; use local or ray")
+    if kind == "ray" and not ray_address:
+        raise UserError("--executor ray needs --ray-address (auto: the cluster this machine "
+                        "belongs to; local: start one here; or host:port)")
+    if kind == "local" and ray_address:
+        raise UserError("--ray-address goes with --executor ray")
+    if ray_address:
+        from rlprune.agent.ray_workers import import_ray, probe
+
+        import_ray()
+        probe(ray_address)
+
+
 def _executor(kind: str, ray_address: str | None, runs: Path, registry: Registry,
               **kwargs) -> LocalExecutor:
     """`local`: worker processes here; `ray`: Ray tasks on the cluster at `ray_address`."""
     if kind == "ray":
-        if not ray_address:
-            raise UserError("--executor ray needs --ray-address (auto: the cluster this "
-                            "machine belongs to; local: start one here; or host:port)")
         from rlprune.service.ray_jobs import RayExecutor
 
         return RayExecutor(runs, registry, address=ray_address, **kwargs)
-    if kind != "local":
-        raise UserError(f"executor {kind!r} is not available; use local or ray")
-    if ray_address:
-        raise UserError("--ray-address goes with --executor ray")
     return LocalExecutor(runs, registry, **kwargs)
 
 
 def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: bool = True,
                upload_limit: int = UPLOAD_LIMIT, executor: str = "local",
                ray_address: str | None = None) -> FastAPI:
+    check_executor(executor, ray_address)
     runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     registry = Registry(runs / "registry.sqlite3")

@@ -15,12 +15,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlprune.service.files import require_writable_folder
-    from rlprune.service.server import create_app, make_token
+    from rlprune.service.server import check_executor, create_app, make_token
 
     if args.max_running < 1:
         raise UserError("--max-running must be at least 1")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1-65535, got {args.port}")
+    check_executor(args.executor, args.ray_address)
     runs = Path(args.runs)
     require_writable_folder(runs, "--runs")
     token_path = Path(args.token_file) if args.token_file else runs / "service-token"

@@ -5,8 +5,6 @@ local executor; a bad address is one line and exit 2."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -59,11 +57,14 @@ def test_cancel_on_ray_is_resumable_and_resume_finishes(ray_service):
     assert ray_service.wait(job_id)["progress"]["episodes_done"] == 60
 
 
-def test_executor_ray_without_an_address_is_one_line_and_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "rlprune", "serve", "--runs",
-                           str(tmp_path / "runs"), "--executor", "ray"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "rlprune: error: --executor ray needs --ray-address (auto: the cluster this machine "
-        "belongs to; local: start one here; or host:port)"]
+@pytest.mark.parametrize("argv, words", [
+    (["--executor", "ray"], "--executor ray needs --ray-address (auto: the cluster this "
+                            "machine belongs to; local: start one here; or host:port)"),
+    (["--ray-address", "auto"], "--ray-address goes with --executor ray"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+     "cannot reach the Ray cluster at --ray-address 127.0.0.1:1 (Connection refused)")])
+def test_bad_executor_settings_are_one_line_exit_2_and_write_nothing(cli, tmp_path, argv,
+                                                                     words):
+    code, _, err = cli("serve", "--runs", str(tmp_path / "runs"), *argv)
+    assert code == 2 and err.strip().splitlines() == [f"rlprune: error: {words}"]
+    assert not (tmp_path / "runs").exists()
