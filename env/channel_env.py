@@ -82,8 +82,6 @@ class ChannelPruningEnv(EpisodeEnv):
                              for i in range(len(self.graph.groups))]
         self._keep_dense_statistics()
         self._static = self._static_features()
-        self._t, self._prev = 0, 0.0
-        self._counts: list[int] = []
 
     # -- features ---------------------------------------------------------------------------
     def _static_features(self) -> np.ndarray:
@@ -154,26 +152,10 @@ class ChannelPruningEnv(EpisodeEnv):
         return out
 
     # -- episode ----------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._t, self._prev = 0, 0.0
-        self._counts = []
-        return self._observation(), {}
-
-    def step(self, action):
-        if self._t >= len(self.agent_layers):
-            raise RuntimeError("episode is over; call reset()")
-        t = self._t
+    def _cut(self, t: int, action) -> tuple[int, float]:
         n, requested = self._removed_for(t, action)
         self.masker.apply(t, self.orders[t][:n].to(self.device))
-        self._counts.append(n)
-        self._prev = n / self.budget.sizes[t]
-        self._t += 1
-        info: dict[str, Any] = {"layer": self.graph.groups[t].name, "sparsity": self._prev,
-                                "requested": requested}
-        terminated = self._t == len(self.agent_layers)
-        reward = self._finish(info) if terminated else 0.0
-        return self._observation(), reward, terminated, False, info
+        return n, requested
 
     def costs(self, counts: list[int]) -> dict[str, dict[str, int]]:
         kept = np.array(self.budget.sizes) - np.array(counts)

@@ -37,6 +37,41 @@ class EpisodeEnv(gym.Env):
         self.calibration = calibration
         self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._t, self._prev = 0, 0.0  # the step, and the last step's sparsity
+        self._counts: list[int] = []  # what each step removed (weights or channels)
+
+    # -- the episode: one step per agent layer (or group), scored after the last ---------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t, self._prev = 0, 0.0
+        self._counts = []
+        return self._observation(), {}
+
+    def step(self, action):
+        if self._t >= len(self.agent_layers):
+            raise RuntimeError("episode is over; call reset()")
+        t = self._t
+        n, requested = self._cut(t, action)
+        self._counts.append(n)
+        self._prev = n / self.budget.sizes[t]
+        self._t += 1
+        info: dict[str, Any] = {"layer": self.agent_layers[t].name, "sparsity": self._prev,
+                                "requested": requested}
+        terminated = self._t == len(self.agent_layers)
+        reward = self._finish(info) if terminated else 0.0
+        return self._observation(), reward, terminated, False, info
+
+    def _cut(self, t: int, action) -> tuple[int, float]:
+        """Remove what `action` asks of step t's layer (clamped to the budget); returns the
+        count removed and the fraction the action requested."""
+        raise NotImplementedError
+
+    def _observation(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _finish(self, info: dict[str, Any]) -> float:
+        """Score the finished episode (see `_score_episode`)."""
+        raise NotImplementedError
 
     def _keep_dense_statistics(self) -> None:
         """Remember the BatchNorm statistics every recalibration is undone to (call once the

@@ -126,8 +126,6 @@ class PruningEnv(EpisodeEnv):
         self.pruner = MagnitudePruner([layer.module.weight for layer in self.agent_layers])
         self._keep_dense_statistics()
         self._static = self._static_features()
-        self._t, self._pruned, self._prev = 0, 0, 0.0
-        self._counts: list[int] = []
 
     def _infeasible_fix(self) -> str:
         """What to change when the target needs more weights than the agent's layers hold."""
@@ -194,29 +192,15 @@ class PruningEnv(EpisodeEnv):
         return float(np.clip(2.0 * (sparsity - self.config.s_min) / span - 1.0, -1.0, 1.0))
 
     # -- episode ------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._t, self._pruned, self._prev = 0, 0, 0.0
-        self._counts = []
-        return self._observation(), {}
+    @property
+    def _pruned(self) -> int:
+        """Weights the agent's steps have pruned so far this episode."""
+        return sum(self._counts)
 
-    def step(self, action):
-        if self._t >= len(self.agent_layers):
-            raise RuntimeError("episode is over; call reset()")
-        t = self._t
+    def _cut(self, t: int, action) -> tuple[int, float]:
         n, requested = self._prune_count(t, action)
         self.pruner.apply(t, n)
-        self._counts.append(n)
-        self._pruned += n
-        self._prev = n / self.budget.sizes[t]
-        self._t += 1
-        info: dict[str, Any] = {"layer": self.agent_layers[t].name, "sparsity": self._prev,
-                                "requested": requested}
-        terminated = self._t == len(self.agent_layers)
-        reward = 0.0
-        if terminated:
-            reward = self._finish(info)
-        return self._observation(), reward, terminated, False, info
+        return n, requested
 
     def sparsities(self, counts: list[int] | None = None) -> dict[str, float]:
         """Every prunable layer's sparsity (FC rule included) with `counts` weights pruned in
