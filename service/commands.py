@@ -227,7 +227,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rlprune.service.bench import merge_files, run_bench
+    from rlprune.service.bench import run_bench
+    from rlprune.service.bench_report import merge_files
     from rlprune.service.console import Progress, SignalStop
 
     out = Path(args.out)

@@ -6,14 +6,12 @@ import pytest
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
-from rlprune.service.bench import (
-    METHODS,
-    _speed,
+from rlprune.service.bench import METHODS, run_bench, run_one
+from rlprune.service.bench_report import (
     bench_table,
     merge_reports,
     paired_differences,
-    run_bench,
-    run_one,
+    speed_summary,
 )
 
 
@@ -49,10 +47,10 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
 
 
 def test_overhead_ratio_is_wall_time_over_episodes_times_one_evaluation():
-    speed = _speed([{"episodes": 10, "search_s": 15.0, "proxy_eval_s": 1.0},
+    speed = speed_summary([{"episodes": 10, "search_s": 15.0, "proxy_eval_s": 1.0},
                     {"episodes": 30, "search_s": 45.0, "proxy_eval_s": 1.0}])
     assert speed == {"episode_s": 1.5, "proxy_eval_s": 1.0, "overhead_ratio": 1.5}
-    assert _speed([])["overhead_ratio"] is None
+    assert speed_summary([])["overhead_ratio"] is None
 
 
 def test_unknown_method_is_refused(tmp_path, dense):
@@ -178,7 +176,7 @@ def test_paired_differences_by_hand():
     assert p["verdict"] == "level"
     assert "| erk | 0.9 | +0.00 ± 0.12 | 1 / 1 / 1 | level |" in bench_table(
         {"model": "m", "dataset": "d", "dense_test_accuracy": 0.98, "results": results,
-         "speed": _speed([])})
+         "speed": speed_summary([])})
 
 
 def test_verdict_needs_the_95_percent_t_interval_to_exclude_zero():
