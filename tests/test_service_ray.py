@@ -22,7 +22,8 @@ def ray_service(tmp_path_factory, ray_cluster):
 
 
 def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
-    ids = [ray_service.submit() for _ in range(2)]
+    """The second job's search has two env workers (its Ray task holds both CPUs)."""
+    ids = [ray_service.submit(), ray_service.submit({**TINY_JOB, "workers": 2})]
     seen_running, deadline = 0, time.monotonic() + 240
     while time.monotonic() < deadline:
         every = {j["id"]: j["state"] for j in ray_service.jobs()}  # one snapshot
@@ -36,6 +37,8 @@ def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
     assert [j["state"] for j in jobs] == ["finished", "finished"] and seen_running == 1
     assert jobs[0]["started"] < jobs[1]["started"]
     assert all((ray_service.runs / i / "policy.json").is_file() for i in ids)
+    config = json.loads((ray_service.runs / ids[1] / "config.json").read_text())
+    assert config["workers"] == 2 and jobs[1]["progress"]["episodes_done"] == 6
 
 
 def test_cancel_on_ray_is_resumable_and_resume_finishes(ray_service):
