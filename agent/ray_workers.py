@@ -32,9 +32,9 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     new Ray instance on this machine, with `num_cpus` CPUs if given). Returns True when this
     call started Ray (the caller then shuts it down); joining twice is a no-op."""
     ray = import_ray()
+    probe(address)  # even when Ray is up in this process: a wrong address is still wrong
     if ray.is_initialized():
         return False
-    probe(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False,
               "configure_logging": False}
     try:

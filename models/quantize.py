@@ -43,6 +43,12 @@ def _toolkit():
             X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
 
+def register_int8_ops() -> None:
+    """Register the quantized operators an int8 program calls (torchao's), so that
+    `torch.export.load` can read one in a process that has not quantized anything."""
+    _toolkit()
+
+
 def _quiet(fn, *args):
     """Run torchao's prepare without its per-operator notes (e.g. that a max-pool stays
     float, which is what its quantizer intends)."""

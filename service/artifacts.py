@@ -103,6 +103,10 @@ def load_model(path: str | Path) -> nn.Module:
     if meta.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} is not an {MODEL_FORMAT} file")
     if meta["kind"] == "program":
+        if meta.get("quantize") == "int8":
+            from rlprune.models.quantize import register_int8_ops
+
+            register_int8_ops()
         program = torch.export.load(io.BytesIO(files["program.pt2"]))
         return fixed_mode(program.module())
     spec = meta["rebuild"]

@@ -84,7 +84,9 @@ class LocalExecutor:
     # -- one job ---------------------------------------------------------------------------
     def _launch(self, job: JobRecord) -> None:
         run = Path(job.run_dir)
-        resume = job.resume and (run / "config.json").is_file()
+        # a search or baseline resumes once its folder has its config; a bench keeps its
+        # finished cells and continues the stopped one (run_bench's resume)
+        resume = bool(job.resume) and (job.kind == "bench" or (run / "config.json").is_file())
         if not resume and run.exists() and job.kind != "bench":
             shutil.rmtree(run)  # a start that died before it wrote anything of use
         request = self.runs / ".requests" / f"{job.id}.json"

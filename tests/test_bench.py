@@ -272,21 +272,3 @@ def test_bench_merge_joins_parts_and_renames_a_part_s_method(cli, workdir):
     code, _, err = cli("bench", "--merge", "a.json", "--out", "m")
     assert code == 2 and "not empty" in err
 
-
-def test_a_bench_on_ray_gives_the_local_rows(tmp_path, dense, one_thread, ray_cluster):
-    """Every cell a Ray task on a real local Ray instance: the same rows as the local bench
-    (in the bench's order), each cell's run folder under --out as locally."""
-    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
-                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
-    quiet = {"targets": [0.5], "methods": ["uniform", "ddpg"], "seeds": 1,
-             "log": lambda line: None}
-    local = run_bench(dense, base, out=tmp_path / "local", **quiet)
-    lines: list[str] = []
-    on_ray = run_bench(dense, SearchConfig(**{**base.__dict__, "ray_address": ray_cluster}),
-                       out=tmp_path / "ray", **{**quiet, "log": lines.append})
-    keys = ("method", "target", "seed", "test_accuracy", "pruned_accuracy", "sparsity")
-    assert [[r[k] for k in keys] for r in on_ray["results"]] == [
-        [r[k] for k in keys] for r in local["results"]]
-    assert len(lines) == 2 and on_ray["speed"]["episode_s"] > 0
-    assert sorted(p.name for p in (tmp_path / "ray" / "runs").iterdir()) == sorted(
-        p.name for p in (tmp_path / "local" / "runs").iterdir())

@@ -169,6 +169,28 @@ def test_cancel_stops_a_running_job_resumably_and_resume_finishes_it(service):
     assert service.request("POST", f"/v1/jobs/{job_id}/resume")[0] == 409  # finished
 
 
+def test_a_bench_job_cancelled_in_its_search_resumes_and_keeps_its_finished_cell(service):
+    config = {**TINY_JOB, "episodes": 60, "warmup": 20, "targets": [0.8],
+              "methods": ["uniform", "ddpg"], "seeds": 1}
+    job_id = service.submit(config, kind="bench")
+    search = service.runs / job_id / "runs" / "ddpg-0.8-seed0" / "status.json"
+    deadline = time.monotonic() + 180
+    while not (search.is_file() and
+               (json.loads(search.read_text()).get("episodes_done") or 0) >= 3):
+        assert time.monotonic() < deadline, service.job(job_id)
+        time.sleep(0.1)
+    kept = (service.runs / job_id / "runs" / "uniform-0.8-seed0" / "policy.json").stat()
+    assert service.request("POST", f"/v1/jobs/{job_id}/cancel")[0] == 202
+    service.wait(job_id, ("cancelled",))
+    assert service.request("POST", f"/v1/jobs/{job_id}/resume")[0] == 202
+    service.wait(job_id)
+    report = json.loads((service.runs / job_id / "bench.json").read_text())
+    assert [r["method"] for r in report["results"]] == ["uniform", "ddpg"]
+    assert json.loads(search.read_text())["episodes_done"] == 60
+    again = (service.runs / job_id / "runs" / "uniform-0.8-seed0" / "policy.json").stat()
+    assert again.st_mtime_ns == kept.st_mtime_ns  # kept, not run again
+
+
 def test_at_most_max_running_jobs_run_at_once_in_order(service):
     ids = [service.submit() for _ in range(4)]
     seen_running = 0

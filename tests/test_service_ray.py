@@ -42,7 +42,7 @@ def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
 
 
 def test_cancel_on_ray_is_resumable_and_resume_finishes(ray_service):
-    job_id = ray_service.submit({**TINY_JOB, "episodes": 60, "warmup": 20})
+    job_id = ray_service.submit({**TINY_JOB, "episodes": 30, "warmup": 10})
     deadline = time.monotonic() + 120
     while (ray_service.job(job_id)["progress"].get("episodes_done") or 0) < 3:
         assert time.monotonic() < deadline, ray_service.job(job_id)
@@ -54,10 +54,10 @@ def test_cancel_on_ray_is_resumable_and_resume_finishes(ray_service):
     assert b"ray" in Path(f"/proc/{parent}/cmdline").read_bytes()
     assert ray_service.request("POST", f"/v1/jobs/{job_id}/cancel")[0] == 202
     job = ray_service.wait(job_id, ("cancelled",))
-    assert job["progress"]["episodes_done"] < 60
+    assert job["progress"]["episodes_done"] < 30
     assert (ray_service.runs / job_id / "checkpoints" / "latest").is_file()
     assert ray_service.request("POST", f"/v1/jobs/{job_id}/resume")[0] == 202
-    assert ray_service.wait(job_id)["progress"]["episodes_done"] == 60
+    assert ray_service.wait(job_id)["progress"]["episodes_done"] == 30
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from support.worker_search import EPISODES, tiny_search
 
+from rlprune.agent.config import SearchConfig
+from rlprune.service.bench import run_bench
 from rlprune.service.checkpoint_store import CheckpointStore
 
 SCRIPT = Path(__file__).parent / "support" / "worker_search.py"
@@ -128,3 +130,24 @@ def test_bad_workers_settings_are_one_line_and_write_nothing(cli, workdir, one_t
         assert code == 2 and words in last and last.startswith("rlprune: error:"), err
         assert "Traceback" not in err
     assert [p.name for p in (workdir / "runs").iterdir()] == ["pretrained"]  # no run folder
+
+
+def test_a_bench_on_ray_gives_the_local_rows(tmp_path, tiny_dense, one_thread,
+                                          ray_cluster):
+    """`rlprune bench --ray-address`: every cell a Ray task on the local Ray instance; the
+    same rows as the local bench (in the bench's order), each cell's run folder under --out
+    as locally."""
+    base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
+                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+    quiet = {"targets": [0.5], "methods": ["uniform", "ddpg"], "seeds": 1,
+             "log": lambda line: None}
+    local = run_bench(tiny_dense, base, out=tmp_path / "local", **quiet)
+    lines: list[str] = []
+    on_ray = run_bench(tiny_dense, SearchConfig(**{**base.__dict__, "ray_address": ray_cluster}),
+                       out=tmp_path / "ray", **{**quiet, "log": lines.append})
+    keys = ("method", "target", "seed", "test_accuracy", "pruned_accuracy", "sparsity")
+    assert [[r[k] for k in keys] for r in on_ray["results"]] == [
+        [r[k] for k in keys] for r in local["results"]]
+    assert len(lines) == 2 and on_ray["speed"]["episode_s"] > 0
+    assert sorted(p.name for p in (tmp_path / "ray" / "runs").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local" / "runs").iterdir())
