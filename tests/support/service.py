@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -47,16 +48,31 @@ class Service:
         if token is not None:
             h["Authorization"] = f"Bearer {token or self.token}"
         h.update(headers or {})
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                status, payload = r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            status, payload = exc.code, exc.read()
+        if raw is not None:  # an upload: the server may answer (413) before it reads it all
+            status, payload = self._upload(method, path, data, h)
+        else:
+            req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    status, payload = r.status, r.read()
+            except urllib.error.HTTPError as exc:
+                status, payload = exc.code, exc.read()
         try:
             return status, json.loads(payload)
         except ValueError:
             return status, payload.decode(errors="replace")
+
+    def _upload(self, method: str, path: str, data: bytes, headers: dict) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            try:
+                conn.request(method, path, body=data, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused mid-body; its answer is already on the way
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
 
     def jobs(self) -> list[dict]:
         return self.request("GET", "/v1/jobs")[1]
