@@ -101,7 +101,7 @@ class ChannelPruningEnv(EpisodeEnv):
 
     # -- actions ----------------------------------------------------------------------------
     def _removed_for(self, t: int, action) -> tuple[int, float]:
-        lo, hi = self.budget.bounds(t, self._counts)
+        lo, hi = self._bounds(t, self._counts)
         a = unit(action)
         if self.action_mapping == "feasible":
             return lo + int(round(a * (hi - lo))), float("nan")
@@ -109,14 +109,8 @@ class ChannelPruningEnv(EpisodeEnv):
         n = self.budget.sizes[t]
         return min(hi, max(lo, count_for(n, requested))), requested
 
-    def action_for(self, t: int, counts_before: list[int], count: int) -> float:
-        """The action that makes group t lose `count` channels after `counts_before`."""
-        if self.action_mapping == "feasible":
-            lo, hi = self.budget.bounds(t, list(counts_before))
-            return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
-        span = self.s_max - self.config.s_min
-        fraction = count / self.budget.sizes[t]
-        return float(np.clip(2.0 * (fraction - self.config.s_min) / span - 1.0, -1.0, 1.0))
+    def _bounds(self, t: int, counts_before: list[int]) -> tuple[int, int]:
+        return self.budget.bounds(t, list(counts_before))
 
     # -- baselines --------------------------------------------------------------------------
     def baseline_counts(self, method: str) -> list[int]:

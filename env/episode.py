@@ -66,6 +66,20 @@ class EpisodeEnv(gym.Env):
         count removed and the fraction the action requested."""
         raise NotImplementedError
 
+    def _bounds(self, t: int, counts_before: list[int]) -> tuple[int, int]:
+        """The fewest and most step t may remove after `counts_before` (the budget's clamp)."""
+        raise NotImplementedError
+
+    def action_for(self, t: int, counts_before: list[int], count: int) -> float:
+        """The action that makes step t remove `count` (weights or channels) after the earlier
+        steps removed `counts_before` (the inverse of the action mapping)."""
+        if self.action_mapping == "feasible":
+            lo, hi = self._bounds(t, counts_before)
+            return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
+        span = self.s_max - self.config.s_min
+        fraction = count / self.budget.sizes[t]
+        return float(np.clip(2.0 * (fraction - self.config.s_min) / span - 1.0, -1.0, 1.0))
+
     def _observation(self) -> np.ndarray:
         raise NotImplementedError
 

@@ -175,21 +175,14 @@ class PruningEnv(EpisodeEnv):
     def _prune_count(self, t: int, action) -> tuple[int, float]:
         """Weights layer t prunes for `action`, and the sparsity the action asked for."""
         if self.action_mapping == "feasible":
-            lo, hi = self.budget.bounds(t, self._pruned)
+            lo, hi = self._bounds(t, self._counts)
             n = lo + int(round(unit(action) * (hi - lo)))
             return n, n / self.budget.sizes[t]
         requested = self.action_to_sparsity(action)
         return self.budget.clamp(t, self._pruned, requested), requested
 
-    def action_for(self, t: int, counts_before: list[int], count: int) -> float:
-        """The action that makes layer t prune `count` weights after the earlier layers pruned
-        `counts_before` (the inverse of the action mapping)."""
-        if self.action_mapping == "feasible":
-            lo, hi = self.budget.bounds(t, sum(counts_before))
-            return 2.0 * (count - lo) / (hi - lo) - 1.0 if hi > lo else 0.0
-        span = self.s_max - self.config.s_min
-        sparsity = count / self.budget.sizes[t]
-        return float(np.clip(2.0 * (sparsity - self.config.s_min) / span - 1.0, -1.0, 1.0))
+    def _bounds(self, t: int, counts_before: list[int]) -> tuple[int, int]:
+        return self.budget.bounds(t, sum(counts_before))
 
     # -- episode ------------------------------------------------------------------------
     @property

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +17,7 @@ from rlprune.agent.config import SearchConfig
 from rlprune.agent.ray_workers import connect, import_ray
 from rlprune.models.dense import Dense
 from rlprune.service.registry import JobRecord, Registry
-from rlprune.service.scheduler import LocalExecutor
+from rlprune.service.scheduler import LocalExecutor, start_worker
 
 
 def _cell_task(run_cell: Callable, method: str, config: SearchConfig, dense: Dense,
@@ -61,10 +59,7 @@ def run_cells_on_ray(cells: list[tuple[str, SearchConfig, Path]], dense: Dense,
 def _job_task(request: str, log: str, stop: str, env: dict[str, str] | None) -> int:
     """A service job on a Ray node: the same worker process as the local executor's, stopped
     (SIGTERM: at its next episode boundary) once the `stop` file appears. Its exit code."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", request],
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+    proc = start_worker(request, log, env)
     asked = False
     while proc.poll() is None:
         if not asked and os.path.exists(stop):

@@ -25,6 +25,16 @@ from rlprune.service.registry import JobRecord, Registry
 TERMINAL = ("finished", "failed", "cancelled")
 
 
+def start_worker(request: str | Path, log: str | Path,
+                 env: dict[str, str] | None) -> subprocess.Popen:
+    """A job's worker process (`python -m rlprune.service.worker REQUEST`), its output
+    appended to `log`, in a session of its own."""
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", str(request)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+
 class LocalExecutor:
     """Worker processes on this machine (`python -m rlprune.service.worker`)."""
 
@@ -100,10 +110,7 @@ class LocalExecutor:
     def _spawn(self, job: JobRecord, request: Path, log: Path) -> subprocess.Popen:
         """Start the job's worker; what it returns is polled for the exit code and
         terminate()d (SIGTERM) for a cancel."""
-        with open(log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker",
-                                     str(request)], stdout=out, stderr=subprocess.STDOUT,
-                                    env=self.env, start_new_session=True)
+        return start_worker(request, log, self.env)
 
     def _ended(self, job_id: str, code: int) -> None:
         job = self.registry.get(job_id)

@@ -112,8 +112,7 @@ def tiny_calibration() -> Split:
     return Split(x, torch.zeros(256, dtype=torch.long))
 
 
-@pytest.fixture
-def tiny_dense():
+def make_tiny_dense():
     """A search's view of the tiny net: its train/val/test splits and the untrained model."""
     from rlprune.models.data import Data, DataSpec
     from rlprune.models.dense import Dense
@@ -121,6 +120,11 @@ def tiny_dense():
     data = Data(tiny_split(128, 3), tiny_split(64, 1), tiny_split(64, 4), name="tiny",
                 spec=DataSpec(*TINY_INPUT, 10))
     return Dense(data, make_tiny(0), weights=None, test_accuracy=1.0)
+
+
+@pytest.fixture
+def tiny_dense():
+    return make_tiny_dense()
 
 
 @pytest.fixture(scope="session")

@@ -17,20 +17,12 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from conftest import TINY_INPUT, make_tiny, tiny_split  # noqa: E402
+from conftest import make_tiny_dense  # noqa: E402
 
 from rlprune.agent.config import SearchConfig  # noqa: E402
 from rlprune.agent.search import Search  # noqa: E402
-from rlprune.models.data import Data, DataSpec  # noqa: E402
-from rlprune.models.dense import Dense  # noqa: E402
 
 EPISODES, WARMUP, EVERY = 8, 2, 2
-
-
-def tiny_dense() -> Dense:
-    data = Data(tiny_split(128, 3), tiny_split(64, 1), tiny_split(64, 4), name="tiny",
-                spec=DataSpec(*TINY_INPUT, 10))
-    return Dense(data, make_tiny(0), weights=None, test_accuracy=1.0)
 
 
 def tiny_search(workers: int, ray_address: str | None = None, **settings) -> Search:
@@ -39,7 +31,7 @@ def tiny_search(workers: int, ray_address: str | None = None, **settings) -> Sea
                              "hidden": (16, 16), "batch_size": 4, "workers": workers,
                              "ray_address": ray_address, **settings})
     config.validate()
-    return Search(config, tiny_dense())
+    return Search(config, make_tiny_dense())
 
 
 if __name__ == "__main__":
