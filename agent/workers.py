@@ -107,7 +107,7 @@ class EnvWorkers(VecEnv):
         self.backend = backend
         self.workers: list[Any] = [None] * n
         self.restarts = 0  # workers replaced so far (for reports and tests)
-        self._start: list[tuple] = [(None, None, None)] * n  # seed, options, rng of the episode
+        self._start_rng: list[dict | None] = [None] * n  # generator state each episode began with
         self._actions: list[list[np.ndarray]] = [[] for _ in range(n)]
         self._pending_actions: np.ndarray | None = None
         try:
@@ -163,9 +163,9 @@ class EnvWorkers(VecEnv):
         worker = self.backend.start(i)
         self.workers[i] = worker
         self.backend.ready(worker)
-        seed, options, rng = self._start[i]
+        rng = self._start_rng[i]
         b = self.backend
-        b.receive(worker, b.send(worker, ("reset", seed, options)))
+        b.receive(worker, b.send(worker, ("reset", None, None)))
         if rng is not None:
             b.receive(worker, b.send(worker, ("set_rng", rng)))
         for action in self._actions[i]:
@@ -177,7 +177,7 @@ class EnvWorkers(VecEnv):
         replies = self._call_all(requests)
         obs = []
         for i, (o, info, rng) in enumerate(replies):
-            self._start[i] = (None, None, rng)  # a replay reset()s, then puts `rng` back
+            self._start_rng[i] = rng  # a replay reset()s, then puts `rng` back
             self._actions[i] = []
             self.reset_infos[i] = info
             obs.append(o)
@@ -196,7 +196,7 @@ class EnvWorkers(VecEnv):
             done = terminated or truncated
             info["TimeLimit.truncated"] = truncated and not terminated
             if done:
-                self._start[i] = (None, None, rng)
+                self._start_rng[i] = rng
                 self._actions[i] = []
             else:
                 self._actions[i].append(actions[i])
@@ -217,7 +217,7 @@ class EnvWorkers(VecEnv):
             raise ValueError(f"{len(states)} env generator states for {self.num_envs} envs")
         self._call_all([("set_rng", state) for state in states])
         for i, state in enumerate(states):
-            self._start[i] = (None, None, state)
+            self._start_rng[i] = state
 
     def kill_worker(self, i: int) -> None:
         """Kill env i's worker (as a crash would); the next request replaces it."""
