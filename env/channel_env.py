@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlprune.env.channel_budget import ChannelBudget
-from rlprune.env.channels import ChannelGraph, Masker
+from rlprune.env.channels import ChannelGraph, Masker, prune_channels
 from rlprune.env.config import S_MAX_FLOOR, EnvConfig
 from rlprune.env.criteria import channel_scores, removal_orders
 from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
@@ -150,6 +150,15 @@ class ChannelPruningEnv(EpisodeEnv):
         n, requested = self._removed_for(t, action)
         self.masker.apply(t, self.orders[t][:n].to(self.device))
         return n, requested
+
+    def _slim_copy(self) -> nn.Module:
+        return prune_channels(self.model, self.input_shape, self.masker.removed)
+
+    def _computed_flops(self) -> int:
+        if self.config.proxy_path != "slim":  # masked channels are computed all the same
+            return int(round(self.graph.total["flops"]))
+        kept = [g.channels - len(self.masker.removed.get(g.name, [])) for g in self.graph.groups]
+        return int(round(self.graph.cost(kept, "flops")))
 
     def costs(self, counts: list[int]) -> dict[str, dict[str, int]]:
         kept = np.array(self.budget.sizes) - np.array(counts)

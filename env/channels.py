@@ -268,6 +268,8 @@ class Masker:
         modules = dict(model.named_modules())
         self.parts: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]
         self.parts = []
+        self.names = [g.name for g in graph.groups]
+        self.removed: dict[str, list[int]] = {}  # the root channels masked now, by group
         for g in graph.groups:
             parts = []
             for name, rows, owner in g.rows:
@@ -281,6 +283,7 @@ class Masker:
     @torch.no_grad()
     def apply(self, g: int, removed: torch.Tensor) -> None:
         """Group g with exactly the root channels `removed` masked."""
+        self.removed[self.names[g]] = sorted(int(i) for i in removed)
         for param, rows, owner, dense in self.parts[g]:
             param[rows] = dense
             if len(removed):

@@ -14,6 +14,7 @@ FC_RULES = ("3sigma", "agent", "none")
 REWARDS = ("auto", "loss", "acc", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
+PROXY_PATHS = ("auto", "fast", "slim", "plain")
 S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
 
 
@@ -100,11 +101,25 @@ class EnvConfig:
         True, "Recalibrate on the same train batches in every episode, so the reward is a "
         "function of the allocation alone (with fresh batches the best of 400 episodes was "
         "largely the luckiest batch).", negate="--bn-fresh-batches")
-    eval_batch_size: int = setting(2048, "Images per forward pass of the proxy evaluation.",
+    eval_batch_size: int = setting(128, "Images per forward pass of the proxy evaluation.",
                                    min=1)
+    proxy: str = setting(
+        "auto", "How the proxy evaluation runs: `plain`, the working model as it is; `fast`, "
+        "a private channels_last copy with each BatchNorm folded into its convolution, val "
+        "batches scored side by side on the CPU threads; `slim` (channel mode), `fast` on "
+        "the network with its masked channels removed for real, rebuilt every episode; "
+        "`auto`: `slim` in channel mode, else `fast`. The scores agree up to float rounding "
+        "(measured in docs/benchmarks.md, 'The proxy evaluation').", choices=PROXY_PATHS)
     simulated_eval_s: float = setting(
         0.0, "Benchmarks: seconds of sleep added to every proxy evaluation, standing in for a "
         "large model's (the reward is unchanged).", min=0.0, metavar="SECONDS")
+
+    @property
+    def proxy_path(self) -> str:
+        """The proxy path `auto` stands for at this granularity."""
+        if self.proxy != "auto":
+            return self.proxy
+        return "slim" if self.granularity == "channel" else "fast"
 
     @property
     def reward_kind(self) -> str:
@@ -121,5 +136,8 @@ class EnvConfig:
         if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
             raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
                             f"{self.s_max}")
+        if self.proxy == "slim" and self.granularity != "channel":
+            raise SettingError("proxy", "slim needs --granularity channel (weight sparsity "
+                               "removes no channels)")
         if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not self.fc_k > 0):
             raise SettingError("fc_k", f"must be a positive number or auto, got {self.fc_k!r}")

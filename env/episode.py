@@ -14,6 +14,7 @@ from torch import nn
 
 from rlprune.env.config import EnvConfig
 from rlprune.env.evaluate import ProxyEvaluator, bn_statistics, proxy_score, reward_of
+from rlprune.env.fast_proxy import FastProxy
 from rlprune.models.splits import Split
 
 N_FEATURES = 12
@@ -34,6 +35,7 @@ class EpisodeEnv(gym.Env):
         self.device = torch.device(device)
         self.model = copy.deepcopy(model).to(self.device).eval()
         self.evaluator = ProxyEvaluator(val, self.device, config.eval_batch_size)
+        self._val = val
         self.calibration = calibration
         self.observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -91,6 +93,14 @@ class EpisodeEnv(gym.Env):
         """Remember the BatchNorm statistics every recalibration is undone to (call once the
         working model holds what every episode starts from)."""
         self._bn_state = bn_statistics(self.model)
+        path = self.config.proxy_path
+        self._fast = None if path == "plain" else FastProxy(
+            self.model, self._val, self.device, self.config.eval_batch_size,
+            threads=torch.get_num_threads(), slim=self._slim_copy if path == "slim" else None)
+
+    def _slim_copy(self) -> nn.Module:
+        """The working model with its masked channels removed for real (channel mode)."""
+        raise NotImplementedError
 
     def proxy_accuracy(self) -> float:
         """Val accuracy of the working model as it is now masked (see `proxy_score`)."""
@@ -98,13 +108,30 @@ class EpisodeEnv(gym.Env):
 
     def proxy_score(self) -> tuple[float, float]:
         """Val accuracy and cross-entropy of the working model as it is now masked (BatchNorm
-        statistics re-estimated first if configured, then put back to the dense ones)."""
+        statistics re-estimated first if configured, then put back to the dense ones), by the
+        configured path (`EnvConfig.proxy`)."""
         c = self.config
         rng = (np.random.default_rng(CALIBRATION_SEED) if c.bn_fixed_batches
                else self.np_random)
+        if self._fast is not None:
+            return self._fast.score(self.calibration, batches=c.bn_recalibration_batches,
+                                    batch_size=c.bn_batch_size, rng=rng)
         return proxy_score(self.model, self.evaluator, self.calibration,
                            batches=c.bn_recalibration_batches, batch_size=c.bn_batch_size,
                            rng=rng, dense_statistics=self._bn_state)
+
+    def proxy_flops(self) -> int:
+        """FLOPs (2 per multiply-add) of one `proxy_score()` as the working model is now: the
+        network's forward passes over the val split and the BatchNorm calibration batches."""
+        c = self.config
+        images = len(self.evaluator.y)
+        if c.bn_recalibration_batches and self.calibration is not None:
+            images += c.bn_recalibration_batches * min(c.bn_batch_size, len(self.calibration))
+        return 2 * images * self._computed_flops()
+
+    def _computed_flops(self) -> int:
+        """fvcore's FLOPs of one image through what the proxy computes."""
+        raise NotImplementedError
 
     def _score_episode(self, info: dict[str, Any], costs: dict[str, dict[str, int]],
                        **extra: Any) -> float:

@@ -127,6 +127,9 @@ class PruningEnv(EpisodeEnv):
         self._keep_dense_statistics()
         self._static = self._static_features()
 
+    def _computed_flops(self) -> int:
+        return self.net.flops_total  # masked weights are multiplied all the same
+
     def _infeasible_fix(self) -> str:
         """What to change when the target needs more weights than the agent's layers hold."""
         c = self.config

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
-from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.service.bench_report import speed_summary, write_bench
@@ -29,20 +28,6 @@ METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "random", "uniform", "
 DEFAULT_METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp",
                               "erk"),
                    "channel": METHODS["channel"]}
-
-
-def proxy_eval_seconds(env: PruningEnv, repeats: int = 10) -> float:
-    """Time of one reward computation as the env does it (BatchNorm recalibration + val).
-
-    The env's generator is put back afterwards, so timing changes nothing in the search."""
-    saved = env.np_random.bit_generator.state
-    env.proxy_accuracy()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        env.proxy_accuracy()
-    seconds = (time.perf_counter() - start) / repeats
-    env.np_random.bit_generator.state = saved
-    return seconds
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
@@ -66,7 +51,6 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
         job = None
     if on_runner is not None:
         on_runner(runner)
-    eval_s = proxy_eval_seconds(runner.env) if runner.search is not None else None
     job = job if job is not None else runner.create(run_dir)
     with job:
         try:
@@ -76,9 +60,9 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
                 callback.close()
     if result.state == "interrupted":
         raise KeyboardInterrupt
-    if eval_s is not None:
+    if result.proxy_speed is not None:
         speed.append({"episodes": result.episodes_done, "search_s": result.timings["search"],
-                      "proxy_eval_s": eval_s})
+                      **result.proxy_speed})
     return result.policy
 
 

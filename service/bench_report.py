@@ -59,15 +59,25 @@ def write_bench(report: dict, out: Path) -> None:
     plot_bench(report, out / "bench.png")
 
 
+SPEED_RATES = ("proxy_gflops", "matmul_gflops", "proxy_efficiency")
+
+
 def speed_summary(speed: list[dict]) -> dict:
-    """Searches' speed records joined: s per episode, one proxy evaluation, their ratio."""
+    """Searches' speed records joined: s per episode, one proxy evaluation, their ratio, and
+    the evaluation's GFLOP/s beside the matmul's (episode-weighted means; records from before
+    those were measured have none)."""
     if not speed:
         return {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
     episodes = sum(s["episodes"] for s in speed)
     wall = sum(s["search_s"] for s in speed)
     evals = sum(s["episodes"] * s["proxy_eval_s"] for s in speed)
-    return {"episode_s": wall / episodes, "proxy_eval_s": evals / episodes,
-            "overhead_ratio": wall / evals}
+    out = {"episode_s": wall / episodes, "proxy_eval_s": evals / episodes,
+           "overhead_ratio": wall / evals}
+    rated = [s for s in speed if all(s.get(k) is not None for k in SPEED_RATES)]
+    if rated:
+        weight = sum(s["episodes"] for s in rated)
+        out.update({k: sum(s["episodes"] * s[k] for s in rated) / weight for k in SPEED_RATES})
+    return out
 
 
 def summarize(results: list[dict]) -> dict[tuple[str, float], dict]:
@@ -108,6 +118,10 @@ def bench_table(report: dict) -> str:
         lines += ["", f"Search speed: {sp['episode_s']:.3f} s per episode, one proxy "
                   f"evaluation {sp['proxy_eval_s']:.3f} s, overhead ratio "
                   f"{sp['overhead_ratio']:.3f}."]
+        if sp.get("proxy_efficiency") is not None:
+            lines[-1] += (f" The evaluation computes {sp['proxy_gflops']:.1f} GFLOP/s, "
+                          f"{sp['proxy_efficiency']:.2f} of a 2048x2048 fp32 matmul "
+                          f"({sp['matmul_gflops']:.0f} GFLOP/s) timed beside it.")
     return "\n".join(lines) + "\n"
 
 
@@ -185,7 +199,8 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
             sp = report["speed"]
             searches.append({"episodes": n * report["episodes"],
                              "search_s": n * report["episodes"] * sp["episode_s"],
-                             "proxy_eval_s": sp["proxy_eval_s"]})
+                             "proxy_eval_s": sp["proxy_eval_s"],
+                             **{k: sp.get(k) for k in SPEED_RATES}})
     if merged is None:
         raise UserError("nothing to merge")
     merged = {k: v[0] if len(v) == 1 else v for k, v in merged.items()}

@@ -34,7 +34,7 @@ from rlprune.service.checkpoint_store import CheckpointStore
 from rlprune.service.files import save_policy, write_json
 from rlprune.service.job_policy import job_policy
 from rlprune.service.jobs import DamagedRun, Job, new_job_id
-from rlprune.service.measure import deployment
+from rlprune.service.measure import deployment, proxy_speed
 from rlprune.service.report import write_report
 
 # what a job may run, per granularity: the search, random search (the same episodes and seed
@@ -91,6 +91,8 @@ class Result:
     episodes_done: int = 0
     checkpoint_episode: int | None = None
     """The episode of the search's last checkpoint (where a resume continues)."""
+    proxy_speed: dict | None = None
+    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
 
 
 def settled(config: SearchConfig, method: str) -> SearchConfig:
@@ -128,6 +130,7 @@ class JobRunner:
         self._stop = False
         self.search: Search | None = None
         self.env: PruningEnv | None = None
+        self.proxy_speed: dict | None = None
         if method in SEARCHES:
             self.search = Search(config, dense, on_episode=self._on_episode,
                                  should_stop=self.stop_requested)
@@ -208,6 +211,7 @@ class JobRunner:
         self._set_state("running")
         timings: dict[str, float] = {}
         if self.search is not None:
+            self.proxy_speed = proxy_speed(self.env)
             start = time.perf_counter()
             self.searching = True
             try:
@@ -244,7 +248,7 @@ class JobRunner:
         return Result(state, policy, model, search.state.history() if search else [],
                       None if self.job is None else self.job.path, timings,
                       search.state.episode if search else 0,
-                      search.saved_at if search and self.job else None)
+                      search.saved_at if search and self.job else None, self.proxy_speed)
 
     def _policy(self) -> dict:
         """The allocation as a policy: the search's best episode, or the baseline's rule."""
@@ -279,7 +283,7 @@ class JobRunner:
         save_policy(policy, path / "policy.json")
         rewards = self.search.state.rewards if self.search is not None else []
         write_report(path, policy, rewards, c.warmup if self.search is not None else 0, timings,
-                     measured)
+                     measured, self.proxy_speed)
 
 
 @dataclass

@@ -49,3 +49,38 @@ def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]
         p = latency_ms(pruned, input_shape, batch)
         out["latency_ms"][f"batch{batch}"] = {"dense": d, "pruned": p, "speedup": d / p}
     return out
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of an n x n matmul on the CPU with torch's current threads (2n^3 FLOPs;
+    median of `repeats` after one warm-up): what this machine computes at its best."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(n, n, generator=generator) for _ in range(2))
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+def proxy_speed(env, repeats: int = 10) -> dict:
+    """One reward computation as the env does it (`env.proxy_score()`: BatchNorm
+    recalibration + val), timed (mean of `repeats` after a warm-up) beside a matmul.
+
+    `proxy_gflops` is the evaluation's FLOPs (`env.proxy_flops()`, 2 per multiply-add)
+    over its time, `proxy_efficiency` its ratio to `matmul_gflops`. The env's generator is put
+    back afterwards, so timing changes nothing in the search."""
+    saved = env.np_random.bit_generator.state
+    env.proxy_score()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        env.proxy_score()
+    seconds = (time.perf_counter() - start) / repeats
+    env.np_random.bit_generator.state = saved
+    gflops = env.proxy_flops() / seconds / 1e9
+    matmul = matmul_gflops()
+    return {"proxy_eval_s": seconds, "proxy_gflops": gflops, "matmul_gflops": matmul,
+            "proxy_efficiency": gflops / matmul}

@@ -85,7 +85,8 @@ def result_rows(policy: dict, deploy: dict | None = None) -> list[tuple[str, str
 
 
 def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
-                 timings: dict[str, float], deploy: dict | None = None) -> Path:
+                 timings: dict[str, float], deploy: dict | None = None,
+                 proxy: dict | None = None) -> Path:
     plot_sparsity(policy, run / "sparsity.png")
     if rewards:
         plot_rewards(rewards, warmup, run / "rewards.png")
@@ -123,6 +124,11 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
     if timings:
         lines += ["| stage | wall time (s) |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    if proxy:
+        lines += ["", f"One proxy evaluation {1000 * proxy['proxy_eval_s']:.1f} ms: "
+                  f"{proxy['proxy_gflops']:.1f} GFLOP/s, "
+                  f"{proxy['proxy_efficiency']:.2f} of a 2048x2048 fp32 matmul's "
+                  f"{proxy['matmul_gflops']:.0f} GFLOP/s timed beside it."]
     path = run / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

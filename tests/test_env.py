@@ -421,7 +421,7 @@ def test_reward_choices():
 def test_bn_recalibration_scores_with_fresh_stats_then_restores(tiny_calibration):
     batches, batch_size = 3, 32
     env = make_env(target=0.9, fc_k=3.0, bn_recalibration_batches=batches,
-                   bn_batch_size=batch_size, calibration=tiny_calibration)
+                   bn_batch_size=batch_size, calibration=tiny_calibration, proxy="plain")
     bn = env.model.bn
     bn.momentum = 0.05  # a model's own setting survives recalibration
     dense_stats = {k: v.clone() for k, v in bn.state_dict().items()}
@@ -476,14 +476,16 @@ def test_last_info_carries_the_documented_keys():
     assert info["requested"] == pytest.approx(0.495)
 
 
+@pytest.mark.parametrize("proxy", ["plain", "fast"])
 @pytest.mark.parametrize("fixed", [True, False])
-def test_bn_calibration_batches_fixed_or_fresh(tiny_calibration, fixed):
+def test_bn_calibration_batches_fixed_or_fresh(tiny_calibration, fixed, proxy):
     """Fixed batches: an allocation scores the same in every episode (the reward is a function
     of the allocation); fresh batches: the same allocation gets another calibration each time."""
     env = make_env(target=0.9, fc_k=3.0, bn_recalibration_batches=1, bn_batch_size=8,
-                   bn_fixed_batches=fixed, calibration=tiny_calibration)
+                   bn_fixed_batches=fixed, calibration=tiny_calibration, proxy=proxy)
     seen = []
-    env.model.bn.register_forward_hook(
+    scoring = env.model if proxy == "plain" else env._fast.copy  # the model recalibrated
+    scoring.bn.register_forward_hook(
         lambda m, inputs, out: seen.append(inputs[0].detach().clone()) if m.training else None)
     rewards = [run_episode(env, [0.5, -0.5, 0.1], seed=None)[-1][1] for _ in range(4)]
     same_batches = all(torch.equal(seen[0], x) for x in seen[1:])
