@@ -17,6 +17,7 @@ requests to it; a lost worker raises `WorkerLost`.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -257,14 +258,23 @@ class EnvWorkers(VecEnv):
 
 
 # -- local processes --------------------------------------------------------------------------
+PARENT_CHECK_S = 1.0  # how often an idle worker checks that its search is still there
+
+
 def _serve(connection, factory: Callable[[], gym.Env] | bytes, threads: int) -> None:
-    """A worker process: build the env, then answer requests until the pipe closes."""
+    """A worker process: build the env, then answer requests until the pipe closes or the
+    process that started it is gone (a forked sibling holds that end of the pipe too, so a
+    SIGKILLed search would never read as EOF here)."""
+    parent = os.getppid()
     if isinstance(factory, bytes):
         factory = pickle.loads(factory)
     host = EnvHost(factory, threads)
     connection.send(("ready", None))
     while True:
         try:
+            while not connection.poll(PARENT_CHECK_S):
+                if os.getppid() != parent:
+                    return
             request = connection.recv()
         except (EOFError, OSError):
             return

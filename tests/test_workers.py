@@ -77,7 +77,25 @@ def _kill_after_checkpoint(tmp_path: Path, *extra: str) -> Path:
     assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 10  # the killed search's env workers leave too
+    while time.monotonic() < deadline and _workers_of(folder):
+        time.sleep(0.1)
+    assert not _workers_of(folder)
     return folder
+
+
+def _workers_of(folder: Path) -> list[int]:
+    """Live processes of the worker script (its forked env workers carry its command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split(") ")[-1][0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if str(folder) in command and state != "Z":
+            pids.append(int(entry.name))
+    return pids
 
 
 def _resume(folder: Path, ray_address: str | None = None):

@@ -2,7 +2,7 @@
 evaluation").
 
     python docs/studies/proxy_speed.py [repeats=30] [out=docs/bench/proxy/steps.json]
-        [channel_targets=0.3,0.5,0.7,0.8] [compile=0]
+        [channel_targets=0.3,0.5,0.7,0.8] [compile=0] [profile=0]
 
 Weight mode: the default job's env (vgg-mini on mnist5k, 0.9), one allocation (an episode of
 random actions), scored by each step in turn, every step applied on top of the one before:
@@ -17,7 +17,8 @@ The variants are timed round-robin (`repeats` rounds, median per variant) with a
 fp32 matmul in every round, so machine noise hits them alike. GFLOP/s count 2 FLOPs per
 multiply-add (fvcore counts 1) for the proxy and for the matmul. Each variant's score is
 printed beside the plain one's. With compile=1, also `torch.compile` of the folded copy:
-its compile time and its evaluation time.
+its compile time and its evaluation time. With profile=1, also `torch.profiler`'s table of
+the fast path's val pass (5 passes), by operator and input shape.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def main() -> None:
     opts = dict(a.split("=", 1) for a in sys.argv[1:])
     repeats = int(opts.get("repeats", "30"))
     out = Path(opts.get("out", "docs/bench/proxy/steps.json"))
-    targets = [float(t) for t in opts.get("channel_targets", "0.3,0.5,0.7,0.8").split(",")]
+    targets = [float(t) for t in opts.get("channel_targets", "0.3,0.5,0.7,0.8").split(",") if t]
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads")
     print("| mode | variant | ms | GFLOP/s | matmul GFLOP/s | efficiency | val acc | val loss |")
@@ -117,6 +118,15 @@ def main() -> None:
             env, FastProxy(env.model, val, device, 128, threads=threads)),
     }
     rows = rows_for(env, steps, repeats, dict.fromkeys(steps, flops), "weight 0.9")
+    if opts.get("profile") == "1":
+        from torch.profiler import profile
+        fast = FastProxy(env.model, val, device, 128)
+        scorer(env, fast)()
+        with profile(record_shapes=True) as prof:
+            for _ in range(5):
+                fast.evaluator.score(fast.folds.module)
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=25))
     if opts.get("compile") == "1":
         fast = FastProxy(env.model, val, device, 128)
         start = time.perf_counter()
