@@ -41,7 +41,10 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
     speed = on_disk["speed"]
     assert speed["episode_s"] > 0 and speed["proxy_eval_s"] > 0
     assert speed["overhead_ratio"] == pytest.approx(speed["episode_s"] / speed["proxy_eval_s"])
+    assert speed["proxy_gflops"] > 0 and speed["matmul_gflops"] > 0
+    assert 0 < speed["proxy_efficiency"] < 10  # each cell's ratio, averaged
     table = (tmp_path / "out" / "bench.md").read_text()
+    assert "of a 2048x2048 fp32 matmul" in table
     assert all(f"| {m} |" in table for m in METHODS["weight"])
     assert (tmp_path / "out" / "bench.png").stat().st_size > 0
 
@@ -51,6 +54,13 @@ def test_overhead_ratio_is_wall_time_over_episodes_times_one_evaluation():
                     {"episodes": 30, "search_s": 45.0, "proxy_eval_s": 1.0}])
     assert speed == {"episode_s": 1.5, "proxy_eval_s": 1.0, "overhead_ratio": 1.5}
     assert speed_summary([])["overhead_ratio"] is None
+    rated = speed_summary([
+        {"episodes": 10, "search_s": 15.0, "proxy_eval_s": 1.0, "proxy_gflops": 20.0,
+         "matmul_gflops": 100.0, "proxy_efficiency": 0.2},
+        {"episodes": 30, "search_s": 45.0, "proxy_eval_s": 1.0, "proxy_gflops": 40.0,
+         "matmul_gflops": 100.0, "proxy_efficiency": 0.4}])
+    assert rated["proxy_gflops"] == pytest.approx(35.0)  # weighted by episodes
+    assert rated["proxy_efficiency"] == pytest.approx(0.35)
 
 
 def test_unknown_method_is_refused(tmp_path, dense):

@@ -167,6 +167,8 @@ def test_report_references_two_plots_that_exist(fleet):
         assert image.endswith(".png")
         assert (run / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "c3" in report and "f1" in report  # the per-layer table
+    assert re.search(r"One proxy evaluation [\d.]+ ms: [\d.]+ GFLOP/s, [\d.]+ of a 2048x2048 "
+                     r"fp32 matmul's \d+ GFLOP/s", report), report
 
 
 def tensorboard_rewards(run) -> dict[int, float]:
