@@ -66,19 +66,21 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
-def proxy_speed(env, repeats: int = 10) -> dict:
+def proxy_speed(env, repeats: int = 10, budget_s: float = 3.0) -> dict:
     """One reward computation as the env does it (`env.proxy_score()`: BatchNorm
-    recalibration + val), timed (mean of `repeats` after a warm-up) beside a matmul.
+    recalibration + val), timed beside a matmul: the mean of `repeats` after a warm-up, or of
+    as many as fit in `budget_s` (at least 2), so a large model's search waits little for it.
 
     `proxy_gflops` is the evaluation's FLOPs (`env.proxy_flops()`, 2 per multiply-add)
     over its time, `proxy_efficiency` its ratio to `matmul_gflops`. The env's generator is put
     back afterwards, so timing changes nothing in the search."""
     saved = env.np_random.bit_generator.state
     env.proxy_score()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
+    start, runs = time.perf_counter(), 0
+    while runs < repeats and (runs < 2 or time.perf_counter() - start < budget_s):
         env.proxy_score()
-    seconds = (time.perf_counter() - start) / repeats
+        runs += 1
+    seconds = (time.perf_counter() - start) / runs
     env.np_random.bit_generator.state = saved
     gflops = env.proxy_flops() / seconds / 1e9
     matmul = matmul_gflops()
