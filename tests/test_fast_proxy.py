@@ -107,45 +107,39 @@ def test_scoring_never_writes_the_working_model(tiny_calibration):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-class Untraceable(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it; the fast path runs it unfolded."""
+class _ConvBn(nn.Module):
+    """A stem, a convolution with its BatchNorm, a head; subclasses wire them unfoldably."""
 
     def __init__(self):
         super().__init__()
-        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 10)
+        self.stem, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 10)
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+
+class Untraceable(_ConvBn):
+    """Data-dependent control flow: torch.fx cannot trace it; the fast path runs it unfolded."""
 
     def forward(self, x):
-        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.relu(self.bn(self.conv(self.stem(x))))
         if x.sum() > 0:
             x = x * 1.0
         return self.head(x.mean((2, 3)))
 
 
-class SharedConv(nn.Module):
+class SharedConv(_ConvBn):
     """One convolution called twice, once before a BatchNorm: folding it would change the
     other call."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.stem, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 10)
 
     def forward(self, x):
         x = self.stem(x)
         return self.head((self.bn(self.conv(x)) + self.conv(x)).mean((2, 3)))
 
 
-class Shared(nn.Module):
+class Shared(_ConvBn):
     """A convolution whose output feeds the BatchNorm and a skip: it cannot be folded."""
 
-    def __init__(self):
-        super().__init__()
-        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 10)
-
     def forward(self, x):
-        y = self.conv(x)
+        y = self.conv(self.stem(x))
         return self.head((torch.relu(self.bn(y)) + y).mean((2, 3)))
 
 
