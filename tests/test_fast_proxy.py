@@ -52,31 +52,31 @@ def assert_same_score(fast: tuple[float, float], plain: tuple[float, float], ima
     assert fast[1] == pytest.approx(plain[1], rel=1e-4, abs=1e-6)
 
 
+def assert_paths_agree(plain, other, *, episodes: int, seed: int, same: str):
+    """The same random episodes in both envs: the same allocation (`info[same]`), and scores
+    equal up to rounding."""
+    rng = np.random.default_rng(seed)
+    for _ in range(episodes):
+        actions = rng.uniform(-1, 1, len(plain.agent_layers))
+        (_, p), (_, o) = play(plain, actions), play(other, actions)
+        assert o[same] == p[same]
+        assert_same_score((o["proxy_accuracy"], o["proxy_loss"]),
+                          (p["proxy_accuracy"], p["proxy_loss"]), len(plain.evaluator.y))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_weight_mode_fast_scores_agree_with_the_plain_path(tiny_calibration, threads):
     plain, fast = weight_env("plain", tiny_calibration), weight_env("fast", tiny_calibration)
     fast._fast.evaluator.threads = threads
-    rng = np.random.default_rng(0)
-    for _ in range(8):
-        actions = rng.uniform(-1, 1, len(plain.agent_layers))
-        (_, p), (_, f) = play(plain, actions), play(fast, actions)
-        assert f["sparsities"] == p["sparsities"]
-        assert_same_score((f["proxy_accuracy"], f["proxy_loss"]),
-                          (p["proxy_accuracy"], p["proxy_loss"]), len(VAL))
+    assert_paths_agree(plain, fast, episodes=8, seed=0, same="sparsities")
     assert len(fast._fast.folds.pairs) == 1  # c2 -> bn folded for scoring
 
 
 @pytest.mark.parametrize("net", sorted(NETS))
 @pytest.mark.parametrize("proxy", ["fast", "slim"])
 def test_channel_mode_fast_and_slim_scores_agree_with_the_plain_path(net, proxy):
-    plain, other = channel_env(net, "plain"), channel_env(net, proxy)
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        actions = rng.uniform(-1, 1, len(plain.agent_layers))
-        (_, p), (_, o) = play(plain, actions), play(other, actions)
-        assert o["removed"] == p["removed"]
-        assert_same_score((o["proxy_accuracy"], o["proxy_loss"]),
-                          (p["proxy_accuracy"], p["proxy_loss"]), 64)
+    assert_paths_agree(channel_env(net, "plain"), channel_env(net, proxy), episodes=5, seed=1,
+                       same="removed")
 
 
 def test_the_reward_is_a_function_of_the_allocation_on_the_fast_path(tiny_calibration):
