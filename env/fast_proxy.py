@@ -56,6 +56,12 @@ def _foldable_pairs(graph: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
     return pairs
 
 
+def _fold(conv: nn.Module, bn: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
+    """The weight and bias of `conv` followed by `bn` (eval mode) as one convolution."""
+    return fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                bn.eps, bn.weight, bn.bias)
+
+
 def _trace(model: nn.Module) -> fx.GraphModule | None:
     try:
         return fx.symbolic_trace(model)
@@ -108,8 +114,7 @@ class FoldedBatchNorm:
     def refresh(self) -> None:
         """Set every folded convolution from its pair's current weights and statistics."""
         for folded, conv, bn in self.pairs:
-            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
-                                                bn.running_var, bn.eps, bn.weight, bn.bias)
+            weight, bias = _fold(conv, bn)
             folded.weight.copy_(weight)
             folded.bias.copy_(bias)
 
@@ -120,9 +125,8 @@ class FoldedBatchNorm:
         if self._graph is None:
             return other
         for conv_name, bn_name in self.names:
-            conv, bn = other.get_submodule(conv_name), other.get_submodule(bn_name)
-            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
-                                                bn.running_var, bn.eps, bn.weight, bn.bias)
+            conv = other.get_submodule(conv_name)
+            weight, bias = _fold(conv, other.get_submodule(bn_name))
             conv.weight, conv.bias = weight.requires_grad_(False), bias.requires_grad_(False)
         return fx.GraphModule(other, self._graph).eval()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,6 +21,22 @@ def state_bytes(model: nn.Module) -> int:
     return buffer.tell()
 
 
+def run_times(run: Callable[[], object], *, warmup: int, repeats: int,
+              budget_s: float = math.inf, least: int = 1) -> list[float]:
+    """Seconds of each of up to `repeats` calls of `run` after `warmup` untimed ones; fewer
+    where they would take more than `budget_s`, but at least `least`."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < least
+                                    or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 @torch.inference_mode()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
                warmup: int = 3, repeats: int = 20, budget_s: float = 2.0) -> float:
@@ -27,14 +45,8 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
     model.eval()
     tensor = next(iter([*model.parameters(), *model.buffers()]), None)
     x = torch.randn(batch, *input_shape, device="cpu" if tensor is None else tensor.device)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats and (time.perf_counter() - start < budget_s or len(times) < 5):
-        t = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t)
+    times = run_times(lambda: model(x), warmup=warmup, repeats=repeats, budget_s=budget_s,
+                      least=5)
     return 1000.0 * float(np.median(times))
 
 
@@ -57,12 +69,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.rand(n, n, generator=generator) for _ in range(2))
     out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
+    times = run_times(lambda: torch.mm(a, b, out=out), warmup=1, repeats=repeats)
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
@@ -75,12 +82,8 @@ def proxy_speed(env, repeats: int = 10, budget_s: float = 3.0) -> dict:
     over its time, `proxy_efficiency` its ratio to `matmul_gflops`. The env's generator is put
     back afterwards, so timing changes nothing in the search."""
     saved = env.np_random.bit_generator.state
-    env.proxy_score()  # warm-up
-    start, runs = time.perf_counter(), 0
-    while runs < repeats and (runs < 2 or time.perf_counter() - start < budget_s):
-        env.proxy_score()
-        runs += 1
-    seconds = (time.perf_counter() - start) / runs
+    seconds = float(np.mean(run_times(env.proxy_score, warmup=1, repeats=repeats,
+                                      budget_s=budget_s, least=2)))
     env.np_random.bit_generator.state = saved
     gflops = env.proxy_flops() / seconds / 1e9
     matmul = matmul_gflops()
