@@ -64,7 +64,10 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
                             c.criterion if c.granularity == "channel" else None],
             "layers": [[layer.name, getattr(layer, size)] for layer in env.agent_layers],
             "fc_rule": [c.fc_rule, env.fc.k, c.fc_during_search],
-            "reward": [c.reward_kind, c.s_min, c.s_max, c.bn_recalibration_batches,
+            # channel mode's `auto` s_max depends on the target (0.8 or 0.99): record which
+            "reward": [c.reward_kind, c.s_min,
+                       env.s_max if c.granularity == "channel" else c.s_max,
+                       c.bn_recalibration_batches,
                        c.bn_fixed_batches], "action_mapping": env.action_mapping}
 
 

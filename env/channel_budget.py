@@ -47,14 +47,17 @@ class ChannelBudget:
     def cost(self, removed: list[int]) -> float:
         return self.graph.cost(np.array(self.sizes) - np.array(removed), self.budget)
 
+    def reachable(self) -> bool:
+        """Whether the goal can be reached with every group at its most."""
+        return self.cost(self.highs) <= self.goal
+
     def check(self) -> None:
         """Refuse a target the groups cannot reach, with the numbers that say why."""
         if not self.sizes:
             raise UserError("the model has no channel group to prune (every layer feeds the "
                             "output directly); use --granularity weight")
-        least = self.cost(self.highs)
-        if least > self.goal:
-            most = 1.0 - least / self.total
+        if not self.reachable():
+            most = 1.0 - self.cost(self.highs) / self.total
             raise UserError(
                 f"target {self.target:g} of the {self.budget} needs more than the channel "
                 f"groups can give: at most {most:.4f} can go with every group keeping a "

@@ -72,11 +72,15 @@ class EnvConfig:
         negate="--fc-after-search")
     s_min: float = setting(0.0, "The least an agent layer may prune.", min=0.0, max=1.0)
     s_max: float | str = setting(
-        "auto", "The most an agent layer may prune, or `auto`: 0.99 (the design's), raised to "
-        "the largest layer sparsity of the LAMP and ERK allocations at this target so that the "
-        "agent can play them. Measured (docs/decisions.md): at 0.98 on vgg-mini LAMP prunes the "
-        "largest conv layer to 0.996; capped at 0.99 the search fine-tuned 2.0 points below "
-        "LAMP on every seed.", parse=parse_s_max, metavar="S|auto")
+        "auto", "The most an agent layer (channel mode: group) may prune, or `auto`. Weight "
+        "mode: 0.99 (the design's), raised to the largest layer sparsity of the LAMP and ERK "
+        "allocations at this target so that the agent can play them (measured, "
+        "docs/decisions.md: at 0.98 on vgg-mini LAMP prunes the largest conv layer to 0.996; "
+        "capped at 0.99 the search fine-tuned 2.0 points below LAMP on every seed). Channel "
+        "mode: 0.8 (AMC's: a group keeps a fifth of its channels) where the target can be "
+        "reached so, else 0.99 (measured: at 0.8 of vgg-mini's FLOPs the search fine-tuned "
+        "0.9 points below uniform at 0.99 and level with it at 0.8).",
+        parse=parse_s_max, metavar="S|auto")
     action_mapping: str = setting(
         "auto", "`absolute` (AMC): an action maps onto [s_min, s_max], then the budget clamp "
         "cuts it; `feasible`: onto the range the budget leaves its layer, so no action is cut; "
