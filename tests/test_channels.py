@@ -205,7 +205,7 @@ def test_similarity_drops_the_duplicate_of_a_stronger_channel_first():
 
 # -- the environment and its baselines -------------------------------------------------------
 def channel_env(name: str = "residual", **overrides) -> ChannelPruningEnv:
-    config = EnvConfig(granularity="channel", target=0.4, **overrides)
+    config = EnvConfig(**{"granularity": "channel", "target": 0.4, **overrides})
     return ChannelPruningEnv(NETS[name](), split(64, 1), SHAPE, config,
                              calibration=split(128, 2))
 
@@ -271,3 +271,24 @@ def test_the_auto_reward_is_accuracy_for_channels_and_loss_for_weights():
     while not done:
         *_, done, _, info = env.step(np.array([0.0]))
     assert info["reward"] == info["proxy_accuracy"]
+
+
+def test_auto_s_max_keeps_a_fifth_of_every_group_where_the_target_allows():
+    """AMC's bound (docs/decisions.md: the most-pruned group decided the fine-tuned accuracy);
+    a target out of its reach falls back to the design's 0.99, an explicit cap is kept."""
+    env = channel_env()  # target 0.4
+    assert env.s_max == 0.8
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        env.reset()
+        done = False
+        while not done:
+            *_, done, _, info = env.step(rng.uniform(-1, 1, 1))
+        for g, removed in zip(env.graph.groups, info["removed"]):
+            assert removed <= count_for(g.channels, 0.8), g.name
+    assert channel_env(s_max=0.99).s_max == 0.99
+    graph = GRAPHS["residual"]
+    beyond = next(t for t in np.arange(0.5, 1.0, 0.01)
+                  if not ChannelBudget(graph, "flops", t, 0.0, 0.8).reachable())
+    assert ChannelBudget(graph, "flops", beyond, 0.0, 0.99).reachable()
+    assert channel_env(target=float(beyond)).s_max == 0.99

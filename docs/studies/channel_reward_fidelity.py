@@ -12,7 +12,10 @@ reward), and writes every row to OUT.
 
 Candidate scores: val cross-entropy after BatchNorm recalibration on 1 (the default) or 8
 train batches, val accuracy, and the val cross-entropy after a short fine-tune of the slimmed
-network (10 SGD steps on fixed train batches).
+network (10 SGD steps on fixed train batches); and, for comparison, minus the largest
+fraction of a group's channels the allocation removes (what `--s-max` bounds).
+
+    python docs/studies/channel_reward_fidelity.py rescore=docs/studies/channel-fidelity-vgg-mini.json
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ def main() -> None:
         for name, counts in allocations:
             policy = policy_for(env, counts, config)
             row = {"target": target, "allocation": name, "counts": counts,
+                   "sizes": env.budget.sizes,
                    **masked_scores(env, counts),
                    "short_tune_loss": short_tuned(dense, policy, dense.data)}
             done = prune_and_finetune(dense.model, policy, dense.data, epochs=3, seed=0)
@@ -107,17 +111,20 @@ def main() -> None:
 
 
 def report(rows: list[dict]) -> None:
-    scores = ("loss_bn1", "acc_bn1", "loss_bn8", "acc_bn8", "short_tune_loss")
-    print("| target | allocations | " + " | ".join(scores) + " |")
+    for r in rows:  # not a reward: how hard the allocation's most-pruned group is cut
+        r["minus_max_removed"] = -max(c / n for c, n in zip(r["counts"], r["sizes"]))
+    scores = ("loss_bn1", "acc_bn1", "loss_bn8", "acc_bn8", "short_tune_loss",
+              "minus_max_removed")
+    print("| target | " + " | ".join(scores) + " |  (all / the better half by that score)")
     for target in sorted({r["target"] for r in rows}):
         group = [r for r in rows if r["target"] == target]
-        top = sorted(group, key=lambda r: -r["loss_bn1"])[: len(group) // 2]
-        for label, part in (("all", group), ("better half", top)):
+        cells = []
+        for s in scores:
+            top = sorted(group, key=lambda r: -r[s])[: len(group) // 2]
             rho = [spearmanr([r[s] for r in part], [r["finetuned"] for r in part])[0]
-                   for s in scores]
-            print(f"| {target:g} | {label} ({len(part)}) | "
-                  + " | ".join(f"{x:+.2f}" for x in rho) + " |")
-
+                   for part in (group, top)]
+            cells.append(f"{rho[0]:+.2f} / {rho[1]:+.2f}")
+        print(f"| {target:g} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("rescore="):

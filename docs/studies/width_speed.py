@@ -1,16 +1,19 @@
 """What a CPU makes of fewer FLOPs in a vgg-mini-shaped network, without rlprune in the way.
 
-    python docs/studies/width_speed.py [threads=2]
+    python docs/studies/width_speed.py [threads=2] [profile=1]
 
 vgg-mini's layer plan built fresh in plain torch (eager, untrained) at full width and with
 every layer's channels scaled by 0.71 and 0.5 (about 2x and 4x fewer FLOPs), timed one after
 the other at batch 32 (median after warm-up, as `rlprune` times its models). The ratio
-speedup / FLOPs reduction is the share of a channel cut this CPU turns into time.
+speedup / FLOPs reduction is the share of a channel cut this CPU turns into time. With
+profile=1, also where batch 32's time goes at each width (torch.profiler, self CPU time per
+operator kind, 20 passes after warm-up).
 """
 
 from __future__ import annotations
 
 import sys
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -32,6 +35,28 @@ def vgg(widths: list[int]) -> nn.Module:
                          nn.ReLU(), nn.Linear(128, 10)).eval()
 
 
+KINDS = {"conv": ("convolution", "mkldnn"), "batch norm": ("batch_norm",),
+         "relu": ("relu",), "pooling": ("pool",), "linear": ("addmm", "linear", "mm")}
+
+
+def time_shares(model: nn.Module, passes: int = 20) -> dict[str, float]:
+    """Self CPU time per operator kind (fraction of the total) of batch-32 forward passes."""
+    x = torch.randn(32, 1, 28, 28)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(passes):
+                model(x)
+    shares: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        kind = next((k for k, keys in KINDS.items() if any(w in event.key for w in keys)),
+                    "other")
+        shares[kind] += event.self_cpu_time_total
+    total = sum(shares.values())
+    return {k: v / total for k, v in sorted(shares.items())}
+
+
 def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv)
     torch.set_num_threads(int(opts.get("threads", "2")))
@@ -46,6 +71,11 @@ def main(argv: list[str]) -> None:
     for scale, flops, ms in rows:
         print(f"| x{scale:g} | {flops / 1e6:.2f} | {ms:.2f} | {flops0 / flops:.2f}x | "
               f"{ms0 / ms:.2f}x | {(ms0 / ms) / (flops0 / flops):.2f} |")
+    if opts.get("profile") == "1":
+        for scale in (1.0, 0.71, 0.5):
+            model = vgg([max(1, round(w * scale)) for w in FULL])
+            shares = time_shares(model)
+            print(f"x{scale:g}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
 
 
 if __name__ == "__main__":
