@@ -20,8 +20,8 @@ from rlprune.models.splits import Split
 CHANNEL_BASELINES = ("uniform", "global-l1", "global-taylor")
 # `--s-max auto` in channel mode: AMC's preserve-ratio floor of 0.2. Measured on vgg-mini
 # (docs/decisions.md): the most-pruned group's removed fraction ranked 30 allocations by their
-# fine-tuned accuracy far better (Spearman -0.80 to -0.90) than the proxy did (+0.64 to +0.77),
-# and the searches at 0.99 chose groups 13-15 of 16 channels gone.
+# fine-tuned accuracy far better (Spearman -0.80 to -0.94) than the proxy did (+0.64 to +0.77),
+# and half the searches at 0.99 cut a 16-channel layer to 1-3 channels.
 CHANNEL_S_MAX = 0.8
 
 

@@ -15,7 +15,8 @@ train batches, val accuracy, and the val cross-entropy after a short fine-tune o
 network (10 SGD steps on fixed train batches); and, for comparison, minus the largest
 fraction of a group's channels the allocation removes (what `--s-max` bounds).
 
-    python docs/studies/channel_reward_fidelity.py rescore=docs/studies/channel-fidelity-vgg-mini.json
+    python docs/studies/channel_reward_fidelity.py \
+        rescore=docs/studies/channel-fidelity-vgg-mini.json
 """
 
 from __future__ import annotations
