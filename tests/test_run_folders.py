@@ -352,14 +352,20 @@ def test_ctrl_c_while_pre_training_says_to_run_the_command_again(tmp_path):
     import threading
     import time
 
+    def as_from_a_terminal() -> None:
+        # an ignored or blocked SIGINT is inherited through exec, and Python then never raises
+        # KeyboardInterrupt: start the CLI as a shell in a terminal would
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    here = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
     proc = subprocess.Popen([sys.executable, "-m", "rlprune", "search", "--model", "lenet5"],
                             cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=as_from_a_terminal)
     seen = bytearray()
 
     def read() -> None:
-        # whole chunks, not a byte at a time: in the full suite pre-training once ended (and
-        # the search then refused its target, exit 2) before this loop saw the bar start
         for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
             seen.extend(chunk)
 
@@ -371,7 +377,7 @@ def test_ctrl_c_while_pre_training_says_to_run_the_command_again(tmp_path):
     proc.send_signal(signal.SIGINT)
     code = proc.wait(60)
     reader.join(10)
-    assert code == 130, seen.decode()[-800:]
+    assert code == 130, (here, seen.decode()[-800:])
     last = seen.decode().replace("\r", "\n").strip().splitlines()[-1]
     assert last == ("rlprune: interrupted while loading or pre-training the dense model "
                     "(nothing was kept); run the same command again")
