@@ -60,11 +60,10 @@ def time_shares(model: nn.Module, passes: int = 20) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv)
     torch.set_num_threads(int(opts.get("threads", "2")))
-    rows = []
-    for scale in (1.0, 0.71, 0.5):
-        model = vgg([max(1, round(w * scale)) for w in FULL])
-        rows.append((scale, network_flops(model, (1, 28, 28)),
-                     latency_ms(model, (1, 28, 28), 32, repeats=50, budget_s=10)))
+    models = {scale: vgg([max(1, round(w * scale)) for w in FULL]) for scale in (1.0, 0.71, 0.5)}
+    rows = [(scale, network_flops(model, (1, 28, 28)),
+             latency_ms(model, (1, 28, 28), 32, repeats=50, budget_s=10))
+            for scale, model in models.items()]
     flops0, ms0 = rows[0][1], rows[0][2]
     print("| width | FLOPs (M) | batch 32 (ms) | FLOPs reduction | speedup | share |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -72,8 +71,7 @@ def main(argv: list[str]) -> None:
         print(f"| x{scale:g} | {flops / 1e6:.2f} | {ms:.2f} | {flops0 / flops:.2f}x | "
               f"{ms0 / ms:.2f}x | {(ms0 / ms) / (flops0 / flops):.2f} |")
     if opts.get("profile") == "1":
-        for scale in (1.0, 0.71, 0.5):
-            model = vgg([max(1, round(w * scale)) for w in FULL])
+        for scale, model in models.items():
             shares = time_shares(model)
             print(f"x{scale:g}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
 
