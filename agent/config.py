@@ -16,6 +16,13 @@ from rlprune.models.settings import check, setting, typed_fields
 SEED_POLICIES = ("uniform", "global", "lamp", "erk")  # the weight-mode baselines
 CHANNEL_SEED_POLICIES = ("uniform", "global-l1", "global-taylor")
 DEVICES = ("auto", "cpu", "cuda")
+# the largest values of the numeric settings: a larger one is a typo, would run for days, or
+# would overflow numpy's seeds
+MAX_EPISODES = 100_000
+MAX_EPOCHS = 10_000
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1
+MAX_HIDDEN = (8, 4096)  # layers, width
 # config.json keys of earlier versions, and their names now
 RENAMED = {"checkpoint": "weights"}
 
@@ -48,24 +55,25 @@ class SearchConfig(EnvConfig):
     download: bool = setting(False, "Allow cifar10/100 to be downloaded into --data-dir.",
                              group="source")
     # -- the agent (AMC's settings unless measured otherwise) -------------------------------
-    episodes: int = setting(400, "Episodes in all, warm-up included.", min=1, group="agent")
+    episodes: int = setting(400, "Episodes in all, warm-up included.", min=1,
+                            max=MAX_EPISODES, group="agent")
     warmup: int = setting(
         100, "Warm-up episodes (the seed policies first, then uniform random actions) before "
-        "the actor acts and learns.", min=0, group="agent")
+        "the actor acts and learns.", min=0, max=MAX_EPISODES, group="agent")
     noise_sigma: float = setting(0.5, "Exploration noise at the end of warm-up.", min=0.0,
-                                 group="agent")
+                                 max=10.0, group="agent")
     noise_decay: float = setting(0.95, "The noise is multiplied by this after every episode.",
                                  min=0.0, max=1.0, group="agent")
     hidden: tuple[int, ...] = setting(
         (128, 128), "Actor and critic hidden layers. AMC used 300-300; 128-128 learns as well "
         "on these 12-feature states at ~1.6x cheaper updates (docs/benchmarks.md).",
         parse=parse_ints, metavar="N,N", group="agent")
-    batch_size: int = setting(64, "DDPG minibatch.", min=1, group="agent")
+    batch_size: int = setting(64, "DDPG minibatch.", min=1, max=65536, group="agent")
     tau: float = setting(0.01, "Soft target update.", min=0.0, max=1.0, group="agent")
     learning_rate: float = setting(1e-3, "Actor and critic learning rate.", min=0.0,
-                                   group="agent")
+                                   max=10.0, group="agent")
     buffer_episodes: int = setting(100, "Replay buffer size, in episodes.", min=1,
-                                   group="agent")
+                                   max=MAX_EPISODES, group="agent")
     baseline_decay: float = setting(
         0.95, "Decay of the moving-average reward baseline subtracted from each episode's "
         "reward.", min=0.0, max=1.0, group="agent")
@@ -79,7 +87,8 @@ class SearchConfig(EnvConfig):
         "or Ray actors with --ray-address): the K episodes of a round act with the same actor "
         "and their own noise, then the agent takes as many updates per episode as with one. "
         "Deterministic for a given K, not across K. --episodes must be a multiple of K; the "
-        "warm-up is rounded up to whole rounds.", min=1, group="agent", metavar="K")
+        "warm-up is rounded up to whole rounds.", min=1, max=MAX_WORKERS, group="agent",
+        metavar="K")
     ray_address: str | None = setting(
         None, "Run on Ray: the search's workers as Ray actors, a bench's cells as Ray tasks, "
         "the service's jobs on the cluster. `auto`: the cluster this machine belongs to; "
@@ -87,14 +96,17 @@ class SearchConfig(EnvConfig):
         group="agent", metavar="ADDR")
     gpus_per_worker: float = setting(
         0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
-        min=0.0, group="agent", metavar="N")
+        min=0.0, max=64.0, group="agent", metavar="N")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "
-        "end).", min=1, group="job", metavar="EPISODES")
-    finetune_epochs: int = setting(3, "Masked fine-tuning after pruning.", min=0)
-    finetune_lr: float = setting(0.01, "Peak learning rate of the fine-tune.", min=0.0)
-    seed: int = setting(0, "Seed of the search and the fine-tune.", min=0)
+        "end).", min=1, max=MAX_EPISODES, group="job", metavar="EPISODES")
+    finetune_epochs: int = setting(3, "Masked fine-tuning after pruning.", min=0,
+                                   max=MAX_EPOCHS)
+    finetune_lr: float = setting(0.01, "Peak learning rate of the fine-tune.", min=0.0,
+                                 max=10.0)
+    seed: int = setting(0, "Seed of the search and the fine-tune.", min=0,
+                        max=MAX_SEED)
     device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
 
     def env_config(self) -> EnvConfig:
@@ -121,8 +133,11 @@ class SearchConfig(EnvConfig):
         if self.gpus_per_worker and not self.ray_address:
             raise SettingError("gpus_per_worker", "needs --ray-address (local workers use "
                                "--device)")
-        if not self.hidden or min(self.hidden) < 1:
-            raise SettingError("hidden", f"must be positive layer widths, got {self.hidden}")
+        layers, width = MAX_HIDDEN
+        if not self.hidden or len(self.hidden) > layers or not all(
+                1 <= w <= width for w in self.hidden):
+            raise SettingError("hidden", f"must be 1 to {layers} layer widths of 1 to {width}, "
+                               f"got {self.hidden}")
 
     def _seed_choices(self) -> tuple[str, ...]:
         return CHANNEL_SEED_POLICIES if self.granularity == "channel" else SEED_POLICIES

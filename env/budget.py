@@ -44,8 +44,7 @@ class Budget:
         """Refuse targets the agent cannot reach, with the numbers that say why; `fix` ends
         the message of a target the agent's layers cannot hold."""
         if not self.sizes:
-            raise UserError("the agent controls no layers (no Conv2d here); "
-                            "use --fc-rule agent to let it prune the Linear layers")
+            raise no_agent_layers_error()
         if self.agent_goal < 0:
             raise UserError(
                 f"the FC rule alone prunes {self.fixed:,} weights, more than the target "
@@ -70,3 +69,8 @@ class Budget:
         """Weights layer t prunes when the agent asks for `sparsity`."""
         lo, hi = self.bounds(t, pruned)
         return min(hi, max(lo, count_for(self.sizes[t], sparsity)))
+
+
+def no_agent_layers_error() -> UserError:
+    return UserError("the agent controls no layers (no Conv2d here); use --fc-rule agent to "
+                     "let it prune the Linear layers")

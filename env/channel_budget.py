@@ -54,8 +54,7 @@ class ChannelBudget:
     def check(self) -> None:
         """Refuse a target the groups cannot reach, with the numbers that say why."""
         if not self.sizes:
-            raise UserError("the model has no channel group to prune (every layer feeds the "
-                            "output directly); use --granularity weight")
+            raise no_groups_error()
         if not self.reachable():
             most = 1.0 - self.cost(self.highs) / self.total
             raise UserError(
@@ -123,3 +122,8 @@ def _last(lo: int, hi: int, ok) -> int | None:
         else:
             hi = mid - 1
     return lo
+
+
+def no_groups_error() -> UserError:
+    return UserError("the model has no channel group to prune (every layer feeds the output "
+                     "directly); use --granularity weight")

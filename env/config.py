@@ -98,15 +98,16 @@ class EnvConfig:
         "accuracy at 0.8 of the FLOPs where accuracy gave +0.77.", choices=REWARDS)
     bn_recalibration_batches: int = setting(
         1, "Re-estimate BatchNorm statistics on this many train batches before scoring "
-        "(0: off). Without it every random 0.9-sparse vgg-mini scored 10%.", min=0,
+        "(0: off). Without it every random 0.9-sparse vgg-mini scored 10%.", min=0, max=10_000,
         flag="--bn-recalibration", metavar="BATCHES")
-    bn_batch_size: int = setting(128, "Images per BatchNorm recalibration batch.", min=1)
+    bn_batch_size: int = setting(128, "Images per BatchNorm recalibration batch.", min=1,
+                                 max=65536)
     bn_fixed_batches: bool = setting(
         True, "Recalibrate on the same train batches in every episode, so the reward is a "
         "function of the allocation alone (with fresh batches the best of 400 episodes was "
         "largely the luckiest batch).", negate="--bn-fresh-batches")
     eval_batch_size: int = setting(128, "Images per forward pass of the proxy evaluation.",
-                                   min=1)
+                                   min=1, max=65536)
     proxy: str = setting(
         "auto", "How the proxy evaluation runs: `plain`, the working model as it is; `fast`, "
         "a private channels_last copy with each BatchNorm folded into its convolution, val "
@@ -116,7 +117,8 @@ class EnvConfig:
         "(measured in docs/benchmarks.md, 'The proxy evaluation').", choices=PROXY_PATHS)
     simulated_eval_s: float = setting(
         0.0, "Benchmarks: seconds of sleep added to every proxy evaluation, standing in for a "
-        "large model's (the reward is unchanged).", min=0.0, metavar="SECONDS")
+        "large model's (the reward is unchanged).", min=0.0, max=3600.0,
+        metavar="SECONDS")
 
     @property
     def proxy_path(self) -> str:
@@ -133,9 +135,9 @@ class EnvConfig:
         return "acc" if self.granularity == "channel" else "loss"
 
     def validate(self) -> None:
-        check(self)
         if isinstance(self.target, bool) or not 0.0 < self.target < 1.0:
             raise SettingError("target", f"must be in (0, 1), got {self.target}")
+        check(self)
         s_max = S_MAX_FLOOR if self.s_max == "auto" else self.s_max
         if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
             raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
@@ -143,5 +145,5 @@ class EnvConfig:
         if self.proxy == "slim" and self.granularity != "channel":
             raise SettingError("proxy", "slim needs --granularity channel (weight sparsity "
                                "removes no channels)")
-        if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not self.fc_k > 0):
-            raise SettingError("fc_k", f"must be a positive number or auto, got {self.fc_k!r}")
+        if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not 0 < self.fc_k <= 10):
+            raise SettingError("fc_k", f"must be a number in (0, 10] or auto, got {self.fc_k!r}")

@@ -8,6 +8,7 @@ exists once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -55,10 +56,22 @@ def check(obj: Any) -> None:
                                f"got {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
+        if not math.isfinite(value):
+            raise SettingError(name, f"must be a finite number, got {value}")
         if meta["min"] is not None and value < meta["min"]:
-            raise SettingError(name, f"must be at least {meta['min']:g}, got {value:g}")
+            raise SettingError(name, f"must be at least {_show(meta['min'])}, got "
+                               f"{_show(value)}")
         if meta["max"] is not None and value > meta["max"]:
-            raise SettingError(name, f"must be at most {meta['max']:g}, got {value:g}")
+            raise SettingError(name, f"must be at most {_show(meta['max'])}, got "
+                               f"{_show(value)}")
+
+
+def _show(number: float) -> str:
+    """A limit or a value as a person reads it: whole numbers whole, a huge one shortened."""
+    if isinstance(number, int):
+        text = str(number)
+        return text if len(text) <= 20 else f"{text[:6]}...({len(text)} digits)"
+    return f"{number:g}"
 
 
 _NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text",

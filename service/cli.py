@@ -7,6 +7,7 @@ once. Heavy imports happen inside each command, so `rlprune --help` is instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from rlprune.service.flags import (
     flag_for,
     typed,
 )
+from rlprune.service.settings import ServeConfig
+
+SERVE_SETTINGS = [f.name for f in dataclasses.fields(ServeConfig)]
 
 EXIT_USAGE = 2
 
@@ -106,22 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the HTTP service: a job queue, a SQLite registry "
                                      "and a web page")
-    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--runs", default="runs", help="run folders and the registry (default: runs)")
-    p.add_argument("--max-running", type=int, default=2, help="jobs at once (default: 2)")
-    p.add_argument("--token-file", default=None,
-                   help="the bearer token (made with mode 0600 on first start; default: "
-                        "RUNS/service-token)")
-    p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
-                   help="leave interrupted jobs interrupted instead of resuming them")
-    p.add_argument("--upload-limit-mb", type=float, default=256.0)
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
-                   help="local: jobs as worker processes here; ray: jobs as Ray tasks on the "
-                        "cluster at --ray-address (its nodes must share --runs)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="with --executor ray: auto (the cluster this machine belongs to), "
-                        "local (start one here) or host:port")
+    add_settings(p, SERVE_SETTINGS, ServeConfig)
 
     p = sub.add_parser("submit", help="submit a job to a running service (the search's "
                                       "options; --kind baseline --method M for a baseline)")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
+from rlprune.env.make import check_prunable
 from rlprune.models.data import load_dataset
 from rlprune.models.dense import Dense, check_model
 from rlprune.models.errors import UserError
@@ -43,6 +44,7 @@ def load_dense(config: SearchConfig,
     data = load_dataset(config.dataset, config.data_dir, config.download)
     model = model_for(config.model, data)
     check_model(model, data)
+    check_prunable(model, data.input_shape, config)  # before any pre-training
     path = Path(config.weights) if config.weights else default_weights_path(
         config.model, config.dataset, **({} if cache is None else {"root": cache}))
     if config.weights or path.is_file():

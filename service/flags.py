@@ -25,36 +25,45 @@ def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str]
     return convert
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
-
-
-def add_settings(p: argparse.ArgumentParser, names: Sequence[str], **defaults: object) -> None:
-    """One flag per `SearchConfig` field in `names`, from its declaration (`defaults`
-    overrides a field's default for this command)."""
-    hints = typing.get_type_hints(SearchConfig)
+def add_settings(p: argparse.ArgumentParser, names: Sequence[str], cls: type = SearchConfig,
+                 **defaults: object) -> None:
+    """One flag per field of the settings dataclass `cls` (default `SearchConfig`) in `names`,
+    from its declaration (`defaults` overrides a field's default for this command)."""
+    hints = typing.get_type_hints(cls)
+    declared = {f.name: f for f in dataclasses.fields(cls)}
     for name in names:
-        f, meta = _FIELDS[name], _FIELDS[name].metadata
+        f, meta = declared[name], declared[name].metadata
         default = defaults.get(name, f.default)
         doc = meta["doc"].replace("%", "%%")
+        flag = _flag(name, meta)
         if hints[name] is bool:
             action = "store_false" if meta["negate"] else "store_true"
-            p.add_argument(flag_for(name), dest=name, action=action, help=doc)
+            p.add_argument(flag, dest=name, action=action, help=doc)
             continue
         base = hints[name]
         if isinstance(base, types.UnionType):  # `X | None`: parsed as X
             base = next(a for a in typing.get_args(base) if a is not type(None))
         parse = meta["parse"] or PLAIN_TYPES[base]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        p.add_argument(flag_for(name), *meta["aliases"],
+        p.add_argument(flag, *meta["aliases"],
                        dest=name, default=default, type=typed(parse, meta["metavar"]),
                        choices=meta["choices"], metavar=meta["metavar"],
                        help=f"{doc} (default: {shown})")
 
 
-def flag_for(name: str) -> str:
-    """The command-line flag of a `SearchConfig` field."""
-    meta = _FIELDS[name].metadata if name in _FIELDS else {}
+def _flag(name: str, meta) -> str:
     return meta.get("negate") or meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of a setting (a `SearchConfig` field, or another command's)."""
+    from rlprune.service.settings import BenchPlan, ServeConfig
+
+    for cls in (SearchConfig, ServeConfig, BenchPlan):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return _flag(name, f.metadata)
+    return "--" + name.replace("_", "-")
 
 
 def names_in(*groups: str, without: Sequence[str] = ()) -> list[str]:

@@ -1,24 +1,35 @@
 """What the service accepts as a job, checked before it is queued (a UserError is a 422).
 
 A job may name only registry models or `module:factory` code already importable on the
-server (no code is uploaded), and dense weights only as an upload (`sha256:<hex>`, from
-POST /v1/checkpoints); the weights must fit the model. The settings are SearchConfig's
-(validated as the command line validates them); a baseline adds `method`, a bench
-`targets`, `methods`, `seeds` and `first_seed`.
+server (no code is uploaded), dense weights only as an upload (`sha256:<hex>`, from
+POST /v1/checkpoints), and data only from the server's own places: the built-in datasets,
+a factory, or an `imagefolder:` inside one of the service's `--data-root` folders. The
+settings are SearchConfig's (validated as the command line validates them); a baseline adds
+`method`, a bench `targets`, `methods`, `seeds` and `first_seed`.
+
+User code (a `module:factory` model or dataset) never runs in the server's process: it is
+imported, built and checked in a child process (`python -m rlprune.service.worker --check`)
+with a time limit, so a factory that aborts, exits, hangs or crashes refuses its own job and
+nothing else.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from numbers import Integral, Real
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
-from rlprune.models.imports import import_callable
 from rlprune.models.registry import MODELS
+from rlprune.service.settings import BenchPlan, ServeConfig
 
 BENCH_KEYS = ("targets", "methods", "seeds", "first_seed")
+DEFAULT_DATA_DIR = SearchConfig().data_dir
 
 
 def _weights(value: object, runs: Path) -> str | None:
@@ -34,18 +45,41 @@ def _weights(value: object, runs: Path) -> str | None:
     return str(path)
 
 
-def _model(name: object) -> None:
+def is_user_code(name: str) -> bool:
+    """A `package.module:factory` name (not a registry name, not `imagefolder:PATH`)."""
+    return ":" in name and not name.startswith("imagefolder:")
+
+
+def _model_name(name: str) -> None:
     if not isinstance(name, str) or not name:
         raise UserError("model must be a registry name or package.module:factory")
-    if ":" in name:
-        import_callable(name, "model")  # importable on the server, or refused
-    elif name not in MODELS:
+    if not is_user_code(name) and name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)} or give "
                         "package.module:factory (importable on the server)")
 
 
-def check_request(kind: str, config: dict, runs: Path) -> dict:
+def _data_places(config: SearchConfig, serve: ServeConfig) -> str:
+    """The data folder the job reads (the service's own); refuses a server path of the
+    request's choosing."""
+    if config.data_dir != DEFAULT_DATA_DIR:
+        raise UserError(f"data_dir {config.data_dir!r}: the service decides where its data "
+                        "lives (its first --data-root); a job cannot name a server folder")
+    if config.download and not serve.allow_download:
+        raise UserError("download: this service does not download data for jobs (start it "
+                        "with --allow-download)")
+    if config.dataset.startswith("imagefolder:"):
+        root = Path(config.dataset.split(":", 1)[1]).expanduser().resolve()
+        allowed = [Path(r).resolve() for r in serve.data_roots]
+        if not any(root.is_relative_to(r) for r in allowed):
+            where = ", ".join(map(str, allowed)) or "none given"
+            raise UserError(f"dataset {config.dataset!r}: the service reads image folders only "
+                            f"inside its --data-root folders ({where})")
+    return str(serve.data_dir().resolve())
+
+
+def check_request(kind: str, config: dict, serve: ServeConfig) -> dict:
     """The job's settings, complete and checked."""
+    runs = Path(serve.runs).resolve()
     settings = dict(config)
     extra = {k: settings.pop(k) for k in BENCH_KEYS if k in settings}
     method = settings.pop("method", None)
@@ -57,10 +91,11 @@ def check_request(kind: str, config: dict, runs: Path) -> dict:
     if kind == "baseline":
         settings.setdefault("warmup", settings.get("episodes", SearchConfig().episodes))
     config_ = SearchConfig.with_settings(**settings)
-    _model(config_.model)
+    _model_name(config_.model)
     if config_.model.startswith("<") or config_.dataset.startswith("<"):
         raise UserError("a job names its model and data; Python objects are for the API")
     config_.validate()
+    data_dir = _data_places(config_, serve)
     out = config_.to_json()
     if kind == "baseline":
         from rlprune.service.lifecycle import METHODS
@@ -72,37 +107,81 @@ def check_request(kind: str, config: dict, runs: Path) -> dict:
         out["method"] = method
     if kind == "bench":
         out.update(_bench(extra, config_))
-    _builds(config_)
+    config_.data_dir = out["data_dir"] = data_dir
+    if is_user_code(config_.model) or is_user_code(config_.dataset):
+        check_in_child(config_, serve.check_timeout_s)
+    else:
+        check_job(config_)
     return out
 
 
 def _bench(extra: dict, base: SearchConfig) -> dict:
-    from rlprune.service.bench import METHODS
+    from rlprune.models.settings import typed_fields
 
-    targets = extra.get("targets", [base.target])
-    if not isinstance(targets, list) or not targets or not all(
-            isinstance(t, Real) and not isinstance(t, bool) for t in targets):
-        raise UserError("targets must be a non-empty list of numbers")
-    for target in targets:
-        SearchConfig.with_settings(**{**base.to_json(), "target": target}).validate()
-    seeds, first = extra.get("seeds", 1), extra.get("first_seed", 0)
-    for name, value, low in (("seeds", seeds, 1), ("first_seed", first, 0)):
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-            raise UserError(f"{name} must be a whole number of at least {low}")
-    methods = extra.get("methods")
-    if methods is not None:
-        known = METHODS[base.granularity]
-        if not isinstance(methods, list) or not methods or any(m not in known for m in methods):
-            raise UserError(f"methods must be a list from {', '.join(known)}")
-    return {"targets": targets, "seeds": seeds, "first_seed": first, "methods": methods}
+    given = {"seeds": 1, "first_seed": 0, "targets": [base.target], **extra}
+    plan = BenchPlan(**typed_fields(BenchPlan, given))
+    plan.validate(base)
+    return {"targets": list(plan.targets), "seeds": plan.seeds, "first_seed": plan.first_seed,
+            "methods": None if plan.methods is None else list(plan.methods)}
 
 
-def _builds(config: SearchConfig) -> None:
-    """The model must build for the dataset's shape, and uploaded weights load into it."""
+def check_job(config: SearchConfig) -> None:
+    """The model must build for the dataset's shape, take uploaded weights, and hold
+    something to prune. Runs user code: the service calls it in a child process only."""
+    from rlprune.env.make import check_prunable
     from rlprune.models.data import spec_of
+    from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
     from rlprune.models.train import load_weights
 
-    model = build_model(config.model, **spec_of(config.dataset).model_kwargs())
+    if is_user_code(config.dataset):
+        from rlprune.models.data import load_dataset
+
+        data = load_dataset(config.dataset, config.data_dir)
+        spec = data.spec
+    else:
+        data, spec = None, spec_of(config.dataset)
+    model = build_model(config.model, **spec.model_kwargs())
     if config.weights is not None:
         load_weights(model, config.weights)
+    if data is not None:
+        check_model(model, data)
+    check_prunable(model, spec.input_shape, config)
+
+
+def check_in_child(config: SearchConfig, timeout_s: float) -> None:
+    """`check_job` in a child process with a time limit; its refusal, crash or hang is a
+    UserError naming what happened."""
+    names = " and ".join(f"{what} {name!r}" for what, name in
+                         (("model", config.model), ("dataset", config.dataset))
+                         if is_user_code(name))
+    proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", "--check"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(json.dumps(config.to_json()).encode(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise UserError(f"checking {names} on the server did not finish within "
+                        f"{timeout_s:g} s (the factory or its import hangs?)") from None
+    code = proc.returncode
+    if code == 0:
+        return
+    lines = err.decode(errors="replace").strip().splitlines()
+    last = lines[-1] if lines else ""
+    if code == 2 and last.startswith("rlprune: error: "):
+        raise UserError(last.removeprefix("rlprune: error: "))
+    how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in
+           signal.valid_signals() else f"exited with code {code}")
+    detail = f": {last[:300]}" if last else ""
+    raise UserError(f"checking {names} on the server failed: the check process {how} (the "
+                    f"user code crashed or exited){detail}")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the check and whatever it started (its own session), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()

@@ -2,9 +2,13 @@
 
 The job table refreshes every second; a job's page draws its reward curve and the best
 episode's per-layer sparsities from the job's server-sent events as they arrive, and has
-the buttons to cancel, resume and download the policy. The token comes once as `?token=`
-and is then kept in the tab's sessionStorage.
+the buttons to cancel, resume and download the policy. The server writes the token into the
+page it serves to a browser holding the page's session cookie (`guard`); the page sends it as
+the bearer header on every API call, the event stream included (read with fetch, since an
+EventSource cannot send headers).
 """
+
+import json
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>rlprune</title>
@@ -49,12 +53,7 @@ PAGE = """<!doctype html>
 <h3>Per-layer sparsity of the best episode</h3><svg id="bars" width="640" height="220"></svg>
 </section>
 <script>
-const params = new URLSearchParams(location.search);
-if (params.get("token")) {
-  sessionStorage.setItem("rlprune-token", params.get("token"));
-  history.replaceState(null, "", location.pathname + location.hash);
-}
-const token = sessionStorage.getItem("rlprune-token") || "";
+const token = __TOKEN__;
 const headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"};
 const $ = (id) => document.getElementById(id);
 function say(text) { $("message").textContent = text || ""; }
@@ -131,25 +130,45 @@ function openJob(id) {
   $("job-title").textContent = id; $("job").dataset.id = id;
   const rewards = []; let best = -Infinity;
   drawCurve(rewards); drawBars({});
-  if (source) source.close();
-  source = new EventSource(`/v1/jobs/${id}/events?token=${encodeURIComponent(token)}`);
-  source.addEventListener("run", (m) => {
-    const e = JSON.parse(m.data);
-    if (e.kind === "episode") {
+  follow(id, (kind, e) => {
+    if (kind === "run" && e.kind === "episode") {
       rewards.push(e.reward); $("job-episode").textContent = `${e.episode}/${e.episodes}`;
       $("job-best").textContent = e.best_reward.toFixed(4);
       if (e.reward >= best) { best = e.reward; drawBars(e.sparsities); }
       drawCurve(rewards);
-    } else if (e.kind === "state") { $("job-state").textContent = e.state; }
+    } else if (kind === "run" && e.kind === "state") { $("job-state").textContent = e.state; }
+    else if (kind === "job") { $("job-state").textContent = e.state; }
   });
-  source.addEventListener("job", (m) => {
-    const e = JSON.parse(m.data); $("job-state").textContent = e.state;
-    if (["finished", "failed", "cancelled", "interrupted"].includes(e.state)) source.close();
-  });
+}
+async function follow(id, onEvent) {
+  // the job's server-sent events, read with fetch so that they carry the bearer header
+  if (source) source.abort();
+  const control = new AbortController(); source = control;
+  try {
+    const r = await fetch(`/v1/jobs/${id}/events`, {headers, signal: control.signal});
+    if (!r.ok) { say((await r.json()).detail); return; }
+    const reader = r.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, {stream: true});
+      let end;
+      while ((end = buffer.indexOf("\\n\\n")) >= 0) {
+        const block = buffer.slice(0, end); buffer = buffer.slice(end + 2);
+        let kind = "message", data = "";
+        for (const line of block.split("\\n")) {
+          if (line.startsWith("event: ")) kind = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (data) onEvent(kind, JSON.parse(data));
+      }
+    }
+  } catch (e) { if (e.name !== "AbortError") say(e.message); }
 }
 function route() {
   if (location.hash.startsWith("#job=")) { openJob(location.hash.slice(5)); }
-  else { if (source) source.close(); $("job").classList.add("hidden");
+  else { if (source) source.abort(); $("job").classList.add("hidden");
          $("list").classList.remove("hidden"); refresh(); }
 }
 $("back").addEventListener("click", (ev) => { ev.preventDefault(); location.hash = ""; });
@@ -171,3 +190,8 @@ setInterval(refresh, 1000);
 route();
 </script></body></html>
 """
+
+
+def page_html(token: str) -> str:
+    """The page, with the token its API calls carry."""
+    return PAGE.replace("__TOKEN__", json.dumps(token))

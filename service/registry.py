@@ -18,6 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATES = ("queued", "running", "finished", "failed", "interrupted", "cancelled")
+# the moves a job's state may make, and no other: `set_state` refuses the rest
+MOVES = {
+    "queued": ("running", "cancelled"),
+    "running": ("finished", "failed", "interrupted", "cancelled",
+                "queued"),  # queued: its worker died and it resumes on its own
+    "interrupted": ("queued",),  # resume
+    "cancelled": ("queued",),  # resume
+    "finished": (),
+    "failed": (),
+}
 KINDS = ("search", "baseline", "bench")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -126,17 +136,20 @@ class Registry:
 
     def set_state(self, job_id: str, state: str, *, expect: tuple[str, ...] | None = None,
                   **fields: object) -> bool:
-        """Move a job to `state` (only from one of `expect`, if given); False if it was not
-        in one of them."""
-        assert state in STATES
+        """Move a job to `state` if `MOVES` allows it from the state it is in (and that state
+        is one of `expect`, if given), in one statement under the lock; False if not."""
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}")
+        sources = [s for s, moves in MOVES.items() if state in moves and (
+            expect is None or s in expect)]
+        if not sources:
+            return False
         names = ", ".join(f"{k} = ?" for k in ("state", *fields))
-        sql = f"UPDATE jobs SET {names} WHERE id = ?"
-        args: tuple = (state, *fields.values(), job_id)
-        if expect:
-            sql += f" AND state IN ({','.join('?' * len(expect))})"
-            args = (*args, *expect)
+        sql = (f"UPDATE jobs SET {names} WHERE id = ? AND state IN "
+               f"({','.join('?' * len(sources))})")
         with self._lock:
-            return self._db.execute(sql, args).rowcount == 1
+            return self._db.execute(sql, (state, *fields.values(), job_id,
+                                          *sources)).rowcount == 1
 
 
 def _record(row: tuple) -> JobRecord:

@@ -23,16 +23,27 @@ from pathlib import Path
 from rlprune.service.registry import JobRecord, Registry
 
 TERMINAL = ("finished", "failed", "cancelled")
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# a worker killed by one of these crashed (its own code, or a user's): the job failed; killed
+# by any other signal it was stopped from outside and continues from its checkpoint
+CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 
 
 def start_worker(request: str | Path, log: str | Path,
                  env: dict[str, str] | None) -> subprocess.Popen:
     """A job's worker process (`python -m rlprune.service.worker REQUEST`), its output
     appended to `log`, in a session of its own."""
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", str(request)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+    # SIGTERM and SIGINT blocked in the child from its first instruction (a thread's signal
+    # mask is inherited through fork and exec): a cancel during the worker's start-up waits
+    # until the worker's handler is installed, and stops it cleanly instead of killing it
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        with open(log, "ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker",
+                                     str(request)], stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class LocalExecutor:
@@ -102,10 +113,17 @@ class LocalExecutor:
         request = self.runs / ".requests" / f"{job.id}.json"
         request.write_text(json.dumps({"kind": job.kind, "config": job.config,
                                        "run_dir": str(run), "resume": resume}))
-        proc = self._spawn(job, request, self.runs / ".logs" / f"{job.id}.log")
+        if not self.registry.set_state(job.id, "running", expect=("queued",),
+                                       started=time.time(), error=None):
+            return  # no longer queued
+        try:
+            proc = self._spawn(job, request, self.runs / ".logs" / f"{job.id}.log")
+        except Exception as exc:  # e.g. no process could be started: this job's failure
+            self.registry.set_state(job.id, "failed", ended=time.time(),
+                                    error=f"its worker could not start ({exc})")
+            return
         self.workers[job.id] = proc
-        self.registry.set_state(job.id, "running", pid=proc.pid, started=time.time(),
-                                error=None)
+        self.registry.update(job.id, pid=proc.pid)
 
     def _spawn(self, job: JobRecord, request: Path, log: Path) -> subprocess.Popen:
         """Start the job's worker; what it returns is polled for the exit code and
@@ -113,19 +131,25 @@ class LocalExecutor:
         return start_worker(request, log, self.env)
 
     def _ended(self, job_id: str, code: int) -> None:
+        """The registry's state for a worker that exited with `code`."""
         job = self.registry.get(job_id)
         cancelled = job_id in self.cancelling
         self.cancelling.discard(job_id)
+        ended = {"ended": time.time(), "pid": None}
+        crashed = code < 0 and -code in CRASH_SIGNALS
         if code == 0:
-            self.registry.set_state(job_id, "finished", ended=time.time(), pid=None)
-        elif code == 130:
-            self.registry.set_state(job_id, "cancelled" if cancelled else "interrupted",
-                                    ended=time.time(), pid=None)
-        elif code < 0 and not cancelled:  # killed by a signal: continue from its checkpoint
+            self.registry.set_state(job_id, "finished", **ended)
+        elif cancelled and (code == 130 or code < 0):  # asked to stop: resumable
+            self.registry.set_state(job_id, "cancelled", **ended)
+        elif code == 130:  # stopped from outside, cleanly: left for a person to resume
+            self.registry.set_state(job_id, "interrupted", **ended)
+        elif code < 0 and not crashed:  # killed from outside: continue from its checkpoint
             self._interrupted(job, f"its worker was killed ({signal.Signals(-code).name})")
+        elif crashed:
+            self.registry.set_state(job_id, "failed", **ended, error=f"the worker crashed "
+                                    f"({signal.Signals(-code).name}): {self._last_line(job_id)}")
         else:
-            self.registry.set_state(job_id, "failed", ended=time.time(), pid=None,
-                                    error=self._last_line(job_id))
+            self.registry.set_state(job_id, "failed", **ended, error=self._last_line(job_id))
 
     def _interrupted(self, job: JobRecord, why: str) -> None:
         if self.auto_resume:

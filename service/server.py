@@ -1,7 +1,7 @@
 """The HTTP service (`rlprune serve`): a FastAPI app over the job registry and the executor.
 
-Every endpoint but `/healthz` needs `Authorization: Bearer TOKEN` (the web page takes
-`?token=TOKEN` once and sends the header itself). Bad requests get a 4xx whose body is
+Every API endpoint needs `Authorization: Bearer TOKEN`; the web page is opened once as
+`/?token=TOKEN` and keeps a session cookie (`guard`). Bad requests get a 4xx whose body is
 `{"detail": "one clear message"}`, never a stack trace.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -17,23 +16,38 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlprune.models.errors import UserError
+from rlprune.service.guard import (
+    SESSION_COOKIE,
+    Auth,
+    HeaderLimit,
+    check_idempotency_key,
+    read_json_body,
+)
 from rlprune.service.jobcheck import check_request
 from rlprune.service.registry import Registry
 from rlprune.service.scheduler import TERMINAL, LocalExecutor
+from rlprune.service.settings import ServeConfig
 
-UPLOAD_LIMIT = 256 * 1024 * 1024
 EVENTS = "events.jsonl"
 
 
 class JobRequest(BaseModel):
     """A job to run: its kind and its settings (SearchConfig's field names; a baseline adds
     `method`, a bench `targets`, `methods`, `seeds`, `first_seed`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["search", "baseline", "bench"] = "search"
     config: dict[str, Any] = Field(default_factory=dict)
@@ -94,15 +108,15 @@ def _executor(kind: str, ray_address: str | None, runs: Path, registry: Registry
     return LocalExecutor(runs, registry, **kwargs)
 
 
-def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: bool = True,
-               upload_limit: int = UPLOAD_LIMIT, executor: str = "local",
-               ray_address: str | None = None) -> FastAPI:
-    check_executor(executor, ray_address)
-    runs = Path(runs).resolve()
+def create_app(config: ServeConfig, token: str) -> FastAPI:
+    config.validate()
+    check_executor(config.executor, config.ray_address)
+    runs = Path(config.runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     registry = Registry(runs / "registry.sqlite3")
-    engine = _executor(executor, ray_address, runs, registry, max_running=max_running,
-                       auto_resume=auto_resume)
+    engine = _executor(config.executor, config.ray_address, runs, registry,
+                       max_running=config.max_running, auto_resume=config.auto_resume)
+    auth = Auth(token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -112,18 +126,18 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
         registry.close()
 
     app = FastAPI(title="rlprune", version=_version(), lifespan=lifespan,
-                  docs_url=None, openapi_url=None,  # served below, behind the token
+                  docs_url=None, openapi_url=None,  # served below, behind the session
                   description="RL-driven pruning jobs: submit, watch, cancel, resume, "
                               "download policies and pruned models. Every endpoint but "
                               "/healthz needs `Authorization: Bearer TOKEN`.")
+    app.add_middleware(HeaderLimit)
     app.state.registry, app.state.engine, app.state.runs = registry, engine, runs
 
-    def authorized(authorization: str | None = Header(default=None),
-                   token_q: str | None = Query(default=None, alias="token")) -> None:
-        given = (authorization or "").removeprefix("Bearer ").strip() or (token_q or "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer "
-                                     "TOKEN; the token is in the service's token file)")
+    def authorized(request: Request) -> None:
+        auth.require_bearer(request)
+
+    def page_session(request: Request) -> None:
+        auth.require_page(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -141,33 +155,39 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
         return JSONResponse({"detail": f"internal error ({type(exc).__name__})"},
                             status_code=500)
 
-    auth = [Depends(authorized)]
+    api = [Depends(authorized)]
 
     @app.get("/healthz")
     def healthz() -> dict:
         return {"ok": True}
 
-    @app.get("/version", dependencies=auth)
+    @app.get("/version", dependencies=api)
     def version() -> dict:
         import torch
 
         return {"rlprune": _version(), "torch": torch.__version__, "api": "v1"}
 
-    @app.post("/v1/jobs", status_code=202, dependencies=auth)
-    def submit(job: JobRequest, idempotency_key: str | None = Header(default=None)) -> dict:
-        config = check_request(job.kind, job.config, runs)
-        record, _ = registry.submit(job.kind, config, runs, idempotency_key)
+    @app.post("/v1/jobs", status_code=202, dependencies=api,
+              openapi_extra={"requestBody": {"content": {"application/json": {
+                  "schema": JobRequest.model_json_schema()}}, "required": True}})
+    async def submit(request: Request,
+                     idempotency_key: str | None = Header(default=None)) -> dict:
+        check_idempotency_key(idempotency_key)
+        job = _job_request(await read_json_body(request))
+        # checking runs user code in a child process: not on the event loop
+        checked = await asyncio.to_thread(check_request, job.kind, job.config, config)
+        record, _ = registry.submit(job.kind, checked, runs, idempotency_key)
         return {"id": record.id, "state": record.state}
 
-    @app.get("/v1/jobs", dependencies=auth)
+    @app.get("/v1/jobs", dependencies=api)
     def jobs() -> list[JobView]:
         return [_view(record) for record in registry.all()]
 
-    @app.get("/v1/jobs/{job_id}", dependencies=auth)
+    @app.get("/v1/jobs/{job_id}", dependencies=api)
     def job(job_id: str) -> JobView:
         return _view(_get(registry, job_id))
 
-    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, dependencies=auth)
+    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, dependencies=api)
     def cancel(job_id: str) -> dict:
         record = _get(registry, job_id)
         if record.state in TERMINAL or record.state == "interrupted":
@@ -175,7 +195,7 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
                                      "running job can be cancelled")
         return {"id": job_id, "state": engine.cancel(record)}
 
-    @app.post("/v1/jobs/{job_id}/resume", status_code=202, dependencies=auth)
+    @app.post("/v1/jobs/{job_id}/resume", status_code=202, dependencies=api)
     def resume(job_id: str) -> dict:
         record = _get(registry, job_id)
         if not engine.resume(record):
@@ -183,14 +203,14 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
                                      "or cancelled job can be resumed")
         return {"id": job_id, "state": "queued"}
 
-    @app.get("/v1/jobs/{job_id}/events", dependencies=auth)
+    @app.get("/v1/jobs/{job_id}/events", dependencies=api)
     async def events(job_id: str, request: Request) -> StreamingResponse:
         _get(registry, job_id)
         return StreamingResponse(_stream(registry, job_id, request),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    @app.get("/v1/jobs/{job_id}/policy", dependencies=auth)
+    @app.get("/v1/jobs/{job_id}/policy", dependencies=api)
     def policy(job_id: str, format: Literal["json", "yaml"] = "json"):  # noqa: A002
         path = Path(_get(registry, job_id).run_dir) / "policy.json"
         if not path.is_file():
@@ -201,34 +221,66 @@ def create_app(runs: Path, token: str, *, max_running: int = 2, auto_resume: boo
         media = "application/json" if format == "json" else "application/yaml"
         return HTMLResponse(text, media_type=media)
 
-    @app.get("/v1/jobs/{job_id}/artifacts/{name:path}", dependencies=auth)
+    @app.get("/v1/jobs/{job_id}/artifacts/{name:path}", dependencies=api)
     def artifact(job_id: str, name: str) -> FileResponse:
         run = Path(_get(registry, job_id).run_dir).resolve()
         path = _inside(run, name)
         return FileResponse(path, filename=path.name)
 
-    @app.post("/v1/checkpoints", status_code=201, dependencies=auth)
+    @app.post("/v1/checkpoints", status_code=201, dependencies=api)
     async def upload(request: Request) -> dict:
-        return await _upload(request, runs, upload_limit)
+        return await _upload(request, runs, config.upload_limit)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(page_session)])
     def openapi() -> dict:
         return app.openapi()
 
-    @app.get("/docs", include_in_schema=False, dependencies=auth)
-    def docs(token_q: str | None = Query(default=None, alias="token")) -> HTMLResponse:
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(page_session)])
+    def docs() -> HTMLResponse:
         from fastapi.openapi.docs import get_swagger_ui_html
 
-        spec = "/openapi.json" + (f"?token={token_q}" if token_q else "")
-        return get_swagger_ui_html(openapi_url=spec, title="rlprune API")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="rlprune API")
 
-    @app.get("/", response_class=HTMLResponse, dependencies=auth)
-    def page() -> str:
-        from rlprune.service.page import PAGE
-
-        return PAGE
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(request: Request):
+        return _page(request, auth)
 
     return app
+
+
+def _page(request: Request, auth: Auth):
+    """`/?token=T` sets the page's session cookie and sends the browser on to `/` (so the
+    token leaves the address bar); `/` with the session is the page, which calls the API
+    with the bearer header."""
+    from rlprune.service.page import page_html
+
+    given = request.query_params.get("token")
+    if given is not None:
+        if not auth.token_ok(given):
+            raise HTTPException(401, "wrong token in ?token= (it is in the service's token "
+                                     "file)")
+        answer = RedirectResponse("/", status_code=303)
+        answer.set_cookie(SESSION_COOKIE, auth.session, httponly=True, samesite="strict",
+                          path="/")
+        return answer
+    auth.require_page(request)
+    return HTMLResponse(page_html(auth.token), headers={"Cache-Control": "no-store"})
+
+
+def _job_request(data: object) -> JobRequest:
+    if not isinstance(data, dict):
+        raise HTTPException(422, f"a job is a JSON object with kind and config, got "
+                                 f"{type(data).__name__}")
+    unknown = sorted(set(data) - set(JobRequest.model_fields))
+    if unknown:
+        raise HTTPException(422, f"unknown field {', '.join(map(repr, unknown))}; a job has "
+                                 "kind and config")
+    try:
+        return JobRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise HTTPException(422, f"{where}: {first['msg']}") from None
 
 
 def _version() -> str:
@@ -263,7 +315,7 @@ def _view(record) -> JobView:
 
 def _inside(run: Path, name: str) -> Path:
     """`name` as a file of the run folder; refuses what would leave it."""
-    if not name or name.startswith("/") or "\\" in name or any(
+    if not name or name.startswith("/") or "\\" in name or not name.isprintable() or any(
             part in ("..", "") for part in name.split("/")):
         raise HTTPException(400, f"artifact name {name!r} is not a file of the run folder")
     path = (run / name).resolve()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from rlprune.models.errors import UserError
 from rlprune.service.flags import SEARCH_SETTINGS
+from rlprune.service.settings import ServeConfig
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -17,23 +19,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rlprune.service.files import require_writable_folder
     from rlprune.service.server import check_executor, create_app, make_token
 
-    if args.max_running < 1:
-        raise UserError("--max-running must be at least 1")
-    if not 0 < args.port < 65536:
-        raise UserError(f"--port must be in 1-65535, got {args.port}")
-    check_executor(args.executor, args.ray_address)
-    runs = Path(args.runs)
+    config = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
+    config.validate()
+    check_executor(config.executor, config.ray_address)
+    runs = Path(config.runs)
+    token_path = Path(config.token_file) if config.token_file else runs / "service-token"
     require_writable_folder(runs, "--runs")
-    token_path = Path(args.token_file) if args.token_file else runs / "service-token"
+    require_writable_folder(token_path.parent, "--token-file")
     token = make_token(token_path)
-    app = create_app(runs, token, max_running=args.max_running, auto_resume=args.auto_resume,
-                     upload_limit=int(args.upload_limit_mb * 1024 * 1024),
-                     executor=args.executor, ray_address=args.ray_address)
-    print(f"rlprune service on http://{args.host}:{args.port}/ (runs in {runs}, at most "
-          f"{args.max_running} jobs at once); token in {token_path}", file=sys.stderr,
+    app = create_app(config, token)
+    print(f"rlprune service on http://{config.host}:{config.port}/ (runs in {runs}, at most "
+          f"{config.max_running} jobs at once); token in {token_path}", file=sys.stderr,
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                access_log=False)  # the token travels in headers; nothing logs it
+    # h11 reads up to 1 MB of headers so that the app can answer an oversized request with
+    # one message (431) instead of a reset connection; the token travels in headers and
+    # nothing logs it
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                access_log=False, http="h11", h11_max_incomplete_event_size=1024 * 1024)
     return 0
 
 

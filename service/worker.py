@@ -7,8 +7,10 @@ run folder is the one the command line makes. SIGTERM stops a search at the next
 boundary (with a checkpoint): that is how the service cancels. The worker dies with the
 service (PR_SET_PDEATHSIG), so a killed service leaves no job running unseen.
 
-Exit codes: 0 finished, 130 stopped (interrupted or cancelled), 2 bad input (the message is
-the last line of the worker's log), anything else failed.
+Exit codes: 0 finished, 130 stopped (interrupted or cancelled, at any moment, set-up
+included), 2 bad input (the message is the last line of the worker's log), anything else
+failed. `--check` (the request's config on stdin) only checks the job's model and data:
+the service's way of running no user code in its own process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
 
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _die_with_parent() -> None:
@@ -94,14 +97,35 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     return 0
 
 
+def _stop_now(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def check(text: str) -> int:
+    """`--check`: the job's model and data checked (`jobcheck.check_job`) for the service,
+    which runs no user code itself. Exit 0, or 2 with the refusal on stderr."""
+    from rlprune.service.jobcheck import check_job
+
+    check_job(SearchConfig.from_json(json.loads(text)))
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    _die_with_parent()
-    request = json.loads(Path(argv[0]).read_text())
     try:
-        return run(request)
+        # The executor starts workers with SIGTERM and SIGINT blocked (`start_worker`), so a
+        # cancel that comes before this line waits here and stops the job cleanly (exit 130).
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _stop_now)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        _die_with_parent()
+        if argv[:1] == ["--check"]:
+            return check(sys.stdin.read())
+        return run(json.loads(Path(argv[0]).read_text()))
     except UserError as exc:
         print(f"rlprune: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # stopped during set-up (or a second signal): resumable
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""The settings of the commands that are not a job: the service (`ServeConfig`) and what a bench
+runs beyond a job's settings (`BenchPlan`). Declared with `setting()` like `SearchConfig`, so
+the limits are checked in one place, whoever asks (the command line or the HTTP API)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+
+from rlprune.agent.config import MAX_SEED, SearchConfig
+from rlprune.models.errors import SettingError
+from rlprune.models.settings import check, setting
+
+EXECUTORS = ("local", "ray")
+MAX_BENCH_SEEDS = 1000
+
+
+def parse_paths(text: str) -> tuple[str, ...]:
+    """`DIR[:DIR...]` (os.pathsep-separated, as PATH is)."""
+    return tuple(part for part in text.split(os.pathsep) if part)
+
+
+@dataclass
+class ServeConfig:
+    """`rlprune serve`: where the service listens, keeps its runs and reads its data."""
+
+    host: str = setting("127.0.0.1", "Address to listen on (default: this machine only).")
+    port: int = setting(8080, "Port to listen on.", min=1, max=65535)
+    runs: str = setting("runs", "Run folders and the job registry.", metavar="DIR")
+    max_running: int = setting(2, "Jobs run at once; the rest wait in order.", min=1, max=64,
+                               metavar="N")
+    token_file: str | None = setting(
+        None, "The bearer token, made with mode 0600 on first start (default: "
+        "RUNS/service-token).", metavar="PATH")
+    auto_resume: bool = setting(True, "Resume interrupted jobs from their last checkpoint.",
+                                negate="--no-auto-resume")
+    upload_limit_mb: float = setting(256.0, "Largest weights upload, in MB.", min=0.001,
+                                     max=1_000_000.0, metavar="MB")
+    executor: str = setting(
+        "local", "local: jobs as worker processes here; ray: jobs as Ray tasks on the cluster "
+        "at --ray-address (its nodes must share --runs).", choices=EXECUTORS)
+    ray_address: str | None = setting(
+        None, "With --executor ray: auto, local (start one here) or host:port.",
+        metavar="ADDR")
+    data_roots: tuple[str, ...] = setting(
+        (), "Folders a job may read data from: imagefolder:PATH must lie inside one, and "
+        "cifar10/100 live in the first (default: RUNS/data). A request names no other "
+        "server path.", flag="--data-root", parse=parse_paths, metavar="DIR[:DIR]")
+    allow_download: bool = setting(
+        False, "Jobs may ask to download cifar10/100 (into the first --data-root).")
+    check_timeout_s: float = setting(
+        120.0, "Seconds a job's user code (module:factory) gets to import, build and be "
+        "checked in a child process before the job is refused.", min=1.0, max=3600.0,
+        metavar="SECONDS")
+
+    def validate(self) -> None:
+        check(self)
+        token = Path(self.token_file) if self.token_file else None
+        if token is not None and (token.is_dir() or token.parent.is_file()):
+            raise SettingError("token_file", f"{token} is a folder or lies under a file; "
+                               "give a file name")
+        for root in self.data_roots:
+            if not Path(root).is_dir():
+                raise SettingError("data_roots", f"{root} is not a folder")
+
+    @property
+    def upload_limit(self) -> int:
+        return int(self.upload_limit_mb * 1024 * 1024)
+
+    def data_dir(self) -> Path:
+        """Where the service's cifar10/100 live."""
+        return Path(self.data_roots[0] if self.data_roots else Path(self.runs) / "data")
+
+
+@dataclass
+class BenchPlan:
+    """What a bench runs beyond a job's settings: its targets, methods and seeds."""
+
+    targets: tuple[float, ...] = setting((0.8, 0.9, 0.95), "The targets, each a job's target.")
+    methods: tuple[str, ...] | None = setting(None, "The methods (default: per granularity).")
+    seeds: int = setting(3, "Seeds per method and target.", min=1, max=MAX_BENCH_SEEDS)
+    first_seed: int = setting(0, "Seeds run from here (extend an earlier bench).", min=0,
+                              max=MAX_SEED)
+
+    def validate(self, base: SearchConfig) -> None:
+        """Refuse a plan out of its limits, or a target or method `base` cannot run."""
+        from rlprune.service.bench import METHODS
+
+        check(self)
+        if not self.targets or not all(isinstance(t, Real) and not isinstance(t, bool)
+                                       for t in self.targets):
+            raise SettingError("targets", f"must be a non-empty list of numbers, got "
+                               f"{list(self.targets)!r}")
+        for target in self.targets:  # every target, before any work
+            SearchConfig.with_settings(**{**base.to_json(), "target": target}).validate()
+        if self.first_seed + self.seeds - 1 > MAX_SEED:
+            raise SettingError("first_seed", f"plus the seeds must stay at most {MAX_SEED}")
+        known = METHODS[base.granularity]
+        unknown = [m for m in self.methods or () if m not in known]
+        if self.methods is not None and (not self.methods or unknown):
+            raise SettingError("methods", f"has unknown method {', '.join(unknown) or '(none)'}"
+                               f" for granularity {base.granularity}; choose from "
+                               f"{', '.join(known)}")
