@@ -97,6 +97,10 @@ class SearchConfig(EnvConfig):
     gpus_per_worker: float = setting(
         0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
         min=0.0, max=64.0, group="agent", metavar="N")
+    ray_timeout_s: float = setting(
+        60.0, "Seconds a Ray env actor may go without answering (pinged while it works) "
+        "before its node is taken as lost: the search then stops, interrupted, resumable from "
+        "its last checkpoint.", min=1.0, max=3600.0, group="agent", metavar="SECONDS")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import gymnasium as gym
 
-from rlprune.agent.workers import EnvHost, WorkerLost
+from rlprune.agent.ray_reaper import start_reaper
+from rlprune.agent.workers import ClusterLost, EnvHost, WorkerLost
 from rlprune.models.errors import UserError
 
 
@@ -40,6 +41,7 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, **kwargs)
+            start_reaper()  # what this instance starts ends with this process, even killed
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -68,24 +70,38 @@ class _Host(EnvHost):
 class RayBackend:
     """Env workers as Ray actors, one CPU (and `gpus` GPUs) each.
 
+    Every wait on an actor is bounded: while a request runs, the actor is pinged every
+    `timeout_s / 6` seconds (it serves pings on a second thread); an actor that answers none
+    for `timeout_s`, or one that does not start within `4 * timeout_s`, means its node is
+    lost, and `ClusterLost` stops the search (a dead actor on a live node is `WorkerLost`,
+    and is replaced).
+
     :param factory: builds one env (put in Ray's object store once, shared by every actor)
     :param threads: torch threads per actor
     :param gpus: GPUs per actor (the env then runs on `cuda`, which Ray points at its GPU)
+    :param timeout_s: how long an actor may go without answering
     """
 
-    def __init__(self, factory: Callable[[], gym.Env], threads: int = 1, gpus: float = 0.0):
+    def __init__(self, factory: Callable[[], gym.Env], threads: int = 1, gpus: float = 0.0,
+                 timeout_s: float = 60.0):
         self.ray = import_ray()
         self.factory = self.ray.put(factory)
         self.threads = threads
-        self.actor_class = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(_Host)
+        self.timeout_s = timeout_s
+        self.actor_class = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0,
+                                           max_concurrency=2)(_Host)
 
     def start(self, index: int):
         return self.actor_class.remote(self.factory, self.threads)
 
     def ready(self, worker) -> None:
+        ray = self.ray
         try:
-            self.ray.get(worker.pid.remote())
-        except self.ray.exceptions.RayError as exc:
+            ray.get(worker.pid.remote(), timeout=4 * self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterLost(f"an env actor did not start within {4 * self.timeout_s:g} s "
+                              "(no Ray node answers, or none has a free CPU)") from None
+        except ray.exceptions.RayError as exc:
             raise WorkerLost(f"env actor did not start ({type(exc).__name__})") from None
 
     def send(self, worker, request: tuple):
@@ -93,6 +109,13 @@ class RayBackend:
 
     def receive(self, worker, pending):
         ray = self.ray
+        heartbeat = self.timeout_s / 6
+        silent = 0.0  # seconds the actor has gone without answering a ping
+        while not ray.wait([pending], timeout=heartbeat)[0]:
+            silent = 0.0 if self._answers(worker, heartbeat) else silent + 2 * heartbeat
+            if silent >= self.timeout_s:
+                raise ClusterLost(f"an env actor answered nothing for {self.timeout_s:g} s: "
+                                  "its Ray node is taken as lost")
         try:
             return ray.get(pending)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
@@ -101,9 +124,27 @@ class RayBackend:
         except ray.exceptions.RayTaskError as exc:
             raise RuntimeError(f"env actor: {exc.cause!r}") from None
 
+    def _answers(self, worker, timeout_s: float) -> bool:
+        """Whether the actor answers a ping within `timeout_s` (WorkerLost if it is dead)."""
+        ray = self.ray
+        try:
+            ray.get(worker.pid.remote(), timeout=timeout_s)
+            return True
+        except ray.exceptions.GetTimeoutError:
+            return False
+        except ray.exceptions.RayError as exc:
+            raise WorkerLost(f"env actor died ({type(exc).__name__})") from None
+
     def stop(self, worker) -> None:
         self.ray.kill(worker)
 
     def kill(self, worker) -> None:
         """Kill the actor's process (SIGKILL), as a crash would."""
         os.kill(self.ray.get(worker.pid.remote()), signal.SIGKILL)
+
+    def pause(self, worker) -> int:
+        """Stop the actor's process (SIGSTOP), as a node cut off from the network would look;
+        its pid (SIGCONT resumes it)."""
+        pid = self.ray.get(worker.pid.remote())
+        os.kill(pid, signal.SIGSTOP)
+        return pid

@@ -174,7 +174,8 @@ class Search:
         if c.ray_address:
             from rlprune.agent.ray_workers import RayBackend
 
-            backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker)
+            backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker,
+                                 timeout_s=c.ray_timeout_s)
         else:
             backend = ProcessBackend(factory, threads=max(1, torch.get_num_threads() // c.workers))
         self._vec = EnvWorkers(backend, c.workers, self.env.observation_space,

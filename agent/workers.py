@@ -33,6 +33,11 @@ class WorkerLost(RuntimeError):
     """A worker process or actor died (or its connection broke) during a request."""
 
 
+class ClusterLost(RuntimeError):
+    """The workers' cluster stopped answering (a lost Ray node): no replacement can help, so
+    the search stops where its last checkpoint is, resumable."""
+
+
 class EnvHost:
     """The env inside a worker; `handle(request)` serves one request of `EnvWorkers`.
 

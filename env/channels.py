@@ -313,8 +313,22 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
     return slim
 
 
+def check_fingerprint(model: nn.Module, policy: dict) -> None:
+    """Refuse a channel policy searched on another architecture: it removes channels by
+    index, so it fits only the network it was found on (parameter names and shapes)."""
+    from rlprune.models.registry import arch_fingerprint
+
+    theirs, mine = policy.get("arch_fingerprint"), arch_fingerprint(model)
+    if theirs is not None and theirs != mine:
+        raise UserError(f"channel policy does not fit the model: it was found on another "
+                        f"architecture (fingerprint {str(theirs)[:19]}..., the model's "
+                        f"{mine[:19]}...)")
+
+
 def check_channel_policy(model: nn.Module, input_shape: tuple[int, ...], policy: dict) -> None:
-    """Refuse a channel policy whose groups are not `model`'s (names and channel counts)."""
+    """Refuse a channel policy whose architecture or groups are not `model`'s (fingerprint,
+    group names and channel counts)."""
+    check_fingerprint(model, policy)
     graph = ChannelGraph(model, input_shape)
     mine = {g.name: g.channels for g in graph.groups}
     problems = []

@@ -15,6 +15,9 @@ REWARDS = ("auto", "loss", "acc", "-err*log(flops)", "-err*log(params)")
 SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 PROXY_PATHS = ("auto", "fast", "slim", "plain")
+# the settings one granularity reads and the other ignores
+CHANNEL_ONLY = ("budget", "criterion")
+WEIGHT_ONLY = ("scope", "fc_rule", "fc_k", "fc_during_search")
 S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
 
 
@@ -142,8 +145,21 @@ class EnvConfig:
         if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
             raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
                             f"{self.s_max}")
+        self._check_mode_settings()
         if self.proxy == "slim" and self.granularity != "channel":
             raise SettingError("proxy", "slim needs --granularity channel (weight sparsity "
                                "removes no channels)")
         if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not 0 < self.fc_k <= 10):
             raise SettingError("fc_k", f"must be a number in (0, 10] or auto, got {self.fc_k!r}")
+
+    def _check_mode_settings(self) -> None:
+        """Refuse a setting of the other granularity given away from its default: it would be
+        silently ignored."""
+        other = CHANNEL_ONLY if self.granularity == "weight" else WEIGHT_ONLY
+        mode = "channel" if self.granularity == "weight" else "weight"
+        for name in other:
+            default = type(self).__dataclass_fields__[name].default
+            if getattr(self, name) != default:
+                raise SettingError(name, f"applies to --granularity {mode} only (this job is "
+                                   f"{self.granularity}); leave it at its default "
+                                   f"{default!r}")

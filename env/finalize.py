@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from rlprune.env.channels import prune_channels
+from rlprune.env.channels import check_fingerprint, prune_channels
 from rlprune.env.evaluate import recalibrate_bn
 from rlprune.env.masks import apply_masks, hold_masks, make_permanent
 from rlprune.env.policy import granularity_of, policy_masks
@@ -32,6 +32,7 @@ def pruned_copy(dense: nn.Module, policy: dict, device: str = "cpu",
     if granularity_of(policy) == "channel":
         if input_shape is None:
             raise ValueError("a channel policy needs the input shape")
+        check_fingerprint(dense, policy)
         removed = {g["name"]: g["removed"] for g in policy["groups"]}
         return prune_channels(dense, input_shape, removed).to(device), {}
     model = copy.deepcopy(dense).to(device)

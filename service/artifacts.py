@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlprune.agent.config import SearchConfig
+from rlprune.agent.config import MAX_EPOCHS, SearchConfig
 from rlprune.env.policy import granularity_of
 from rlprune.models.data import Data
 from rlprune.models.dense import Dense
@@ -36,8 +36,8 @@ from rlprune.models.registry import build_model
 from rlprune.models.sparse_io import pack, unpack
 from rlprune.models.train import evaluate, fixed_mode, load_program, load_weights
 from rlprune.service.dense import is_object_name, load_dense
-from rlprune.service.files import load_policy, read_json, refuse_existing
-from rlprune.service.jobs import Job
+from rlprune.service.files import load_policy, refuse_existing
+from rlprune.service.jobs import Job, read_mapping
 from rlprune.service.measure import latency_ms, state_bytes
 
 MODEL_FORMAT = "rlprune.model/1"
@@ -116,13 +116,18 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 # -- the run ---------------------------------------------------------------------------------
-def _finished_run(run: str | Path) -> tuple[Job, SearchConfig, dict]:
+def _finished_run(run: str | Path) -> tuple[Job, SearchConfig, dict, dict]:
+    """The finished run's job, config, policy and deployment.json, every file read (and
+    refused if damaged) before any work."""
     job = Job.open(run)
     state = job.status()["state"]
     if state != "finished" or not (job.path / "pruned.pt").is_file():
         raise UserError(f"run {job.path} is {state}, not finished; export a finished run "
                         f"(`rlprune resume {job.path}` finishes it)")
-    return job, SearchConfig.from_json(job.config()), load_policy(job.path / "policy.json")
+    deploy_path = job.path / "deployment.json"
+    deploy = read_mapping(deploy_path) if deploy_path.is_file() else {}
+    return (job, SearchConfig.from_json(job.config()), load_policy(job.path / "policy.json"),
+            deploy)
 
 
 def _pruned_model(job: Job, config: SearchConfig, policy: dict, dense: Dense) -> nn.Module:
@@ -169,11 +174,12 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     if quantize not in QUANTIZATIONS:
         raise UserError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got "
                         f"{quantize!r}")
-    if qat_epochs < 0 or (qat_epochs and quantize != "int8"):
-        raise UserError("--qat-epochs needs --quantize int8 and a count >= 0")
+    if not 0 <= qat_epochs <= MAX_EPOCHS or (qat_epochs and quantize != "int8"):
+        raise UserError(f"--qat-epochs needs --quantize int8 and a count from 0 to "
+                        f"{MAX_EPOCHS}")
     path = Path(path)
     refuse_existing(path, force)
-    job, config, policy = _finished_run(run)
+    job, config, policy, deploy = _finished_run(run)
     if quantize == "int8":
         _check_int8()
     config.device = "cpu"
@@ -188,6 +194,7 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     meta = {"model": config.model, "dataset": config.dataset,
             "granularity": granularity_of(policy), "run": str(job.path)}
     variants = {"pruned fp32": pruned}
+    path.parent.mkdir(parents=True, exist_ok=True)  # refuse_existing checked it can be made
     fp32 = _sized(lambda p: save_model(p, pruned, {**meta, "quantize": "none"},
                                        rebuild=rebuild, input_shape=data.input_shape), path)
     out.rows.append(_row("pruned fp32", fp32, pruned, data))
@@ -210,7 +217,7 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     else:
         save_model(path, final, {**meta, "quantize": quantize}, input_shape=data.input_shape,
                    rebuild=rebuild if final is pruned else None)
-    _record(job, out)
+    _record(job, out, deploy)
     return out
 
 
@@ -282,12 +289,11 @@ def _write_onnx(model: nn.Module, data: Data, path: Path, out: Exported) -> floa
     return agreement
 
 
-def _record(job: Job, out: Exported) -> None:
+def _record(job: Job, out: Exported, deploy: dict) -> None:
     """The table goes into the run's deployment.json (under "export") and report.md."""
     from rlprune.service.files import write_json, write_text_atomic
 
     deploy_path = job.path / "deployment.json"
-    deploy = read_json(deploy_path) if deploy_path.is_file() else {}
     deploy["export"] = {"path": str(out.path), "rows": out.rows,
                         "onnx_agreement": out.onnx_agreement}
     write_json(deploy_path, deploy)

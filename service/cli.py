@@ -165,16 +165,23 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # ^C at any moment, imports and set-up included
+        print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from rlprune.service import commands
-
-    handler = commands.HANDLERS[args.command]
     try:
-        return handler(args) or 0
+        from rlprune.service import commands
+
+        return commands.HANDLERS[args.command](args) or 0
     except SettingError as exc:  # named by the flag the user typed
         print(f"rlprune: error: {flag_for(exc.setting)} {exc.detail}", file=sys.stderr)
         return EXIT_USAGE
@@ -184,9 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `rlprune list | head`: the reader has gone, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt as exc:
-        print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

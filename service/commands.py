@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from rlprune.agent.config import MAX_EPOCHS
 from rlprune.models.errors import UserError
 from rlprune.service import run_commands, service_commands
 from rlprune.service.files import (
@@ -27,8 +28,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
     from rlprune.models.train import resolve_device
 
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
+        raise UserError(f"--epochs must be 1 to {MAX_EPOCHS}, got {args.epochs}")
     _validate_names(args.model, args.dataset)
     out = Path(args.out) if args.out else default_weights_path(args.model, args.dataset,
                                                                args.seed)
@@ -161,6 +162,8 @@ def _run_job(runner, job, progress, resume_from=None) -> int:
         finally:
             progress.close()
     if result.state == "interrupted":
+        if result.reason:
+            print(f"rlprune: {result.reason}", file=sys.stderr)
         say_how_to_resume(job)
         return 130
     print_result(result.policy, job.path, runner.method)
@@ -243,17 +246,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print((out / "bench.md").read_text(), end="")
         print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
         return 0
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.first_seed < 0:
-        raise UserError(f"--first-seed must be at least 0, got {args.first_seed}")
-    base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
-    for target in args.targets:  # every target, before any work
-        config_from(args, BENCH_SETTINGS, target=target).validate()
     from rlprune.service.bench import DEFAULT_METHODS
+    from rlprune.service.settings import BenchPlan
 
-    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
-               else list(DEFAULT_METHODS[base.granularity]))
+    base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
+    given = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods \
+        else None
+    plan = BenchPlan(targets=tuple(args.targets), methods=given, seeds=args.seeds,
+                     first_seed=args.first_seed)
+    plan.validate(base)  # every target and method, before any work
+    methods = list(given or DEFAULT_METHODS[base.granularity])
     _validate_names(base.model, base.dataset)
     dense = _dense(base)
     with SignalStop() as stopper:

@@ -23,6 +23,7 @@ from torch import nn
 
 from rlprune.agent.config import CHANNEL_SEED_POLICIES, SEED_POLICIES, SearchConfig
 from rlprune.agent.search import DamagedCheckpoint, Search
+from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
 from rlprune.env.make import make_env
 from rlprune.env.policy import entries
@@ -93,6 +94,8 @@ class Result:
     """The episode of the search's last checkpoint (where a resume continues)."""
     proxy_speed: dict | None = None
     """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
+    reason: str | None = None
+    """Why an `interrupted` search stopped, when it was not asked to (a lost Ray node)."""
 
 
 def settled(config: SearchConfig, method: str) -> SearchConfig:
@@ -217,6 +220,9 @@ class JobRunner:
             try:
                 self.search.run(checkpoints=self._store(), resume_from=resume_from,
                                 tb_dir=None if self.job is None else self.job.tb)
+            except ClusterLost as exc:  # resumable from the last checkpoint
+                self._set_state("interrupted", reason=str(exc))
+                return self._result("interrupted", None, None, timings, reason=str(exc))
             finally:
                 self.searching = False
             timings["search"] = time.perf_counter() - start
@@ -243,12 +249,13 @@ class JobRunner:
         return None if self.job is None else CheckpointStore(self.job.checkpoints)
 
     def _result(self, state: str, policy: dict | None, model: nn.Module | None,
-                timings: dict[str, float]) -> Result:
+                timings: dict[str, float], reason: str | None = None) -> Result:
         search = self.search
         return Result(state, policy, model, search.state.history() if search else [],
                       None if self.job is None else self.job.path, timings,
                       search.state.episode if search else 0,
-                      search.saved_at if search and self.job else None, self.proxy_speed)
+                      search.saved_at if search and self.job else None, self.proxy_speed,
+                      reason)
 
     def _policy(self) -> dict:
         """The allocation as a policy: the search's best episode, or the baseline's rule."""

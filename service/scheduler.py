@@ -57,6 +57,7 @@ class LocalExecutor:
         self.env = env
         self.workers: dict[str, subprocess.Popen] = {}
         self.cancelling: set[str] = set()
+        self._resumed_at: dict[str, object] = {}  # a job's progress at its last auto-resume
         self.peak_running = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -148,11 +149,22 @@ class LocalExecutor:
         elif crashed:
             self.registry.set_state(job_id, "failed", **ended, error=f"the worker crashed "
                                     f"({signal.Signals(-code).name}): {self._last_line(job_id)}")
+        elif code != 2 and _run_state(job) == "running":
+            # it vanished mid-run without writing its end (Ray ends a driver whose raylet died
+            # with exit 1): its run folder is intact, so it continues from its checkpoint
+            self._interrupted(job, f"its worker ended mid-run (exit code {code}): "
+                                   f"{self._last_line(job_id)}")
         else:
             self.registry.set_state(job_id, "failed", **ended, error=self._last_line(job_id))
 
     def _interrupted(self, job: JobRecord, why: str) -> None:
-        if self.auto_resume:
+        done = _run_progress(job)
+        if self.auto_resume and self._resumed_at.get(job.id) == done:
+            self.registry.set_state(job.id, "failed", pid=None, ended=time.time(),
+                                    error=f"{why}; stopped again without progress since its "
+                                          "last automatic resume, so it is not resumed again")
+        elif self.auto_resume:
+            self._resumed_at[job.id] = done
             self.registry.set_state(job.id, "queued", resume=1, pid=None, error=why)
         else:
             self.registry.set_state(job.id, "interrupted", pid=None, error=why,
@@ -188,3 +200,22 @@ class LocalExecutor:
     def running(self) -> int:
         with self._lock:
             return len(self.workers)
+
+
+def _status(job: JobRecord) -> dict:
+    """The run folder's status.json as written (not the lock's reading), or {}."""
+    try:
+        status = json.loads((Path(job.run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _run_state(job: JobRecord) -> str | None:
+    return _status(job).get("state")
+
+
+def _run_progress(job: JobRecord) -> object:
+    """How far the run got (episodes done, or its state for a job without episodes)."""
+    status = _status(job)
+    return status.get("episodes_done", status.get("state"))

@@ -75,6 +75,7 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     from rlprune.service.bench import DEFAULT_METHODS, run_bench
     from rlprune.service.console import SignalStop
     from rlprune.service.dense import load_dense
+    from rlprune.service.settings import BenchPlan
 
     targets = settings.pop("targets", [0.9])
     seeds = settings.pop("seeds", 1)
@@ -82,8 +83,8 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     methods = settings.pop("methods", None)
     base = SearchConfig.with_settings(**settings)
     base.checkpoint_every = base.episodes
-    for target in targets:
-        SearchConfig.with_settings(**{**settings, "target": target}).validate()
+    BenchPlan(targets=tuple(targets), methods=None if methods is None else tuple(methods),
+              seeds=seeds, first_seed=first_seed).validate(base)
     dense = load_dense(base, cache=cache)
     with SignalStop() as stopper:
         try:
