@@ -56,3 +56,55 @@ def data_of_one_class():
 
 def data_not_three():
     return [1, 2]
+
+
+# -- factories that take down the process that calls them (the service must survive them) ----
+def aborts():
+    import os
+
+    os.abort()
+
+
+def exits():
+    import sys
+
+    sys.exit(3)
+
+
+def hangs():
+    import time
+
+    time.sleep(3600)
+
+
+def segfaults():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+class AbortsWhenRun(nn.Module):
+    """Builds and traces fine (one image); a batch of more aborts the process, so only a
+    job's worker meets it."""
+
+    def __init__(self, in_channels=1, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            import os
+
+            os.abort()
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+def aborts_when_run(in_channels=1, num_classes=10):
+    return AbortsWhenRun(in_channels, num_classes)
+
+
+def lone_linear(num_classes=10, in_channels=1, image_size=28):
+    """A single Linear layer: under the FC rule the agent has nothing to act on."""
+    h, w = image_size if isinstance(image_size, tuple) else (image_size, image_size)
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * h * w, num_classes))
