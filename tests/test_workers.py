@@ -169,3 +169,72 @@ def test_a_bench_on_ray_gives_the_local_rows(tmp_path, tiny_dense, one_thread,
     assert len(lines) == 2 and on_ray["speed"]["episode_s"] > 0
     assert sorted(p.name for p in (tmp_path / "ray" / "runs").iterdir()) == sorted(
         p.name for p in (tmp_path / "local" / "runs").iterdir())
+
+
+def test_a_ray_node_that_stops_answering_stops_the_search_resumably(tmp_path, ray_cluster,
+                                                                     reference, one_thread):
+    """An env actor SIGSTOPped mid-search (as a node cut off from the network looks: alive,
+    silent): within --ray-timeout-s (2 s here, plus a round's wait) the job stops,
+    `interrupted` with the reason, and resuming it gives the uninterrupted search."""
+    from conftest import make_tiny_dense
+
+    from rlprune.service.lifecycle import JobRunner, open_resume
+
+    config = tiny_search(2, "auto", ray_timeout_s=2.0).config
+    runner = JobRunner(config, make_tiny_dense())
+    job = runner.create(tmp_path / "run")
+    paused: list[int] = []
+
+    def on_episode(event) -> None:
+        if event.kind == "episode" and event.episode == 3 and not paused:
+            vec = runner.search._vec
+            paused.append(vec.backend.pause(vec.workers[0]))
+
+    runner.callback = on_episode
+    start = time.monotonic()
+    try:
+        with job:
+            result = runner.run(job)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    assert time.monotonic() - start < 60
+    assert result.state == "interrupted" and "answered nothing for 2 s" in result.reason
+    assert job.status()["state"] == "interrupted"
+    found = open_resume(job.path, lambda c: make_tiny_dense())
+    with found.job:
+        resumed = found.runner.run(found.job, found.checkpoint)
+    assert resumed.state == "finished"
+    assert [h["reward"] for h in resumed.history] == reference["rewards"]
+
+
+REAPED = """
+import os, sys, time
+from rlprune.agent.ray_workers import connect, import_ray
+connect("local", num_cpus=1)
+ray = import_ray()
+actor = ray.remote(num_cpus=1)(type("A", (), {"pid": lambda self: os.getpid()})).remote()
+print(ray.get(actor.pid.remote()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_search_leaves_no_process_of_its_local_ray(tmp_path):
+    """`--ray-address local` starts a Ray instance for the run; SIGKILL of the run (Ray's
+    dashboard and runtime-env agents outlived it before) leaves none of its processes."""
+    from rlprune.agent.ray_reaper import descendants
+
+    proc = subprocess.Popen([sys.executable, "-c", REAPED], stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    actor = int(proc.stdout.readline())
+    time.sleep(1.0)  # the reaper's first look
+    left = descendants(proc.pid)
+    assert actor in left and len(left) >= 5  # GCS, raylet, its agents, the actor, the reaper
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and [p for p in left if Path(f"/proc/{p}").exists()]:
+        time.sleep(0.2)
+    alive = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:60]
+             for p in left if Path(f"/proc/{p}").exists()}
+    assert not alive, alive
