@@ -71,6 +71,17 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
                        c.bn_fixed_batches], "action_mapping": env.action_mapping}
 
 
+RANDOM_STREAM = 1  # random search's stream: its random episodes are not the search's warm-up
+
+
+def agent_seed(seed: int, stream: int = 0) -> int:
+    """The agent's seed for `seed` in `stream`: `seed` itself in stream 0 (the search's), a
+    32-bit number drawn from (seed, stream) in any other."""
+    if stream == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
 @dataclass
 class SearchState:
     episode: int = 0
@@ -117,12 +128,16 @@ class Search:
         best_reward, best_episode, proxy_accuracy, proxy_loss, noise_sigma)
     :param should_stop: polled between episodes; True stops the search there (after a
         checkpoint, when checkpoints are kept)
+    :param stream: which random stream the agent draws from for a seed: 0 (the search's),
+        or another number for a comparison that must not replay the search's own warm-up
+        (random search uses `RANDOM_STREAM`)
     """
 
     def __init__(self, config: SearchConfig, dense: Dense, *,
                  on_episode: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, stream: int = 0):
         self.config, self.dense = config, dense
+        self.agent_seed = agent_seed(config.seed, stream)
         self.on_episode, self.should_stop = on_episode, should_stop
         self.env = make_env(dense.model, dense.data.val, dense.input_shape,
                             config.env_config(), calibration=dense.data.train,
@@ -204,7 +219,7 @@ class Search:
                           buffer_episodes=c.buffer_episodes, sigma0=c.noise_sigma,
                           sigma_decay=c.noise_decay, hidden=c.hidden, batch_size=c.batch_size,
                           tau=c.tau, learning_rate=c.learning_rate,
-                          baseline_decay=c.baseline_decay, seed=c.seed, device="cpu",
+                          baseline_decay=c.baseline_decay, seed=self.agent_seed, device="cpu",
                           tensorboard_log=None if tb_dir is None else str(tb_dir))
 
     def load(self, folder: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from rlprune.agent.config import CHANNEL_SEED_POLICIES, SEED_POLICIES, SearchConfig
-from rlprune.agent.search import DamagedCheckpoint, Search
+from rlprune.agent.search import RANDOM_STREAM, DamagedCheckpoint, Search
 from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
 from rlprune.env.make import make_env
@@ -136,7 +136,8 @@ class JobRunner:
         self.proxy_speed: dict | None = None
         if method in SEARCHES:
             self.search = Search(config, dense, on_episode=self._on_episode,
-                                 should_stop=self.stop_requested)
+                                 should_stop=self.stop_requested,
+                                 stream=RANDOM_STREAM if method == "random" else 0)
             self.env = self.search.env
         elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget
             self.env = make_env(dense.model, dense.data.val, dense.input_shape,

@@ -62,3 +62,23 @@ def test_dataclass_fields_reach_the_env():
     config = SearchConfig(action_mapping="feasible")
     assert config.env_config().action_mapping == "feasible"
     assert dataclasses.asdict(config)["action_mapping"] == "feasible"
+
+
+def test_random_search_draws_its_own_stream_not_the_searchs_warm_up(dense, one_thread):
+    """Random search plays the same seed policies, then random episodes of its own: with the
+    search's stream it replayed the search's warm-up and could return the search's own pick."""
+    from rlprune.service.lifecycle import JobRunner
+
+    config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=8,
+                          warmup=8, checkpoint_every=8, hidden=(16, 16), batch_size=4,
+                          finetune_epochs=0)
+
+    def rewards(method: str) -> list[float]:
+        runner = JobRunner(config, dense, method)
+        runner.run()
+        return runner.search.state.rewards
+
+    search, random_search = rewards("ddpg"), rewards("random")
+    assert random_search[:4] == search[:4]  # the four seed policies, the same allocations
+    assert all(a != b for a, b in zip(random_search[4:], search[4:]))
+    assert rewards("random") == random_search  # its own stream is seeded
