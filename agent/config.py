@@ -16,6 +16,7 @@ from rlprune.models.settings import check, setting, typed_fields
 SEED_POLICIES = ("uniform", "global", "lamp", "erk")  # the weight-mode baselines
 CHANNEL_SEED_POLICIES = ("uniform", "global-l1", "global-taylor")
 DEVICES = ("auto", "cpu", "cuda")
+AGENT_NAMES = ("ddpg", "td3")  # agent/ddpg.py AGENTS
 # the largest values of the numeric settings: a larger one is a typo, would run for days, or
 # would overflow numpy's seeds
 MAX_EPISODES = 100_000
@@ -55,6 +56,9 @@ class SearchConfig(EnvConfig):
     download: bool = setting(False, "Allow cifar10/100 to be downloaded into --data-dir.",
                              group="source")
     # -- the agent (AMC's settings unless measured otherwise) -------------------------------
+    agent: str = setting("ddpg", "The search's RL algorithm: `ddpg` (AMC's, the default) or "
+                         "`td3` (SB3's TD3, for comparison).", choices=AGENT_NAMES,
+                         group="agent")
     episodes: int = setting(400, "Episodes in all, warm-up included.", min=1,
                             max=MAX_EPISODES, group="agent")
     warmup: int = setting(

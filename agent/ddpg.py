@@ -1,4 +1,5 @@
-"""stable-baselines3 DDPG, set up as AMC: warm-up, truncated-normal noise, relabelled rewards."""
+"""stable-baselines3 DDPG (or TD3), set up as AMC: warm-up, truncated-normal noise, relabelled
+rewards."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from stable_baselines3 import DDPG
+from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.type_aliases import RolloutReturn
 
 from rlprune.agent.buffer import EpisodeRewardReplayBuffer
 from rlprune.agent.noise import DecayingTruncatedNormalNoise
 
 
-class AmcDDPG(DDPG):
-    """SB3's DDPG with three narrow changes, each at an episode boundary or in action sampling:
+class _Amc:
+    """What AMC changes in SB3's DDPG and TD3, three narrow changes, each at an episode
+    boundary or in action sampling:
 
     - exploration draws from a normal around the actor's action truncated to the action box
       (instead of adding noise and clipping);
@@ -70,18 +72,30 @@ class AmcDDPG(DDPG):
         return out
 
 
+class AmcDDPG(_Amc, DDPG):
+    """SB3's DDPG with AMC's changes (`_Amc`): the search's agent, as the design names it."""
+
+
+class AmcTD3(_Amc, TD3):
+    """SB3's TD3 (twin critics, delayed actor updates, target smoothing) with AMC's changes:
+    the comparison beside DDPG (`--agent td3`)."""
+
+
+AGENTS = {"ddpg": AmcDDPG, "td3": AmcTD3}
+
+
 def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
                sigma0: float, sigma_decay: float, hidden: tuple[int, ...], batch_size: int,
                tau: float, learning_rate: float, baseline_decay: float, seed: int,
-               device: str, tensorboard_log: str | None) -> AmcDDPG:
+               device: str, tensorboard_log: str | None, agent: str = "ddpg") -> AmcDDPG:
     """The search's agent for `env` (a VecEnv of K copies of one pruning env; one step per
     layer). With K > 1 a rollout is one round (K episodes side by side) and the update after it
     takes K·layers gradient steps, as K single episodes would; the warm-up is rounded up to
-    whole rounds."""
+    whole rounds. `agent` names the algorithm (`AGENTS`: ddpg, td3)."""
     k = env.num_envs
     noise = DecayingTruncatedNormalNoise(sigma0, sigma_decay, warmup_episodes, seed=seed,
                                          n_envs=k)
-    return AmcDDPG(
+    return AGENTS[agent](
         "MlpPolicy", env,
         learning_rate=learning_rate,
         buffer_size=max(buffer_episodes * layers, batch_size),

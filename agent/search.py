@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.ddpg import AmcDDPG, make_agent, rng_state, set_rng_state
+from rlprune.agent.ddpg import AGENTS, AmcDDPG, make_agent, rng_state, set_rng_state
 from rlprune.agent.workers import EnvWorkers, ProcessBackend
 from rlprune.env.channel_env import ChannelPruningEnv
 from rlprune.env.make import make_env
@@ -56,7 +56,9 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
     """What a checkpoint must match to be resumed: the problem, not the agent's settings."""
     c = config
     size = "channels" if c.granularity == "channel" else "params"
-    workers = {"workers": c.workers} if c.workers > 1 else {}  # K = 1 reads older checkpoints
+    # K = 1 and DDPG record nothing, so that older checkpoints stay resumable
+    workers = {"workers": c.workers} if c.workers > 1 else {}
+    workers.update({"agent": c.agent} if c.agent != "ddpg" else {})
     return {**workers, "model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
             "data": data_digest(dense.data),
@@ -220,6 +222,7 @@ class Search:
                           sigma_decay=c.noise_decay, hidden=c.hidden, batch_size=c.batch_size,
                           tau=c.tau, learning_rate=c.learning_rate,
                           baseline_decay=c.baseline_decay, seed=self.agent_seed, device="cpu",
+                          agent=c.agent,
                           tensorboard_log=None if tb_dir is None else str(tb_dir))
 
     def load(self, folder: Path) -> None:
@@ -243,7 +246,8 @@ class Search:
             raise UserError(f"checkpoint {folder} does not match this run's "
                             f"{', '.join(differ)}; refusing to resume it")
         try:
-            agent = AmcDDPG.load(folder / "agent.zip", env=self._envs(), device="cpu")
+            agent = AGENTS[self.config.agent].load(folder / "agent.zip", env=self._envs(),
+                                                   device="cpu")
             agent.load_replay_buffer(folder / "replay_buffer.pkl")
         except Exception as exc:  # a truncated zip or pickle can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None

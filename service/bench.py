@@ -1,6 +1,7 @@
 """`rlprune bench`: every method at every target and seed, one fine-tune budget, one table.
 
 Methods: `ddpg` (search + FC rule), `ddpg-only` (the agent prunes every layer, no FC rule),
+`td3` (the search with SB3's TD3 as its agent),
 `3sigma-only` (the k-sigma rule on every layer, k=3; its sparsity is whatever the rule gives),
 and the baselines `uniform`, `global`, `lamp`, `erk` (with the same FC rule as `ddpg`).
 """
@@ -21,24 +22,30 @@ from rlprune.service.files import read_json
 from rlprune.service.jobs import DamagedRun, Job
 from rlprune.service.lifecycle import Callback, JobRunner, open_resume, settled
 
-# per granularity; `ddpg-only` is the search on every layer (no FC rule)
-METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "random", "uniform", "global",
-                      "lamp", "erk"),
-           "channel": ("ddpg", "random", "uniform", "global-l1", "global-taylor")}
+# per granularity; `ddpg-only` is the search on every layer (no FC rule), `td3` the search
+# with SB3's TD3 as its agent
+METHODS = {"weight": ("ddpg", "ddpg-only", "td3", "3sigma-only", "random", "uniform",
+                      "global", "lamp", "erk"),
+           "channel": ("ddpg", "td3", "random", "uniform", "global-l1", "global-taylor")}
+# a bench method that is the search with other settings: (the job's method, the settings)
+SEARCH_VARIANTS = {"ddpg-only": ("ddpg", {"fc_rule": "agent"}),
+                   "td3": ("ddpg", {"agent": "td3"})}
 DEFAULT_METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp",
                               "erk"),
-                   "channel": METHODS["channel"]}
+                   "channel": ("ddpg", "random", "uniform", "global-l1", "global-taylor")}
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
             speed: list[dict], progress: Callable[[str], Callback] | None = None,
             on_runner: Callable[[JobRunner], None] | None = None) -> dict:
     """One bench cell in its own run folder, through the same lifecycle as `rlprune search`
-    and `rlprune baseline`; its policy. `ddpg-only` is the search on every layer (no FC rule).
-    A search stopped early stops the whole bench (KeyboardInterrupt)."""
-    if method == "ddpg-only":
-        config = dataclasses.replace(config, fc_rule="agent")
-    kind = "ddpg" if method == "ddpg-only" else method
+    and `rlprune baseline`; its policy. `SEARCH_VARIANTS` are the search with other settings;
+    a baseline has no agent (its cells run with the default one recorded). A search stopped
+    early stops the whole bench (KeyboardInterrupt)."""
+    kind, changes = SEARCH_VARIANTS.get(method, (method, {}))
+    if kind != "ddpg":
+        changes = {**changes, "agent": "ddpg"}
+    config = dataclasses.replace(config, **changes)
     callback = progress(run_dir.name) if progress else None
     checkpoint = None
     if run_dir.exists():  # a cell of the interrupted bench this one resumes

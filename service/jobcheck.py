@@ -98,12 +98,13 @@ def check_request(kind: str, config: dict, serve: ServeConfig) -> dict:
     data_dir = _data_places(config_, serve)
     out = config_.to_json()
     if kind == "baseline":
-        from rlprune.service.lifecycle import METHODS
+        from rlprune.service.lifecycle import METHODS, settled
 
         methods = METHODS[config_.granularity]
         if method not in methods or method in ("ddpg",):
             raise UserError(f"a baseline needs method, one of "
                             f"{', '.join(m for m in methods if m != 'ddpg')}")
+        settled(config_, method)  # what the method refuses (an agent, for one)
         out["method"] = method
     if kind == "bench":
         out.update(_bench(extra, config_))

@@ -29,7 +29,7 @@ from rlprune.env.make import make_env
 from rlprune.env.policy import entries
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.train import resolve_device, save_program, save_weights
 from rlprune.service.checkpoint_store import CheckpointStore
 from rlprune.service.files import save_policy, write_json
@@ -101,6 +101,9 @@ class Result:
 def settled(config: SearchConfig, method: str) -> SearchConfig:
     """The settings a `method` job runs with (and records): `config` validated, its device
     resolved; a random search warms up all the way (it never learns)."""
+    if method != "ddpg" and config.agent != "ddpg":
+        raise SettingError("agent", f"{config.agent} is the search's algorithm; method "
+                           f"{method} has no agent (leave agent at ddpg)")
     config = dataclasses.replace(config, device=resolve_device(config.device))
     if method == "random":
         config.warmup = config.episodes

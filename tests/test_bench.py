@@ -47,6 +47,11 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
     assert "of a 2048x2048 fp32 matmul" in table
     assert all(f"| {m} |" in table for m in METHODS["weight"])
     assert (tmp_path / "out" / "bench.png").stat().st_size > 0
+    agents = {}  # the td3 cell is the search with TD3; a baseline's cell has no agent of its own
+    for path in (tmp_path / "out" / "runs").glob("*/config.json"):
+        saved = json.loads(path.read_text())
+        agents.setdefault(saved["agent"], set()).add(path.parent.name)
+    assert sum("td3" in name for name in agents["td3"]) == len(agents["td3"]) == 1
 
 
 def test_overhead_ratio_is_wall_time_over_episodes_times_one_evaluation():

@@ -83,6 +83,9 @@ CASES = [
      422, "seeds must be at most"),
     ("bench target NaN", "POST", "/v1/jobs",
      b'{"kind": "bench", "config": {"targets": [0.5, NaN]}}', {}, 422, "target"),
+    ("a baseline with an agent", "POST", "/v1/jobs",
+     {"kind": "baseline", "config": {**TINY_JOB, "method": "random", "agent": "td3"}}, {}, 422,
+     "method random has no agent"),
     ("budget in weight mode", "POST", "/v1/jobs", job(budget="params"), {}, 422,
      "budget applies to --granularity channel only"),
     # -- server paths a client must not choose ---------------------------------------------------

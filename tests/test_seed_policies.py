@@ -82,3 +82,29 @@ def test_random_search_draws_its_own_stream_not_the_searchs_warm_up(dense, one_t
     assert random_search[:4] == search[:4]  # the four seed policies, the same allocations
     assert all(a != b for a, b in zip(random_search[4:], search[4:]))
     assert rewards("random") == random_search  # its own stream is seeded
+
+
+def test_a_td3_search_runs_end_to_end_and_resumes_its_own_kind(tmp_path, dense, one_thread):
+    """`agent="td3"`: SB3's TD3 with AMC's changes searches, checkpoints and resumes; a
+    DDPG config refuses its checkpoint, and a method without an agent refuses td3."""
+    from stable_baselines3 import TD3
+
+    from rlprune.models.errors import SettingError, UserError
+    from rlprune.service.checkpoint_store import CheckpointStore
+    from rlprune.service.lifecycle import JobRunner
+
+    config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=8,
+                          warmup=4, checkpoint_every=4, hidden=(16, 16), batch_size=4,
+                          agent="td3", finetune_epochs=0)
+    search = Search(config, dense)
+    store = CheckpointStore(tmp_path)
+    search.run(checkpoints=store)
+    assert isinstance(search.agent, TD3) and len(search.state.rewards) == 8
+    resumed = Search(dataclasses.replace(config, episodes=10), dense)
+    resumed.run(checkpoints=store, resume_from=store.latest())
+    assert len(resumed.state.rewards) == 10 and resumed.state.rewards[:8] == search.state.rewards
+    with pytest.raises(UserError, match="does not match this run's agent"):
+        Search(dataclasses.replace(config, agent="ddpg"), dense).load(store.latest())
+    for method in ("random", "uniform"):
+        with pytest.raises(SettingError, match="method .* has no agent"):
+            JobRunner(config, dense, method)
