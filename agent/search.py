@@ -73,6 +73,30 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
                        c.bn_fixed_batches], "action_mapping": env.action_mapping}
 
 
+def check_fingerprint(folder: Path, theirs: dict, mine: dict) -> None:
+    """Refuse a checkpoint made for another problem (or by an rlprune that recorded less)."""
+    unknown = [k for k in mine if k not in theirs]
+    if unknown:
+        raise UserError(f"checkpoint {folder} was written by an earlier rlprune (it records "
+                        f"no {', '.join(unknown)}) and cannot be resumed by this one; start "
+                        "the search again")
+    differ = [k for k in {**theirs, **mine} if theirs.get(k) != mine.get(k)]
+    if differ:
+        raise UserError(f"checkpoint {folder} does not match this run's "
+                        f"{', '.join(differ)}; refusing to resume it")
+
+
+def seed_actions(env, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The seed policies as actions: per layer, the action that makes the env prune exactly
+    the baseline's count, whichever action mapping the env uses."""
+    demos = []
+    for name in names:
+        counts = env.baseline_counts(name)
+        demos.append(np.array([env.action_for(t, counts[:t], count)
+                               for t, count in enumerate(counts)]))
+    return demos
+
+
 RANDOM_STREAM = 1  # random search's stream: its random episodes are not the search's warm-up
 
 
@@ -91,6 +115,25 @@ class SearchState:
     proxy: list[float] = field(default_factory=list)
     proxy_loss: list[float] = field(default_factory=list)
     best: dict | None = None  # reward, episode (1-based), sparsities, proxy_accuracy, loss
+
+    def record(self, reward: float, info: dict) -> None:
+        """One more episode: its reward and proxy scores, and the best so far."""
+        self.episode += 1
+        self.rewards.append(reward)
+        self.proxy.append(info["proxy_accuracy"])
+        self.proxy_loss.append(info["proxy_loss"])
+        if self.best is None or _better(reward, info["proxy_loss"], self.best):
+            self.best = {"reward": reward, "episode": self.episode,
+                         "sparsities": info["sparsities"],
+                         "proxy_accuracy": info["proxy_accuracy"],
+                         "proxy_loss": info["proxy_loss"]}
+
+    def episode_record(self, episodes: int, info: dict) -> dict:
+        """What `on_episode` gets for the episode just recorded."""
+        return {"episode": self.episode, "episodes": episodes, "reward": self.rewards[-1],
+                "best_reward": self.best["reward"], "best_episode": self.best["episode"],
+                "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"],
+                "sparsities": info["sparsities"]}
 
     def history(self) -> list[dict]:
         """One row per episode: episode, reward, proxy_accuracy, proxy_loss."""
@@ -235,16 +278,7 @@ class Search:
             state = SearchState(**search)
         except Exception as exc:  # a damaged file can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None
-        mine = fingerprint(self.config, self.dense, self.env)
-        unknown = [k for k in mine if k not in theirs]
-        if unknown:
-            raise UserError(f"checkpoint {folder} was written by an earlier rlprune (it records "
-                            f"no {', '.join(unknown)}) and cannot be resumed by this one; start "
-                            "the search again")
-        differ = [k for k in {**theirs, **mine} if theirs.get(k) != mine.get(k)]
-        if differ:
-            raise UserError(f"checkpoint {folder} does not match this run's "
-                            f"{', '.join(differ)}; refusing to resume it")
+        check_fingerprint(folder, theirs, fingerprint(self.config, self.dense, self.env))
         try:
             agent = AGENTS[self.config.agent].load(folder / "agent.zip", env=self._envs(),
                                                    device="cpu")
@@ -262,15 +296,8 @@ class Search:
         return agent
 
     def demonstrations(self) -> list[np.ndarray]:
-        """The seed policies as actions: per layer, the action that makes the env prune exactly
-        the baseline's count, whichever action mapping the env uses."""
-        env = self.env
-        demos = []
-        for name in self.seed_policies:
-            counts = env.baseline_counts(name)
-            demos.append(np.array([env.action_for(t, counts[:t], count)
-                                   for t, count in enumerate(counts)]))
-        return demos
+        """The seed policies as actions (`seed_actions`)."""
+        return seed_actions(self.env, self.seed_policies)
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, *, checkpoints: CheckpointSink | None = None, tb_dir: Path | None = None,
@@ -333,13 +360,7 @@ class Search:
 
     def _on_episode_end(self, reward: float, info: dict) -> None:
         s = self.state
-        s.episode += 1
-        s.rewards.append(reward)
-        s.proxy.append(info["proxy_accuracy"])
-        s.proxy_loss.append(info["proxy_loss"])
-        if s.best is None or _better(reward, info["proxy_loss"], s.best):
-            s.best = {"reward": reward, "episode": s.episode, "sparsities": info["sparsities"],
-                      "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"]}
+        s.record(reward, info)
         logger = self.agent.logger
         logger.record("search/reward", reward)
         logger.record("search/best_reward", s.best["reward"])
@@ -348,10 +369,5 @@ class Search:
         logger.record("search/noise_sigma", self.agent.action_noise.sigma)
         logger.dump(step=s.episode)
         if self.on_episode is not None:
-            self.on_episode({"episode": s.episode, "episodes": self.config.episodes,
-                             "reward": reward, "best_reward": s.best["reward"],
-                             "best_episode": s.best["episode"],
-                             "proxy_accuracy": info["proxy_accuracy"],
-                             "proxy_loss": info["proxy_loss"],
-                             "sparsities": info["sparsities"],
+            self.on_episode({**s.episode_record(self.config.episodes, info),
                              "noise_sigma": self.agent.action_noise.sigma})

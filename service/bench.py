@@ -24,9 +24,10 @@ from rlprune.service.lifecycle import Callback, JobRunner, open_resume, settled
 
 # per granularity; `ddpg-only` is the search on every layer (no FC rule), `td3` the search
 # with SB3's TD3 as its agent
-METHODS = {"weight": ("ddpg", "ddpg-only", "td3", "3sigma-only", "random", "uniform",
+METHODS = {"weight": ("ddpg", "ddpg-only", "td3", "3sigma-only", "random", "tpe", "uniform",
                       "global", "lamp", "erk"),
-           "channel": ("ddpg", "td3", "random", "uniform", "global-l1", "global-taylor")}
+           "channel": ("ddpg", "td3", "random", "tpe", "uniform", "global-l1",
+                       "global-taylor")}
 # a bench method that is the search with other settings: (the job's method, the settings)
 SEARCH_VARIANTS = {"ddpg-only": ("ddpg", {"fc_rule": "agent"}),
                    "td3": ("ddpg", {"agent": "td3"})}

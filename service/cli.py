@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "rule and fine-tune as search)")
     p.add_argument("--method", required=True,
                    choices=("uniform", "global", "lamp", "erk", "global-l1", "global-taylor",
-                            "random"),
+                            "random", "tpe"),
                    help="weight mode: uniform, global, lamp, erk; channel mode: uniform, "
-                        "global-l1, global-taylor; both: random (random search with the "
-                        "search's episodes and seed allocations)")
+                        "global-l1, global-taylor; both: random (random search) and tpe "
+                        "(Optuna's TPE), each with the search's episodes and seed allocations")
     add_settings(p, BASELINE_SETTINGS)
     p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

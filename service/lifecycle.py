@@ -23,6 +23,7 @@ from torch import nn
 
 from rlprune.agent.config import CHANNEL_SEED_POLICIES, SEED_POLICIES, SearchConfig
 from rlprune.agent.search import RANDOM_STREAM, DamagedCheckpoint, Search
+from rlprune.agent.tpe import TpeSearch
 from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
 from rlprune.env.make import make_env
@@ -40,9 +41,9 @@ from rlprune.service.report import write_report
 
 # what a job may run, per granularity: the search, random search (the same episodes and seed
 # allocations, no learning: the ablation any RL search must beat) and the baselines
-METHODS = {"weight": ("ddpg", "random", *SEED_POLICIES, "3sigma-only"),
-           "channel": ("ddpg", "random", *CHANNEL_SEED_POLICIES)}
-SEARCHES = ("ddpg", "random")
+METHODS = {"weight": ("ddpg", "random", "tpe", *SEED_POLICIES, "3sigma-only"),
+           "channel": ("ddpg", "random", "tpe", *CHANNEL_SEED_POLICIES)}
+SEARCHES = ("ddpg", "random", "tpe")
 # every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
 EVENTS = "events.jsonl"
 RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
@@ -137,10 +138,14 @@ class JobRunner:
         self.search: Search | None = None
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
-        if method in SEARCHES:
+        if method == "tpe":  # Optuna's TPE over the same env: the black-box comparison
+            self.search = TpeSearch(config, dense, on_episode=self._on_episode,
+                                    should_stop=self.stop_requested)
+        elif method in SEARCHES:
             self.search = Search(config, dense, on_episode=self._on_episode,
                                  should_stop=self.stop_requested,
                                  stream=RANDOM_STREAM if method == "random" else 0)
+        if self.search is not None:
             self.env = self.search.env
         elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget
             self.env = make_env(dense.model, dense.data.val, dense.input_shape,

@@ -108,3 +108,42 @@ def test_a_td3_search_runs_end_to_end_and_resumes_its_own_kind(tmp_path, dense, 
     for method in ("random", "uniform"):
         with pytest.raises(SettingError, match="method .* has no agent"):
             JobRunner(config, dense, method)
+
+
+def test_tpe_plays_the_seed_policies_first_and_resumes_exactly(tmp_path, dense, one_thread):
+    """Optuna's TPE over the env's actions: its first trials are the seed policies (the same
+    allocations as the search's first episodes), then its own; seeded; a run stopped after
+    episode 6 and resumed from its checkpoint gives the uninterrupted run's trials."""
+    from rlprune.service.jobs import Job
+    from rlprune.service.lifecycle import JobRunner, open_resume
+
+    config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=14,
+                          warmup=4, checkpoint_every=3, hidden=(16, 16), batch_size=4,
+                          finetune_epochs=0)
+
+    def played() -> JobRunner:
+        runner = JobRunner(config, dense, "tpe")
+        result = runner.run()
+        assert result.state == "finished" and result.policy["method"] == "tpe"
+        return runner
+
+    search = JobRunner(config, dense)
+    search.run()
+    runner = played()
+    rewards = runner.search.state.rewards
+    assert len(rewards) == 14 and rewards[:4] == search.search.state.rewards[:4]
+    assert rewards[4:] != search.search.state.rewards[4:14]
+    assert played().search.state.rewards == rewards  # seeded
+    episodes: list[int] = []
+    stopping = JobRunner(config, dense, "tpe", should_stop=lambda: len(episodes) >= 6,
+                         callback=lambda e: episodes.append(e.episode) if e.kind == "episode"
+                         else None)
+    job = stopping.create(tmp_path / "run")
+    with job:
+        assert stopping.run(job).state == "interrupted"
+    assert Job.open(tmp_path / "run").status()["state"] == "interrupted"
+    found = open_resume(tmp_path / "run", lambda c: dense)
+    assert found.checkpoint.name == "ep000006"
+    with found.job:
+        assert found.runner.run(found.job, found.checkpoint).state == "finished"
+    assert found.runner.search.state.rewards == rewards
