@@ -24,6 +24,7 @@ MAX_EPOCHS = 10_000
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1
 MAX_HIDDEN = (8, 4096)  # layers, width
+TOP_KEPT = 64  # allocations a search remembers for its selection stage (agent/search.py)
 # config.json keys of earlier versions, and their names now
 RENAMED = {"checkpoint": "weights"}
 
@@ -105,6 +106,14 @@ class SearchConfig(EnvConfig):
         60.0, "Seconds a Ray env actor may go without answering (pinged while it works) "
         "before its node is taken as lost: the search then stops, interrupted, resumable from "
         "its last checkpoint.", min=1.0, max=3600.0, group="agent", metavar="SECONDS")
+    select_top_k: int = setting(
+        0, "Selection stage after a search (0: off, the best reward is kept): the top K "
+        "distinct allocations by reward and the seed policies each get a short masked "
+        "fine-tune on train, scored on val; successive halving keeps the better half until "
+        "one is left (docs/decisions.md).", min=0, max=TOP_KEPT, group="agent", metavar="K")
+    select_steps: int = setting(
+        50, "SGD steps of the selection's first rung; each later rung doubles them.", min=1,
+        max=100_000, group="agent", metavar="STEPS")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "

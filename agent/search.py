@@ -24,7 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlprune.agent import checkpoint
-from rlprune.agent.config import SearchConfig
+from rlprune.agent.config import TOP_KEPT, SearchConfig
 from rlprune.agent.ddpg import AGENTS, AmcDDPG, make_agent, rng_state, set_rng_state
 from rlprune.agent.workers import EnvWorkers, ProcessBackend
 from rlprune.env.channel_env import ChannelPruningEnv
@@ -115,6 +115,9 @@ class SearchState:
     proxy: list[float] = field(default_factory=list)
     proxy_loss: list[float] = field(default_factory=list)
     best: dict | None = None  # reward, episode (1-based), sparsities, proxy_accuracy, loss
+    top: list[dict] = field(default_factory=list)
+    """The best `TOP_KEPT` distinct allocations so far, best first (as `best`): the selection
+    stage's candidates."""
 
     def record(self, reward: float, info: dict) -> None:
         """One more episode: its reward and proxy scores, and the best so far."""
@@ -122,11 +125,15 @@ class SearchState:
         self.rewards.append(reward)
         self.proxy.append(info["proxy_accuracy"])
         self.proxy_loss.append(info["proxy_loss"])
+        entry = {"reward": reward, "episode": self.episode, "sparsities": info["sparsities"],
+                 "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"]}
         if self.best is None or _better(reward, info["proxy_loss"], self.best):
-            self.best = {"reward": reward, "episode": self.episode,
-                         "sparsities": info["sparsities"],
-                         "proxy_accuracy": info["proxy_accuracy"],
-                         "proxy_loss": info["proxy_loss"]}
+            self.best = entry
+        if all(kept["sparsities"] != entry["sparsities"] for kept in self.top):
+            # best first; equal scores keep the earlier episode first
+            self.top.append(entry)
+            self.top.sort(key=lambda e: (-e["reward"], e["proxy_loss"], e["episode"]))
+            del self.top[TOP_KEPT:]
 
     def episode_record(self, episodes: int, info: dict) -> dict:
         """What `on_episode` gets for the episode just recorded."""

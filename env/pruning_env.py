@@ -83,6 +83,8 @@ class PruningEnv(EpisodeEnv):
         super().__init__(model, val, config, calibration=calibration, device=device)
         self.net: Network = describe(self.model, input_shape, config.fc_rule)
         self.agent_layers: list[Layer] = self.net.owned_by("agent")
+        # the agent layers' dense weights, kept before anything is masked
+        self.pruner = MagnitudePruner([layer.module.weight for layer in self.agent_layers])
         fc_layers = self.net.owned_by("fc-rule")
         in_scope = self.net.layers if config.scope == "total" else self.agent_layers
         n_total = sum(layer.params for layer in in_scope)
@@ -123,7 +125,6 @@ class PruningEnv(EpisodeEnv):
                             f"layers: {exc}") from None
         if config.fc_during_search:
             apply_masks(self.model, self.fc.masks)
-        self.pruner = MagnitudePruner([layer.module.weight for layer in self.agent_layers])
         self._keep_dense_statistics()
         self._static = self._static_features()
 
@@ -147,8 +148,8 @@ class PruningEnv(EpisodeEnv):
 
     def baseline_counts(self, method: str) -> list[int]:
         """Weights the baseline `method` (env.baselines.METHODS) prunes in each agent layer,
-        on this env's exact budget."""
-        weights = [layer.module.weight.detach() for layer in self.agent_layers]
+        on this env's exact budget; from the dense weights, whatever the last episode masked."""
+        weights = self.pruner.dense
         return BASELINES[method](weights, self.budget.agent_goal)
 
     def _baseline_max_sparsity(self) -> float:

@@ -32,6 +32,8 @@ class TrainConfig:
     shift: int = 2
     """Random translation of up to this many pixels per image (0 turns augmentation off)."""
     seed: int = 0
+    max_steps: int | None = None
+    """Stop after this many SGD steps (the one-cycle schedule spans them), if given."""
 
 
 def _augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -62,13 +64,18 @@ def train(model: nn.Module, data: Split, config: TrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True,
                           weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps)
+    left = config.epochs * steps if config.max_steps is None else min(
+        config.max_steps, config.epochs * steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=left)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for epoch in range(config.epochs):
         order = torch.randperm(len(data), generator=gen)
         total = 0.0
         for i in range(steps):
+            if left == 0:
+                break
+            left -= 1
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             x, y = data.x[idx].to(device), data.y[idx].to(device)
             if config.shift:

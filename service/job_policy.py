@@ -13,24 +13,27 @@ from rlprune.models.errors import UserError
 from rlprune.models.registry import arch_fingerprint
 
 
-def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Search | None
-               ) -> dict:
-    """The policy of `method` (a search when `search` is given) on `env`'s problem."""
+def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Search | None,
+               chosen: dict | None = None) -> dict:
+    """The policy of `method` on `env`'s problem: the allocation `chosen` (an episode's
+    record: sparsities, reward, episode, proxy_accuracy), else the search's best episode when
+    `search` is given, else the baseline's rule."""
     c = config
     fingerprint = arch_fingerprint(dense.model)
     accuracy = {"dense": dense.test_accuracy}
     search_info: dict = {"seed": c.seed}
     if method == "3sigma-only":
         return _three_sigma_everywhere(c, dense, fingerprint, accuracy)
-    if search is not None:
-        best = search.best
-        if best is None:
+    if chosen is None and search is not None:
+        chosen = search.best
+        if chosen is None:
             raise UserError("the search ran no episode; nothing to export")
-        sparsities = best["sparsities"]
-        accuracy["proxy"] = best["proxy_accuracy"]
-        search_info = {"episodes": search.state.episode, "best_episode": best["episode"],
-                       "best_reward": best["reward"], "seed": c.seed,
-                       "action_mapping": env.action_mapping, "s_max": env.s_max}
+    if chosen is not None:
+        sparsities = chosen["sparsities"]
+        accuracy["proxy"] = chosen["proxy_accuracy"]
+        search_info = {"episodes": search.state.episode if search else None,
+                       "best_episode": chosen["episode"], "best_reward": chosen["reward"],
+                       "seed": c.seed, "action_mapping": env.action_mapping, "s_max": env.s_max}
     else:
         sparsities = env.sparsities(env.baseline_counts(method))
     if c.granularity == "channel":

@@ -38,6 +38,7 @@ from rlprune.service.job_policy import job_policy
 from rlprune.service.jobs import DamagedRun, Job, new_job_id
 from rlprune.service.measure import deployment, proxy_speed
 from rlprune.service.report import write_report
+from rlprune.service.selection_stage import select
 
 # what a job may run, per granularity: the search, random search (the same episodes and seed
 # allocations, no learning: the ablation any RL search must beat) and the baselines
@@ -242,11 +243,17 @@ class JobRunner:
             if self.search.stopped or self.stop_requested():
                 self._set_state("interrupted")
                 return self._result("interrupted", None, None, timings)
+        selection = None
+        if self.search is not None and self.config.select_top_k:
+            start = time.perf_counter()
+            selection = select(self.config, self.dense, self.env, self.method,
+                               self.search.state.top, None if self.job is None else self.job.path)
+            timings["selection"] = time.perf_counter() - start
         start = time.perf_counter()
-        policy = self._policy()
+        policy = self._policy(selection)
         done = self._finalize(policy)
         timings["prune + fine-tune"] = time.perf_counter() - start
-        if self.search is None:  # the baseline's proxy, measured as the search's would be
+        if self.search is None or selection:  # measured as the search's proxy would be
             policy["accuracy"]["proxy"] = done.proxy_accuracy
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         if self.job is not None:
@@ -266,9 +273,18 @@ class JobRunner:
                       search.saved_at if search and self.job else None, self.proxy_speed,
                       reason)
 
-    def _policy(self) -> dict:
-        """The allocation as a policy: the search's best episode, or the baseline's rule."""
-        return job_policy(self.method, self.config, self.dense, self.env, self.search)
+    def _policy(self, selection=None) -> dict:
+        """The allocation as a policy: the selection's pick (recorded with every candidate's
+        scores), the search's best episode, or the baseline's rule."""
+        if selection is None:
+            return job_policy(self.method, self.config, self.dense, self.env, self.search)
+        chosen, pool = selection
+        policy = job_policy(self.method, self.config, self.dense, self.env, self.search,
+                            chosen={"sparsities": chosen.sparsities, "reward": chosen.reward,
+                                    "episode": chosen.episode, "proxy_accuracy": None})
+        policy["search"]["selection"] = {"chosen": chosen.name,
+                                         "candidates": [c.to_json() for c in pool]}
+        return policy
 
     def _finalize(self, policy: dict) -> Finalized:
         c = self.config

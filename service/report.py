@@ -109,6 +109,10 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
         fc_text = "FC layers left dense"
     found = (f"best policy at episode {search['best_episode']} of {search['episodes']}"
              if search.get("best_episode") else "no search")
+    selection = search.get("selection")
+    if selection:
+        found = (f"{selection['chosen']} selected by recovered val accuracy among "
+                 f"{len(selection['candidates'])} candidates of {search['episodes']} episodes")
     if search.get("action_mapping"):
         found += f", {search['action_mapping']} actions"
     lines += ["", f"Method `{policy['method']}`; {fc_text}; {found} (seed "
@@ -121,6 +125,8 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
     lines += ["", "![per-layer sparsity](sparsity.png)", ""]
     if rewards:
         lines += ["![reward per episode](rewards.png)", ""]
+    if selection:
+        lines += _selection_table(selection) + [""]
     if timings:
         lines += ["| stage | wall time (s) |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
@@ -132,3 +138,19 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
     path = run / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _selection_table(selection: dict) -> list[str]:
+    """Every candidate of the selection stage with its reward and its val scores per rung."""
+    rungs = max(len(c["scores"]) for c in selection["candidates"])
+    steps = next(c["scores"] for c in selection["candidates"] if len(c["scores"]) == rungs)
+    head = " | ".join(f"val acc after {s['steps']} steps" for s in steps)
+    lines = [f"| candidate | search reward | {head} |",
+             "|---|---:|" + "---:|" * rungs]
+    for c in selection["candidates"]:
+        reward = "—" if c["reward"] is None else f"{c['reward']:.4f}"
+        scores = [f"{100 * s['val_accuracy']:.2f}%" for s in c["scores"]]
+        scores += [""] * (rungs - len(scores))
+        mark = " (selected)" if c["name"] == selection["chosen"] else ""
+        lines.append(f"| {c['name']}{mark} | {reward} | {' | '.join(scores)} |")
+    return lines
