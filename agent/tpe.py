@@ -33,7 +33,6 @@ from rlprune.agent.search import (
 )
 from rlprune.env.make import make_env
 from rlprune.models.dense import Dense
-from rlprune.models.errors import SettingError
 from rlprune.models.train import resolve_device
 
 TPE_STREAM = 2  # the sampler's stream: not the search's, not random search's
@@ -44,7 +43,8 @@ STUDY_FILE = "tpe-study.pkl"
 class TpeSearch:
     """`config.episodes` trials of TPE on `dense`'s problem (see the module).
 
-    :param config: every setting (the env's included); `workers` must be 1
+    :param config: every setting (the env's included); `workers` is 1 (the lifecycle refuses
+        more)
     :param dense: the trained model and its data (never modified)
     :param on_episode: called after every episode with the same dict as `Search`'s
     :param should_stop: polled between episodes; True stops there (after a checkpoint)
@@ -55,8 +55,6 @@ class TpeSearch:
                  should_stop: Callable[[], bool] | None = None):
         import optuna
 
-        if config.workers != 1:
-            raise SettingError("workers", "must be 1 for tpe (it plays one trial at a time)")
         self.config, self.dense = config, dense
         self.on_episode, self.should_stop = on_episode, should_stop
         self.env = make_env(dense.model, dense.data.val, dense.input_shape,

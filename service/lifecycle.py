@@ -106,6 +106,8 @@ def settled(config: SearchConfig, method: str) -> SearchConfig:
     if method != "ddpg" and config.agent != "ddpg":
         raise SettingError("agent", f"{config.agent} is the search's algorithm; method "
                            f"{method} has no agent (leave agent at ddpg)")
+    if method == "tpe" and config.workers != 1:
+        raise SettingError("workers", "must be 1 for tpe (it plays one trial at a time)")
     config = dataclasses.replace(config, device=resolve_device(config.device))
     if method == "random":
         config.warmup = config.episodes

@@ -86,6 +86,9 @@ CASES = [
     ("a baseline with an agent", "POST", "/v1/jobs",
      {"kind": "baseline", "config": {**TINY_JOB, "method": "random", "agent": "td3"}}, {}, 422,
      "method random has no agent"),
+    ("tpe with two workers", "POST", "/v1/jobs",
+     {"kind": "baseline", "config": {**TINY_JOB, "method": "tpe", "workers": 2}}, {}, 422,
+     "workers must be 1 for tpe"),
     ("budget in weight mode", "POST", "/v1/jobs", job(budget="params"), {}, 422,
      "budget applies to --granularity channel only"),
     # -- server paths a client must not choose ---------------------------------------------------

@@ -147,3 +147,7 @@ def test_tpe_plays_the_seed_policies_first_and_resumes_exactly(tmp_path, dense, 
     with found.job:
         assert found.runner.run(found.job, found.checkpoint).state == "finished"
     assert found.runner.search.state.rewards == rewards
+    from rlprune.models.errors import SettingError
+
+    with pytest.raises(SettingError, match="workers must be 1 for tpe"):
+        JobRunner(dataclasses.replace(config, workers=2, episodes=14), dense, "tpe")
