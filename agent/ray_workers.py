@@ -18,6 +18,10 @@ from rlprune.agent.ray_reaper import start_reaper
 from rlprune.agent.workers import ClusterLost, EnvHost, WorkerLost
 from rlprune.models.errors import UserError
 
+# An actor's start (a fresh process importing torch, building its env, maybe waiting for a
+# CPU another actor is giving back) is not a sign of a lost node: it gets at least this long.
+STARTUP_FLOOR_S = 60.0
+
 
 def import_ray():
     try:
@@ -96,10 +100,11 @@ class RayBackend:
 
     def ready(self, worker) -> None:
         ray = self.ray
+        start_s = max(4 * self.timeout_s, STARTUP_FLOOR_S)
         try:
-            ray.get(worker.pid.remote(), timeout=4 * self.timeout_s)
+            ray.get(worker.pid.remote(), timeout=start_s)
         except ray.exceptions.GetTimeoutError:
-            raise ClusterLost(f"an env actor did not start within {4 * self.timeout_s:g} s "
+            raise ClusterLost(f"an env actor did not start within {start_s:g} s "
                               "(no Ray node answers, or none has a free CPU)") from None
         except ray.exceptions.RayError as exc:
             raise WorkerLost(f"env actor did not start ({type(exc).__name__})") from None

@@ -286,9 +286,8 @@ class Search:
         except Exception as exc:  # a damaged file can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None
         check_fingerprint(folder, theirs, fingerprint(self.config, self.dense, self.env))
-        try:
-            agent = AGENTS[self.config.agent].load(folder / "agent.zip", env=self._envs(),
-                                                   device="cpu")
+        try:  # without its envs: starting workers or Ray actors is run()'s part, not a check's
+            agent = AGENTS[self.config.agent].load(folder / "agent.zip", device="cpu")
             agent.load_replay_buffer(folder / "replay_buffer.pkl")
         except Exception as exc:  # a truncated zip or pickle can fail in many ways
             raise DamagedCheckpoint(folder, exc) from None
@@ -299,6 +298,7 @@ class Search:
             self.load(folder)
         _, agent, self.state, self._pending_rng = self._loaded  # RNGs: at the first boundary
         self._loaded = None
+        agent.set_env(self._envs())
         agent.tensorboard_log = None if tb_dir is None else str(tb_dir)
         return agent
 
