@@ -107,13 +107,17 @@ class SearchConfig(EnvConfig):
         "before its node is taken as lost: the search then stops, interrupted, resumable from "
         "its last checkpoint.", min=1.0, max=3600.0, group="agent", metavar="SECONDS")
     select_top_k: int = setting(
-        0, "Selection stage after a search (0: off, the best reward is kept): the top K "
+        1, "Selection stage after a search (0: off, the best reward is kept): the top K "
         "distinct allocations by reward and the seed policies each get a short masked "
         "fine-tune on train, scored on val; successive halving keeps the better half until "
-        "one is left (docs/decisions.md).", min=0, max=TOP_KEPT, group="agent", metavar="K")
+        "one is left or --select-rungs are done (docs/decisions.md).", min=0, max=TOP_KEPT,
+        group="agent", metavar="K")
     select_steps: int = setting(
-        50, "SGD steps of the selection's first rung; each later rung doubles them.", min=1,
+        24, "SGD steps of the selection's first rung; each later rung doubles them.", min=1,
         max=100_000, group="agent", metavar="STEPS")
+    select_rungs: int = setting(
+        1, "Rungs of the selection at most; after the last, the best by val is kept.", min=1,
+        max=64, group="agent", metavar="N")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "

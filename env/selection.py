@@ -46,14 +46,17 @@ Score = Callable[[Candidate, int], tuple[float, float]]
 
 
 def successive_halving(candidates: list[Candidate], score: Score, first_steps: int, *,
+                       rungs: int = 64,
                        on_scored: Callable[[Candidate], None] | None = None) -> Candidate:
     """The candidate left when each rung keeps the better half (ties: the earlier in
-    `candidates`), each rung's fine-tune twice as long as the one before. `score(c, steps)`
-    gives (val accuracy, val loss) after `steps` masked SGD steps; a candidate that already
-    holds a score for a rung (a resumed selection) is not scored again; `on_scored` is called
-    after every new score."""
-    alive, steps, rung = list(candidates), first_steps, 0
-    while len(alive) > 1:
+    `candidates`), each rung's fine-tune twice as long as the one before; after `rungs` rungs
+    the best of those still in. `score(c, steps)` gives (val accuracy, val loss) after `steps`
+    masked SGD steps; a candidate that already holds a score for a rung (a resumed selection)
+    is not scored again; `on_scored` is called after every new score."""
+    alive, steps = list(candidates), first_steps
+    for rung in range(rungs):
+        if len(alive) == 1:
+            break
         for candidate in alive:
             if len(candidate.scores) <= rung:
                 accuracy, loss = score(candidate, steps)
@@ -62,8 +65,9 @@ def successive_halving(candidates: list[Candidate], score: Score, first_steps: i
                 if on_scored is not None:
                     on_scored(candidate)
         order = sorted(range(len(alive)), key=lambda i: (alive[i].last(), i))
-        alive = [alive[i] for i in sorted(order[:-(-len(alive) // 2)])]
-        steps, rung = steps * 2, rung + 1
+        keep = 1 if rung == rungs - 1 else -(-len(alive) // 2)
+        alive = [alive[i] for i in sorted(order[:keep])]
+        steps *= 2
     return alive[0]
 
 

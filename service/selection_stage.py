@@ -63,7 +63,8 @@ def select(config: SearchConfig, dense: Dense, env, method: str, top: list[dict]
             write_json(path, {"candidates": [{**c.to_json(), "sparsities": c.sparsities}
                                              for c in pool]})
 
-    chosen = successive_halving(pool, score, config.select_steps, on_scored=save)
+    chosen = successive_halving(pool, score, config.select_steps, rungs=config.select_rungs,
+                                on_scored=save)
     return chosen, pool
 
 

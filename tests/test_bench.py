@@ -251,13 +251,15 @@ def test_the_bench_command_hands_its_settings_to_the_searches(cli, workdir, one_
     code, out, err = cli("bench", "--model", "lenet300", "--dataset", "digits", "--checkpoint",
                          "dense.pt", "--fc-rule", "agent", "--targets", "0.5", "--methods",
                          "ddpg,lamp", "--seeds", "1", "--episodes", "3", "--warmup", "1",
-                         "--finetune-epochs", "0", "--reward", "acc", "--quiet", "--out", "b")
+                         "--finetune-epochs", "0", "--reward", "acc", "--select-top-k", "0",
+                         "--quiet", "--out", "b")
     assert code == 0, err
     assert "[1/2] ddpg" in err and "[2/2] lamp" in err
     assert "| ddpg |" in out
     run = workdir / "b" / "runs" / "ddpg-0.5-seed0"
     config = json.loads((run / "config.json").read_text())
-    assert (config["reward"], config["episodes"], config["finetune_epochs"]) == ("acc", 3, 0)
+    assert (config["reward"], config["episodes"], config["finetune_epochs"],
+            config["select_top_k"]) == ("acc", 3, 0, 0)
     policy = json.loads((run / "policy.json").read_text())
     assert policy["search"]["best_reward"] == policy["accuracy"]["proxy"] > 0
     assert policy["accuracy"]["finetuned"] == policy["accuracy"]["pruned"]  # no fine-tune

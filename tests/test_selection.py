@@ -43,6 +43,22 @@ def test_successive_halving_picks_the_recovered_best_not_the_proxys_best():
     assert asked == []  # every score was there already (a resumed selection)
 
 
+def test_after_the_last_rung_the_best_so_far_is_kept():
+    """`rungs=1` (the default, for its cost): every candidate gets one short fine-tune and the
+    best by val wins; `rungs=2` cuts to the better half once, then picks from the two."""
+    recovered = {"a": [0.50, 0.90], "b": [0.70, 0.71], "c": [0.60, 0.80], "d": [0.69, 0.74]}
+    pool = [Candidate(name, {"l": i / 10}) for i, name in enumerate("abcd")]
+
+    def score(candidate: Candidate, steps: int) -> tuple[float, float]:
+        return recovered[candidate.name][len(candidate.scores)], 1.0
+
+    assert successive_halving(pool, score, 10, rungs=1).name == "b"
+    assert [len(c.scores) for c in pool] == [1, 1, 1, 1]
+    fresh = [Candidate(c.name, c.sparsities) for c in pool]
+    assert successive_halving(fresh, score, 10, rungs=2).name == "d"  # 0.74 > 0.71
+    assert [len(c.scores) for c in fresh] == [1, 2, 1, 2]
+
+
 def test_equal_scores_keep_the_earlier_candidate():
     pool = [Candidate(n, {"l": i}) for i, n in enumerate("xyz")]
     assert successive_halving(pool, lambda c, s: (0.5, 0.3), 5).name == "x"

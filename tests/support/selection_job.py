@@ -21,7 +21,8 @@ from rlprune.agent.config import SearchConfig  # noqa: E402
 
 CONFIG = {"model": "tiny", "dataset": "tiny", "fc_k": 1.0, "target": 0.6, "episodes": 10,
           "warmup": 6, "checkpoint_every": 5, "hidden": (16, 16), "batch_size": 4,
-          "finetune_epochs": 0, "select_top_k": 4, "select_steps": 4}
+          "finetune_epochs": 0, "select_top_k": 4, "select_steps": 4,
+          "select_rungs": 64}
 
 
 def selection_runner():
