@@ -166,10 +166,9 @@ def run_cell(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
     if search.get("action_mapping"):
         row["action_mapping"] = search["action_mapping"]
     if "episodes" in search:  # where the pick came from: a warm-up episode, a later one, a seed
-        selection = search.get("selection") or {}
-        played = [c["episode"] for c in selection.get("candidates", []) if c.get("episode")]
-        row["best_reward_episode"] = played[0] if played else search.get("best_episode")
-        row["chosen"] = selection.get("chosen") or f"episode {search.get('best_episode')}"
+        row["best_reward_episode"] = search.get("best_episode")
+        row["chosen"] = ((search.get("selection") or {}).get("chosen")
+                         or f"episode {search.get('best_episode')}")
     return row, (speed[0] if speed else None)
 
 

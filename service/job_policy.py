@@ -31,8 +31,11 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
     if chosen is not None:
         sparsities = chosen["sparsities"]
         accuracy["proxy"] = chosen["proxy_accuracy"]
+        # the search's best by reward, also where the selection stage applied another
+        # allocation (named in the policy's `selection`)
+        best = search.best if search is not None and search.best is not None else chosen
         search_info = {"episodes": search.state.episode if search else None,
-                       "best_episode": chosen["episode"], "best_reward": chosen["reward"],
+                       "best_episode": best["episode"], "best_reward": best["reward"],
                        "seed": c.seed, "action_mapping": env.action_mapping, "s_max": env.s_max}
     else:
         sparsities = env.sparsities(env.baseline_counts(method))

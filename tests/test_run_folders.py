@@ -316,7 +316,8 @@ def test_search_baseline_and_bench_cells_leave_the_same_run_folders(inprocess, c
     from rlprune.service.lifecycle import RUN_FILES
 
     assert set(RUN_FILES) | {".lock", "checkpoints"} == baseline
-    own = {"rewards.png", "tb", "tb/<events>", "selection.json", "checkpoints/latest", "checkpoints/ep000003",
+    own = {"rewards.png", "tb", "tb/<events>", "selection.json", "checkpoints/latest",
+           "checkpoints/ep000003",
            *(f"checkpoints/ep000003/{f}" for f in ("agent.zip", "replay_buffer.pkl",
                                                     "state.pt"))}
     assert search == baseline | own
