@@ -198,7 +198,8 @@ def test_a_ray_node_that_stops_answering_stops_the_search_resumably(tmp_path, ra
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
-    assert time.monotonic() - start < 60
+    # the old code hung for good; a busy 2-core box starts Ray actors slowly
+    assert time.monotonic() - start < 120
     assert result.state == "interrupted" and "answered nothing for 2 s" in result.reason
     assert job.status()["state"] == "interrupted"
     found = open_resume(job.path, lambda c: make_tiny_dense())
