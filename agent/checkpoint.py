@@ -4,7 +4,7 @@ A checkpoint folder has the SB3 agent (`agent.zip`: networks and optimizers), it
 buffer (`replay_buffer.pkl`) and `state.pt`: the search state, the problem's fingerprint and
 every random generator an episode draws from (python, numpy, torch, the action space's, the
 environment's, the noise's). Where checkpoints are kept (folders, `latest`, atomic renames)
-is the service's business (`rlprune.service.checkpoint_store`).
+is the service's business (`rlprune.service.jobs.checkpoint_store`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The sparsity policy (format `rlprune.policy/1`): build it, check it, turn it into masks.
 
 A policy is plain data (a dict that JSON and YAML hold); files are read and written by the
-service (`rlprune.service.files`).
+service (`rlprune.service.jobs.files`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,6 @@
 
 import sys
 
-from rlprune.service.cli import main
+from rlprune.service.cli.main import main
 
 sys.exit(main())

@@ -145,7 +145,7 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def cli(capsys):
     """Run `rlprune ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from rlprune.service.cli import main
+    from rlprune.service.cli.main import main
 
     def run(*argv: str) -> tuple[int, str, str]:
         try:

@@ -21,7 +21,7 @@ from torch import nn
 
 import rlprune
 from rlprune.models.sparse_io import pack, unpack
-from rlprune.service.artifacts import load_model, save_model
+from rlprune.service.jobs.artifacts import load_model, save_model
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_sparse_storage_gives_back_every_bit():
 
 def test_a_saved_model_loads_bit_exact_and_shrinks_with_sparsity(tmp_path):
     from rlprune.models.registry import build_model
-    from rlprune.service.measure import state_bytes
+    from rlprune.service.jobs.measure import state_bytes
 
     sizes = {}
     for sparsity in (0.0, 0.9):
@@ -179,7 +179,7 @@ def test_export_refuses_a_run_that_is_not_finished(fleet, tmp_path, monkeypatch,
 
 def test_int8_on_a_platform_without_the_engine_is_refused(finished, capsys, monkeypatch):
     """Stand-in for a torch build without the x86 quantized engine."""
-    monkeypatch.setattr("rlprune.service.artifacts.quantized_engines", lambda: ["qnnpack"])
+    monkeypatch.setattr("rlprune.service.jobs.artifacts.quantized_engines", lambda: ["qnnpack"])
     before = snapshot(finished.parent)
     code, _, err = run_main(capsys, "export-model", "a", "--out", "q.pt", "--quantize", "int8")
     assert "x86 quantized engine" in assert_one_line_error(code, err)

@@ -331,7 +331,7 @@ def test_a_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
     """Files are written to a hidden temporary name and renamed; a failure on the way
     removes the temporary file and leaves the old file as it was."""
     from rlprune.models.train import save_weights
-    from rlprune.service.files import write_text_atomic
+    from rlprune.service.jobs.files import write_text_atomic
 
     target = tmp_path / "status.json"
     target.write_text("old")

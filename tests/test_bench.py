@@ -6,13 +6,13 @@ import pytest
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
-from rlprune.service.bench import METHODS, run_bench, run_one
-from rlprune.service.bench_report import (
+from rlprune.service.bench.report import (
     bench_table,
     merge_reports,
     paired_differences,
     speed_summary,
 )
+from rlprune.service.bench.runner import METHODS, run_bench, run_one
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def test_argparse_errors_are_one_line(cli, workdir, argv):
 
 @pytest.mark.parametrize("target", ["0", "1", "1.5", "-0.2", "abc"])
 def test_search_target_outside_unit_interval(cli, workdir, target):
-    from rlprune.service import commands
+    from rlprune.service.cli import commands
 
     if "search" not in commands.HANDLERS:
         pytest.skip("`rlprune search` is not implemented yet")
@@ -139,7 +139,7 @@ def test_bench_bad_counts(cli, workdir, flag):
 @pytest.mark.parametrize("reward", ["-err*log(flops)", "-err*log(params)"])
 def test_amc_rewards_parse_as_written_in_the_design(command, reward):
     """argparse reads `-err*log(...)` as an option unless it is joined to `--reward`."""
-    from rlprune.service.cli import _join_dash_values, build_parser
+    from rlprune.service.cli.main import _join_dash_values, build_parser
 
     required = ["--targets", "0.9", "--out", "b"] if command == "bench" else []
     argv = _join_dash_values([command, "--reward", reward, "--seed-policies", "", *required])

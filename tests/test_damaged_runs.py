@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import copy_run, read_json, run_main, snapshot
 
-from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.checkpoint_store import CheckpointStore
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_search_config_defaults_are_amc():
 
 
 def test_cli_search_defaults():
-    from rlprune.service.cli import build_parser
+    from rlprune.service.cli.main import build_parser
 
     args = build_parser().parse_args(["search"])
     assert (args.episodes, args.warmup, args.target) == (400, 100, 0.9)

@@ -19,7 +19,7 @@ from rlprune.env.fast_proxy import FastProxy, FoldedBatchNorm
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.errors import SettingError
 from rlprune.models.registry import build_model
-from rlprune.service.measure import matmul_gflops, proxy_speed
+from rlprune.service.jobs.measure import matmul_gflops, proxy_speed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VAL = tiny_split(64, seed=1)

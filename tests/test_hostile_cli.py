@@ -33,7 +33,7 @@ from support import (
 )
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.flags import SEARCH_SETTINGS, flag_for
+from rlprune.service.cli.flags import SEARCH_SETTINGS, flag_for
 
 TINY = ("--model", f"{MODEL_MODULE}:make", "--dataset", "digits", "--weights", "{dense}",
         "--quiet")

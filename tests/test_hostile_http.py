@@ -152,7 +152,7 @@ def finished_job(service):
 
 
 def _fill(value, svc, job_id):
-    from rlprune.service.guard import Auth
+    from rlprune.service.http.guard import Auth
 
     names = {"token": svc.token, "session": Auth(svc.token).session, "data": str(svc.data),
              "job": job_id}
@@ -252,7 +252,7 @@ def test_cancel_and_resume_hammered_from_threads_and_processes(service):
     """Two threads and two processes send cancel and resume at random for 8 s; every answer
     is 202 or 409, every state the job shows is a legal one, and once left alone (and
     resumed) it finishes with its run folder whole."""
-    from rlprune.service.registry import STATES
+    from rlprune.service.http.job_registry import STATES
 
     job_id = service.submit({**TINY_JOB, "episodes": 40, "simulated_eval_s": 0.05})
     seen, answers, stop = set(), [], threading.Event()

@@ -19,8 +19,8 @@ import time
 import pytest
 from support.service import TINY_JOB
 
-from rlprune.service.registry import MOVES, STATES, Registry
-from rlprune.service.scheduler import LocalExecutor, start_worker
+from rlprune.service.http.job_registry import MOVES, STATES, Registry
+from rlprune.service.http.scheduler import LocalExecutor, start_worker
 
 
 @pytest.fixture
@@ -137,13 +137,13 @@ def test_sigterm_at_a_workers_first_instruction_stops_it_cleanly(tmp_path):
 
 
 def test_the_workers_check_mode_refuses_in_one_line(tmp_path):
-    """`python -m rlprune.service.worker --check`: the service's child-process check."""
+    """`python -m rlprune.service.http.worker --check`: the service's child-process check."""
     import subprocess
 
     bad = {**TINY_JOB, "model": "rlprune_bad_models:lone_linear", "fc_rule": "3sigma"}
     from support.assets import USER_MODELS
 
-    proc = subprocess.run([sys.executable, "-m", "rlprune.service.worker", "--check"],
+    proc = subprocess.run([sys.executable, "-m", "rlprune.service.http.worker", "--check"],
                           input=json.dumps(bad), capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(USER_MODELS)},
                           timeout=120)

@@ -101,7 +101,7 @@ def _check_install(run_root: Path, pythonpath: list[Path], rlprune: list[str],
     assert done.returncode == 0, done.stderr
     assert "search" in done.stdout
     done = _run(cwd, pythonpath, sys.executable, "-c",
-                "import rlprune.service.cli, rlprune.models.registry, models, sys; "
+                "import rlprune.service.cli.main, rlprune.models.registry, models, sys; "
                 "print(rlprune.__file__); print(models.USER_PACKAGE)")
     assert done.returncode == 0, done.stderr
     where, user = done.stdout.split()

@@ -19,7 +19,7 @@ from support import (
     snapshot,
 )
 
-from rlprune.service.jobs import Job
+from rlprune.service.jobs.run_folder import Job
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from support import (
 )
 
 from rlprune.models.errors import UserError
-from rlprune.service.checkpoint_store import CheckpointStore
-from rlprune.service.files import write_json
-from rlprune.service.jobs import Job, list_jobs
+from rlprune.service.jobs.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.files import write_json
+from rlprune.service.jobs.run_folder import Job, list_jobs
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def test_ctrl_c_outside_the_episodes_leaves_an_interrupted_run_that_resumes(
     """^C while the agent is being set up or the best policy fine-tuned reaches no episode
     boundary; the run must still read `interrupted` (not `failed`) and resume to the end."""
     from rlprune.agent.search import Search
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     def ctrl_c(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -260,13 +260,13 @@ def test_interrupted_baseline_resumes_as_the_same_baseline(inprocess, capsys, wo
     """A baseline stopped by ^C (or killed: `running` with no lock reads `interrupted`) is run
     again by `rlprune resume` -- as the baseline, not as a search in its folder."""
 
-    import rlprune.service.lifecycle
+    import rlprune.service.jobs.lifecycle
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:  # ^C while the baseline prunes and fine-tunes
-        m.setattr(rlprune.service.lifecycle, "prune_and_finetune", ctrl_c)
+        m.setattr(rlprune.service.jobs.lifecycle, "prune_and_finetune", ctrl_c)
         code, _, err = _tiny_baseline(inprocess, capsys, "b")
     assert code == 130 and err.strip().endswith("rlprune resume b")
     run = workdir / "b"
@@ -313,7 +313,7 @@ def test_search_baseline_and_bench_cells_leave_the_same_run_folders(inprocess, c
     search, baseline = layout(workdir / "search"), layout(workdir / "baseline")
     assert layout(workdir / "b" / "runs" / "ddpg-0.5-seed0") == search
     assert layout(workdir / "b" / "runs" / "lamp-0.5-seed0") == baseline
-    from rlprune.service.lifecycle import RUN_FILES
+    from rlprune.service.jobs.lifecycle import RUN_FILES
 
     assert set(RUN_FILES) | {".lock", "checkpoints"} == baseline
     own = {"rewards.png", "tb", "tb/<events>", "selection.json", "checkpoints/latest",

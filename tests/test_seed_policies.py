@@ -67,7 +67,7 @@ def test_dataclass_fields_reach_the_env():
 def test_random_search_draws_its_own_stream_not_the_searchs_warm_up(dense, one_thread):
     """Random search plays the same seed policies, then random episodes of its own: with the
     search's stream it replayed the search's warm-up and could return the search's own pick."""
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=8,
                           warmup=8, checkpoint_every=8, hidden=(16, 16), batch_size=4,
@@ -90,8 +90,8 @@ def test_a_td3_search_runs_end_to_end_and_resumes_its_own_kind(tmp_path, dense, 
     from stable_baselines3 import TD3
 
     from rlprune.models.errors import SettingError, UserError
-    from rlprune.service.checkpoint_store import CheckpointStore
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.jobs.checkpoint_store import CheckpointStore
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=8,
                           warmup=4, checkpoint_every=4, hidden=(16, 16), batch_size=4,
@@ -114,8 +114,8 @@ def test_tpe_plays_the_seed_policies_first_and_resumes_exactly(tmp_path, dense, 
     """Optuna's TPE over the env's actions: its first trials are the seed policies (the same
     allocations as the search's first episodes), then its own; seeded; a run stopped after
     episode 6 and resumed from its checkpoint gives the uninterrupted run's trials."""
-    from rlprune.service.jobs import Job
-    from rlprune.service.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.run_folder import Job
 
     config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=14,
                           warmup=4, checkpoint_every=3, hidden=(16, 16), batch_size=4,

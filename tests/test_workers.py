@@ -19,8 +19,8 @@ import pytest
 from support.worker_search import EPISODES, tiny_search
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.bench import run_bench
-from rlprune.service.checkpoint_store import CheckpointStore
+from rlprune.service.bench.runner import run_bench
+from rlprune.service.jobs.checkpoint_store import CheckpointStore
 
 SCRIPT = Path(__file__).parent / "support" / "worker_search.py"
 
@@ -178,7 +178,7 @@ def test_a_ray_node_that_stops_answering_stops_the_search_resumably(tmp_path, ra
     `interrupted` with the reason, and resuming it gives the uninterrupted search."""
     from conftest import make_tiny_dense
 
-    from rlprune.service.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
 
     config = tiny_search(2, "auto", ray_timeout_s=2.0).config
     runner = JobRunner(config, make_tiny_dense())

@@ -36,7 +36,7 @@ from rlprune.env.finalize import prune_and_finetune
 from rlprune.env.policy import build_channel_policy
 from rlprune.models.splits import Split
 from rlprune.models.train import TrainConfig, train
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def args(argv: list[str]) -> dict:

@@ -21,8 +21,8 @@ import torch
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.train import load_program
-from rlprune.service.dense import load_dense
-from rlprune.service.measure import latency_ms
+from rlprune.service.jobs.dense_loader import load_dense
+from rlprune.service.jobs.measure import latency_ms
 
 
 def main() -> None:

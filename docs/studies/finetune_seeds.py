@@ -19,7 +19,7 @@ import numpy as np
 from study_tools import finalize_with
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def main() -> None:

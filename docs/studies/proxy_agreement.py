@@ -15,8 +15,8 @@ import sys
 import numpy as np
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.dense import load_dense
-from rlprune.service.lifecycle import JobRunner
+from rlprune.service.jobs.dense_loader import load_dense
+from rlprune.service.jobs.lifecycle import JobRunner
 
 
 def play(env, actions) -> dict:

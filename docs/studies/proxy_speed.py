@@ -35,9 +35,9 @@ from rlprune.agent.config import SearchConfig
 from rlprune.env.episode import CALIBRATION_SEED
 from rlprune.env.evaluate import ProxyEvaluator, proxy_score
 from rlprune.env.fast_proxy import FastProxy
-from rlprune.service.dense import load_dense
-from rlprune.service.lifecycle import JobRunner
-from rlprune.service.measure import matmul_gflops
+from rlprune.service.jobs.dense_loader import load_dense
+from rlprune.service.jobs.lifecycle import JobRunner
+from rlprune.service.jobs.measure import matmul_gflops
 
 
 def env_after_episode(config: SearchConfig, actions):

@@ -26,7 +26,7 @@ from rlprune.env.evaluate import ProxyEvaluator
 from rlprune.env.layers import nonzero_costs
 from rlprune.env.policy import build_policy
 from rlprune.models.registry import arch_fingerprint
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def parse(pairs: list[str]) -> SearchConfig:

@@ -22,7 +22,7 @@ from rlprune.env.evaluate import recalibrate_bn
 from rlprune.env.masks import apply_masks
 from rlprune.env.policy import policy_masks
 from rlprune.models.train import evaluate
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def main() -> None:

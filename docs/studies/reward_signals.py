@@ -29,7 +29,7 @@ from study_tools import baseline_env, baseline_sparsities, finalize_with
 
 from rlprune.env.evaluate import ProxyEvaluator
 from rlprune.models.splits import Split
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.search import Search
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def main(argv: list[str]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.dense import load_dense
-from rlprune.service.lifecycle import JobRunner
-from rlprune.service.measure import run_times
+from rlprune.service.jobs.dense_loader import load_dense
+from rlprune.service.jobs.lifecycle import JobRunner
+from rlprune.service.jobs.measure import run_times
 
 EPISODES = 100
 

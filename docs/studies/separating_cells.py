@@ -33,8 +33,8 @@ from rlprune.agent.search import seed_actions
 from rlprune.env.finalize import prune_and_finetune, pruned_copy
 from rlprune.env.make import make_env
 from rlprune.env.selection import short_finetune
-from rlprune.service.dense import load_dense
-from rlprune.service.job_policy import job_policy
+from rlprune.service.jobs.dense_loader import load_dense
+from rlprune.service.jobs.job_policy import job_policy
 
 
 def _args(argv: list[str]) -> dict:

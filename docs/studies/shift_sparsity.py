@@ -22,7 +22,7 @@ import numpy as np
 from study_tools import finalize_with
 
 from rlprune.agent.config import SearchConfig
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def shifted(policy: dict, layer: str, sparsity: float, compensate: str) -> dict:

@@ -31,7 +31,7 @@ from rlprune.env.masks import apply_masks, hold_masks
 from rlprune.env.policy import policy_masks
 from rlprune.models.splits import Split
 from rlprune.models.train import TrainConfig, train
-from rlprune.service.dense import load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 
 
 def short_tuned(dense_model, policy: dict, data, steps: int, lr: float, seed: int = 0):

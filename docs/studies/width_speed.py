@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rlprune.env.channels import network_flops
-from rlprune.service.measure import latency_ms
+from rlprune.service.jobs.measure import latency_ms
 
 FULL = [16, 16, 32, 32, 64, 64, 128, 128]  # vgg-mini's convolutions (models/registry.py)
 

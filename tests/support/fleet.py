@@ -93,7 +93,7 @@ def get_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
 
 
 def _build_fleet(assets: Assets, root: Path) -> Fleet:
-    from rlprune.service.jobs import Job
+    from rlprune.service.jobs.run_folder import Job
 
     fleet = Fleet(assets, root)
     logs = root / "logs"

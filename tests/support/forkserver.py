@@ -32,11 +32,11 @@ def serve() -> None:
     import threading
 
     import rlprune.models.data
-    import rlprune.service.cli
-    import rlprune.service.commands
-    import rlprune.service.console
-    import rlprune.service.dense
-    import rlprune.service.lifecycle  # noqa: F401  (the point is to import them)
+    import rlprune.service.cli.commands
+    import rlprune.service.cli.console
+    import rlprune.service.cli.main
+    import rlprune.service.jobs.dense_loader
+    import rlprune.service.jobs.lifecycle  # noqa: F401  (the point is to import them)
 
     rlprune.models.data.load_dataset("digits")  # imports scikit-learn's loader; no threads
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
@@ -79,7 +79,7 @@ def _child(request: dict) -> None:
         sys.stdout = open(1, "w", closefd=False)  # fresh objects: no lock held by another
         sys.stderr = open(2, "w", closefd=False)  # thread of the server
         sys.stdin = open(os.devnull)
-        from rlprune.service.cli import main
+        from rlprune.service.cli.main import main
 
         code = main(request["argv"])
     except SystemExit as exc:

@@ -19,7 +19,7 @@ from support.assets import PROCESS_TIMEOUT, SEARCH_FLAGS, Assets
 # -- running the CLI ----------------------------------------------------------------------
 def run_main(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     """`rlprune ARGV` in this process: (exit code, stdout, stderr)."""
-    from rlprune.service.cli import main
+    from rlprune.service.cli.main import main
 
     capsys.readouterr()
     try:

@@ -26,7 +26,7 @@ CONFIG = {"model": "tiny", "dataset": "tiny", "fc_k": 1.0, "target": 0.6, "episo
 
 
 def selection_runner():
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     return JobRunner(SearchConfig(**CONFIG), make_tiny_dense())
 
@@ -43,7 +43,7 @@ if __name__ == "__main__":
         time.sleep(0.5)
         return slow(*args, **kwargs)
 
-    import rlprune.service.selection_stage as stage
+    import rlprune.service.jobs.selection_stage as stage
 
     stage.short_finetune = slowly
     runner = selection_runner()

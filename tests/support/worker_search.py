@@ -35,7 +35,7 @@ def tiny_search(workers: int, ray_address: str | None = None, **settings) -> Sea
 
 
 if __name__ == "__main__":
-    from rlprune.service.checkpoint_store import CheckpointStore
+    from rlprune.service.jobs.checkpoint_store import CheckpointStore
 
     torch.set_num_threads(1)
     folder, k = Path(sys.argv[1]), int(sys.argv[2])

@@ -57,7 +57,8 @@ def _flag(name: str, meta) -> str:
 
 def flag_for(name: str) -> str:
     """The command-line flag of a setting (a `SearchConfig` field, or another command's)."""
-    from rlprune.service.settings import BenchPlan, ServeConfig
+    from rlprune.service.bench.plan import BenchPlan
+    from rlprune.service.http.settings import ServeConfig
 
     for cls in (SearchConfig, ServeConfig, BenchPlan):
         for f in dataclasses.fields(cls):

@@ -1,4 +1,4 @@
-"""One service job in its own process: `python -m rlprune.service.worker REQUEST.json`.
+"""One service job in its own process: `python -m rlprune.service.http.worker REQUEST.json`.
 
 The request names the kind (search, baseline, bench), the config (SearchConfig fields, plus
 `method` for a baseline and `targets`, `methods`, `seeds` for a bench), the run folder and
@@ -36,9 +36,9 @@ def _die_with_parent() -> None:
 
 
 def run(request: dict) -> int:
-    from rlprune.service.console import SignalStop
-    from rlprune.service.dense import load_dense
-    from rlprune.service.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.dense_loader import load_dense
+    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.stop import SignalStop
 
     kind, run_dir = request["kind"], Path(request["run_dir"])
     settings = dict(request["config"])
@@ -50,7 +50,7 @@ def run(request: dict) -> int:
     if kind == "bench":
         return _bench(settings, run_dir, cache, resume=bool(request.get("resume")))
     method = settings.pop("method", "ddpg") if kind == "baseline" else "ddpg"
-    stopper = SignalStop()
+    stopper = SignalStop(notify=_say_stopping)
     with stopper:
         if request.get("resume"):
             found = open_resume(run_dir, dense_for)
@@ -72,10 +72,10 @@ def run(request: dict) -> int:
 
 
 def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
-    from rlprune.service.bench import DEFAULT_METHODS, run_bench
-    from rlprune.service.console import SignalStop
-    from rlprune.service.dense import load_dense
-    from rlprune.service.settings import BenchPlan
+    from rlprune.service.bench.plan import BenchPlan
+    from rlprune.service.bench.runner import DEFAULT_METHODS, run_bench
+    from rlprune.service.jobs.dense_loader import load_dense
+    from rlprune.service.jobs.stop import SignalStop
 
     targets = settings.pop("targets", [0.9])
     seeds = settings.pop("seeds", 1)
@@ -86,7 +86,7 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     BenchPlan(targets=tuple(targets), methods=None if methods is None else tuple(methods),
               seeds=seeds, first_seed=first_seed).validate(base)
     dense = load_dense(base, cache=cache)
-    with SignalStop() as stopper:
+    with SignalStop(notify=_say_stopping) as stopper:
         try:
             run_bench(dense, base, targets=targets,
                       methods=methods or list(DEFAULT_METHODS[base.granularity]),
@@ -98,6 +98,12 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     return 0
 
 
+def _say_stopping(signal_name: str) -> None:
+    from rlprune.service.jobs.stop import stopping_message
+
+    print(stopping_message(signal_name), file=sys.stderr, flush=True)
+
+
 def _stop_now(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
@@ -105,7 +111,7 @@ def _stop_now(signum: int, frame) -> None:
 def check(text: str) -> int:
     """`--check`: the job's model and data checked (`jobcheck.check_job`) for the service,
     which runs no user code itself. Exit 0, or 2 with the refusal on stderr."""
-    from rlprune.service.jobcheck import check_job
+    from rlprune.service.http.jobcheck import check_job
 
     check_job(SearchConfig.from_json(json.loads(text)))
     return 0

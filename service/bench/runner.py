@@ -17,10 +17,10 @@ from pathlib import Path
 from rlprune.agent.config import SearchConfig
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
-from rlprune.service.bench_report import speed_summary, write_bench
-from rlprune.service.files import read_json
-from rlprune.service.jobs import DamagedRun, Job
-from rlprune.service.lifecycle import Callback, JobRunner, open_resume, settled
+from rlprune.service.bench.report import speed_summary, write_bench
+from rlprune.service.jobs.files import read_json
+from rlprune.service.jobs.lifecycle import Callback, JobRunner, open_resume, settled
+from rlprune.service.jobs.run_folder import DamagedRun, Job
 
 # per granularity; `ddpg-only` is the search on every layer (no FC rule), `td3` the search
 # with SB3's TD3 as its agent
@@ -186,7 +186,7 @@ def _run_all(dense: Dense, base: SearchConfig, targets: list[float], methods: li
             f"{row['sparsity']:.4f} ({row['seconds']:.0f}s)")
 
     if base.ray_address:
-        from rlprune.service.ray_jobs import run_cells_on_ray
+        from rlprune.service.bench.ray_cells import run_cells_on_ray
 
         order = {(m, c.target, c.seed): i for i, (m, c, _) in enumerate(cells)}
         try:

@@ -32,13 +32,13 @@ from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.train import resolve_device, save_program, save_weights
-from rlprune.service.checkpoint_store import CheckpointStore
-from rlprune.service.files import save_policy, write_json
-from rlprune.service.job_policy import job_policy
-from rlprune.service.jobs import DamagedRun, Job, new_job_id
-from rlprune.service.measure import deployment, proxy_speed
-from rlprune.service.report import write_report
-from rlprune.service.selection_stage import select
+from rlprune.service.jobs.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.files import save_policy, write_json
+from rlprune.service.jobs.job_policy import job_policy
+from rlprune.service.jobs.measure import deployment, proxy_speed
+from rlprune.service.jobs.report import write_report
+from rlprune.service.jobs.run_folder import DamagedRun, Job, new_job_id
+from rlprune.service.jobs.selection_stage import select
 
 # what a job may run, per granularity: the search, random search (the same episodes and seed
 # allocations, no learning: the ablation any RL search must beat) and the baselines

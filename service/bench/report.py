@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprune.models.errors import UserError
-from rlprune.service.files import write_json, write_text_atomic
+from rlprune.service.jobs.files import write_json, write_text_atomic
 
 
 def merge_files(parts: list[str], out: Path) -> dict:

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from rlprune.service.registry import JobRecord, Registry
+from rlprune.service.http.job_registry import JobRecord, Registry
 
 TERMINAL = ("finished", "failed", "cancelled")
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -31,7 +31,7 @@ CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, s
 
 def start_worker(request: str | Path, log: str | Path,
                  env: dict[str, str] | None) -> subprocess.Popen:
-    """A job's worker process (`python -m rlprune.service.worker REQUEST`), its output
+    """A job's worker process (`python -m rlprune.service.http.worker REQUEST`), its output
     appended to `log`, in a session of its own."""
     # SIGTERM and SIGINT blocked in the child from its first instruction (a thread's signal
     # mask is inherited through fork and exec): a cancel during the worker's start-up waits
@@ -39,7 +39,7 @@ def start_worker(request: str | Path, log: str | Path,
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         with open(log, "ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "rlprune.service.worker",
+            return subprocess.Popen([sys.executable, "-m", "rlprune.service.http.worker",
                                      str(request)], stdout=out, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True)
     finally:
@@ -47,7 +47,7 @@ def start_worker(request: str | Path, log: str | Path,
 
 
 class LocalExecutor:
-    """Worker processes on this machine (`python -m rlprune.service.worker`)."""
+    """Worker processes on this machine (`python -m rlprune.service.http.worker`)."""
 
     def __init__(self, runs: Path, registry: Registry, *, max_running: int = 2,
                  auto_resume: bool = True, poll_s: float = 0.2,

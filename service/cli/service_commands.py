@@ -9,15 +9,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from rlprune.models.errors import UserError
-from rlprune.service.flags import SEARCH_SETTINGS
-from rlprune.service.settings import ServeConfig
+from rlprune.service.cli.flags import SEARCH_SETTINGS
+from rlprune.service.http.settings import ServeConfig
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rlprune.service.files import require_writable_folder
-    from rlprune.service.server import check_executor, create_app, make_token
+    from rlprune.service.http.server import check_executor, create_app, make_token
+    from rlprune.service.jobs.files import require_writable_folder
 
     config = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
     config.validate()
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from rlprune.agent.config import SearchConfig
-    from rlprune.service.client import call, token_from
+    from rlprune.service.http.client import call, token_from
 
     token = token_from(args.token_file)
     defaults = SearchConfig()
@@ -87,7 +87,7 @@ def _upload(server: str, token: str, path: Path) -> str:
 
 
 def remote_list(args: argparse.Namespace) -> int:
-    from rlprune.service.client import call, token_from
+    from rlprune.service.http.client import call, token_from
 
     jobs = call(args.server, token_from(args.token_file), "GET", "/v1/jobs")
     if not jobs:
@@ -105,7 +105,7 @@ def remote_list(args: argparse.Namespace) -> int:
 
 
 def remote_status(args: argparse.Namespace) -> int:
-    from rlprune.service.client import call, token_from
+    from rlprune.service.http.client import call, token_from
 
     print(json.dumps(call(args.server, token_from(args.token_file), "GET",
                           f"/v1/jobs/{args.run}"), indent=2))
@@ -113,8 +113,8 @@ def remote_status(args: argparse.Namespace) -> int:
 
 
 def remote_export(args: argparse.Namespace) -> int:
-    from rlprune.service.client import call, token_from
-    from rlprune.service.files import refuse_existing, write_text_atomic
+    from rlprune.service.http.client import call, token_from
+    from rlprune.service.jobs.files import refuse_existing, write_text_atomic
 
     if args.out is not None:
         refuse_existing(Path(args.out), args.force)

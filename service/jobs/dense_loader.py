@@ -16,7 +16,7 @@ from rlprune.models.dense import Dense, check_model
 from rlprune.models.errors import UserError
 from rlprune.models.pretrain import default_weights_path, model_for, pretrain
 from rlprune.models.train import evaluate, load_weights
-from rlprune.service.files import refuse_existing
+from rlprune.service.jobs.files import refuse_existing
 
 
 def object_name(obj: object, given: str | None = None) -> str:

@@ -16,8 +16,8 @@ from rlprune.agent.config import SearchConfig
 from rlprune.env.finalize import pruned_copy
 from rlprune.env.selection import Candidate, short_finetune, successive_halving
 from rlprune.models.dense import Dense
-from rlprune.service.files import read_json, write_json
-from rlprune.service.job_policy import job_policy
+from rlprune.service.jobs.files import read_json, write_json
+from rlprune.service.jobs.job_policy import job_policy
 
 SELECTION_FILE = "selection.json"
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from rlprune.models.errors import SettingError, UserError
-from rlprune.service.flags import (
+from rlprune.service.cli.flags import (
     BASELINE_SETTINGS,
     BENCH_SETTINGS,
     SEARCH_SETTINGS,
@@ -22,7 +22,7 @@ from rlprune.service.flags import (
     flag_for,
     typed,
 )
-from rlprune.service.settings import ServeConfig
+from rlprune.service.http.settings import ServeConfig
 
 SERVE_SETTINGS = [f.name for f in dataclasses.fields(ServeConfig)]
 
@@ -179,7 +179,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        from rlprune.service import commands
+        from rlprune.service.cli import commands
 
         return commands.HANDLERS[args.command](args) or 0
     except SettingError as exc:  # named by the flag the user typed

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rlprune.service.files import write_text_atomic
+from rlprune.service.jobs.files import write_text_atomic
 
 KEEP = 2
 

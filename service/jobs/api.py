@@ -25,9 +25,9 @@ from rlprune.env.policy import granularity_of, validate_policy
 from rlprune.models.data import Data
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
-from rlprune.service.dense import is_object_name, load_dense, object_name
-from rlprune.service.files import load_policy, require_empty_folder
-from rlprune.service.lifecycle import Callback, JobRunner, Result, open_resume, settled
+from rlprune.service.jobs.dense_loader import is_object_name, load_dense, object_name
+from rlprune.service.jobs.files import load_policy, require_empty_folder
+from rlprune.service.jobs.lifecycle import Callback, JobRunner, Result, open_resume, settled
 
 
 def _data(data: Any) -> Data:
@@ -142,7 +142,7 @@ def export(run: str | Path | Result, path: str | Path, *, format: str = "pt",  #
     sparse and compressed; "onnx": checked in ONNX Runtime), int8 with `quantize="int8"`
     (`qat_epochs`: quantization-aware training first); returns the measured table. A run made
     from Python objects needs its `model` and `data` again."""
-    from rlprune.service.artifacts import export as export_run
+    from rlprune.service.jobs.artifacts import export as export_run
 
     if isinstance(run, Result):
         if run.run_dir is None:
@@ -154,6 +154,6 @@ def export(run: str | Path | Result, path: str | Path, *, format: str = "pt",  #
 
 def load_model(path: str | Path) -> nn.Module:
     """The runnable model in a file `export` wrote (format pt)."""
-    from rlprune.service.artifacts import load_model as load
+    from rlprune.service.jobs.artifacts import load_model as load
 
     return load(path)

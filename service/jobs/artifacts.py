@@ -35,10 +35,10 @@ from rlprune.models.errors import UserError
 from rlprune.models.registry import build_model
 from rlprune.models.sparse_io import pack, unpack
 from rlprune.models.train import evaluate, fixed_mode, load_program, load_weights
-from rlprune.service.dense import is_object_name, load_dense
-from rlprune.service.files import load_policy, refuse_existing
-from rlprune.service.jobs import Job, read_mapping
-from rlprune.service.measure import latency_ms, state_bytes
+from rlprune.service.jobs.dense_loader import is_object_name, load_dense
+from rlprune.service.jobs.files import load_policy, refuse_existing
+from rlprune.service.jobs.measure import latency_ms, state_bytes
+from rlprune.service.jobs.run_folder import Job, read_mapping
 
 MODEL_FORMAT = "rlprune.model/1"
 FORMATS = ("pt", "onnx")
@@ -291,7 +291,7 @@ def _write_onnx(model: nn.Module, data: Data, path: Path, out: Exported) -> floa
 
 def _record(job: Job, out: Exported, deploy: dict) -> None:
     """The table goes into the run's deployment.json (under "export") and report.md."""
-    from rlprune.service.files import write_json, write_text_atomic
+    from rlprune.service.jobs.files import write_json, write_text_atomic
 
     deploy_path = job.path / "deployment.json"
     deploy["export"] = {"path": str(out.path), "rows": out.rows,

@@ -8,7 +8,7 @@ settings are SearchConfig's (validated as the command line validates them); a ba
 `method`, a bench `targets`, `methods`, `seeds` and `first_seed`.
 
 User code (a `module:factory` model or dataset) never runs in the server's process: it is
-imported, built and checked in a child process (`python -m rlprune.service.worker --check`)
+imported, built and checked in a child process (`python -m rlprune.service.http.worker --check`)
 with a time limit, so a factory that aborts, exits, hangs or crashes refuses its own job and
 nothing else.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
 from rlprune.models.registry import MODELS
-from rlprune.service.settings import BenchPlan, ServeConfig
+from rlprune.service.bench.plan import BenchPlan
+from rlprune.service.http.settings import ServeConfig
 
 BENCH_KEYS = ("targets", "methods", "seeds", "first_seed")
 DEFAULT_DATA_DIR = SearchConfig().data_dir
@@ -98,7 +99,7 @@ def check_request(kind: str, config: dict, serve: ServeConfig) -> dict:
     data_dir = _data_places(config_, serve)
     out = config_.to_json()
     if kind == "baseline":
-        from rlprune.service.lifecycle import METHODS, settled
+        from rlprune.service.jobs.lifecycle import METHODS, settled
 
         methods = METHODS[config_.granularity]
         if method not in methods or method in ("ddpg",):
@@ -156,7 +157,7 @@ def check_in_child(config: SearchConfig, timeout_s: float) -> None:
     names = " and ".join(f"{what} {name!r}" for what, name in
                          (("model", config.model), ("dataset", config.dataset))
                          if is_user_code(name))
-    proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.worker", "--check"],
+    proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.http.worker", "--check"],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:

@@ -9,10 +9,10 @@ from rlprune.models.errors import UserError
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rlprune.service.jobs import DamagedRun, list_jobs
+    from rlprune.service.jobs.run_folder import DamagedRun, list_jobs
 
     if args.server:
-        from rlprune.service.service_commands import remote_list
+        from rlprune.service.cli.service_commands import remote_list
 
         return remote_list(args)
 
@@ -39,11 +39,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rlprune.service.console import print_json
-    from rlprune.service.jobs import Job
+    from rlprune.service.cli.console import print_json
+    from rlprune.service.jobs.run_folder import Job
 
     if args.server:
-        from rlprune.service.service_commands import remote_status
+        from rlprune.service.cli.service_commands import remote_status
 
         return remote_status(args)
 
@@ -55,11 +55,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rlprune.service.files import load_policy, policy_text, refuse_existing, save_policy
-    from rlprune.service.jobs import Job
+    from rlprune.service.jobs.files import load_policy, policy_text, refuse_existing, save_policy
+    from rlprune.service.jobs.run_folder import Job
 
     if args.server:
-        from rlprune.service.service_commands import remote_export
+        from rlprune.service.cli.service_commands import remote_export
 
         return remote_export(args)
 
@@ -86,9 +86,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
     from rlprune.models.train import load_weights, save_program, save_weights
-    from rlprune.service.console import Progress
-    from rlprune.service.files import load_policy, refuse_existing
-    from rlprune.service.lifecycle import Event
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.files import load_policy, refuse_existing
+    from rlprune.service.jobs.lifecycle import Event
 
     if args.weights is None:
         raise UserError("apply needs the trained dense weights: --weights PATH")
@@ -141,9 +141,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:
-    from rlprune.service.artifacts import export, table
-    from rlprune.service.console import Progress
-    from rlprune.service.lifecycle import Event
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.artifacts import export, table
+    from rlprune.service.jobs.lifecycle import Event
 
     progress = Progress()
     epochs = args.qat_epochs

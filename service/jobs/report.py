@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from rlprune.env.policy import entries, granularity_of  # noqa: E402
-from rlprune.service.files import write_text_atomic  # noqa: E402
+from rlprune.service.jobs.files import write_text_atomic  # noqa: E402
 
 
 def plot_sparsity(policy: dict, path: Path) -> None:

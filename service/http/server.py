@@ -28,17 +28,17 @@ from fastapi.responses import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlprune.models.errors import UserError
-from rlprune.service.guard import (
+from rlprune.service.http.guard import (
     SESSION_COOKIE,
     Auth,
     HeaderLimit,
     check_idempotency_key,
     read_json_body,
 )
-from rlprune.service.jobcheck import check_request
-from rlprune.service.registry import Registry
-from rlprune.service.scheduler import TERMINAL, LocalExecutor
-from rlprune.service.settings import ServeConfig
+from rlprune.service.http.job_registry import Registry
+from rlprune.service.http.jobcheck import check_request
+from rlprune.service.http.scheduler import TERMINAL, LocalExecutor
+from rlprune.service.http.settings import ServeConfig
 
 EVENTS = "events.jsonl"
 
@@ -102,7 +102,7 @@ def _executor(kind: str, ray_address: str | None, runs: Path, registry: Registry
               **kwargs) -> LocalExecutor:
     """`local`: worker processes here; `ray`: Ray tasks on the cluster at `ray_address`."""
     if kind == "ray":
-        from rlprune.service.ray_jobs import RayExecutor
+        from rlprune.service.http.ray_executor import RayExecutor
 
         return RayExecutor(runs, registry, address=ray_address, **kwargs)
     return LocalExecutor(runs, registry, **kwargs)
@@ -215,7 +215,7 @@ def create_app(config: ServeConfig, token: str) -> FastAPI:
         path = Path(_get(registry, job_id).run_dir) / "policy.json"
         if not path.is_file():
             raise HTTPException(404, f"job {job_id} has no policy yet")
-        from rlprune.service.files import load_policy, policy_text
+        from rlprune.service.jobs.files import load_policy, policy_text
 
         text = policy_text(load_policy(path), format)
         media = "application/json" if format == "json" else "application/yaml"
@@ -252,7 +252,7 @@ def _page(request: Request, auth: Auth):
     """`/?token=T` sets the page's session cookie and sends the browser on to `/` (so the
     token leaves the address bar); `/` with the session is the page, which calls the API
     with the bearer header."""
-    from rlprune.service.page import page_html
+    from rlprune.service.http.page import page_html
 
     given = request.query_params.get("token")
     if given is not None:

@@ -10,14 +10,19 @@ from pathlib import Path
 
 from rlprune.agent.config import MAX_EPOCHS
 from rlprune.models.errors import UserError
-from rlprune.service import run_commands, service_commands
-from rlprune.service.files import (
+from rlprune.service.cli import run_commands, service_commands
+from rlprune.service.cli.flags import (
+    BASELINE_SETTINGS,
+    BENCH_SETTINGS,
+    SEARCH_SETTINGS,
+    config_from,
+)
+from rlprune.service.jobs.files import (
     refuse_existing,
     require_empty_folder,
     require_writable_folder,
 )
-from rlprune.service.flags import BASELINE_SETTINGS, BENCH_SETTINGS, SEARCH_SETTINGS, config_from
-from rlprune.service.jobs import RUNS_ROOT
+from rlprune.service.jobs.run_folder import RUNS_ROOT
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -58,7 +63,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rlprune.env.layers import describe
     from rlprune.models.data import spec_of
     from rlprune.models.registry import DEFAULT_DATASET, build_model
-    from rlprune.service.console import print_json
+    from rlprune.service.cli.console import print_json
 
     dataset = args.dataset or DEFAULT_DATASET.get(args.model, "mnist5k")
     spec = spec_of(dataset)
@@ -94,7 +99,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_groups(args: argparse.Namespace, dataset: str, spec, model) -> int:
     """`inspect --granularity channel`: the channel groups and what each costs."""
     from rlprune.env.channels import ChannelGraph
-    from rlprune.service.console import print_json
+    from rlprune.service.cli.console import print_json
 
     graph = ChannelGraph(model, spec.input_shape)
     rows = [{"name": g.name, "kind": g.kind, "channels": g.channels, "layers": g.layers,
@@ -133,8 +138,8 @@ def _validate_names(model: str, dataset: str) -> None:
 
 def _dense(config):
     """The job's dense model: names checked first, then loaded (or pre-trained once)."""
-    from rlprune.service.console import PretrainProgress
-    from rlprune.service.dense import load_dense
+    from rlprune.service.cli.console import PretrainProgress
+    from rlprune.service.jobs.dense_loader import load_dense
 
     config.validate()  # before any pre-training
     progress = PretrainProgress(config.model, config.dataset)
@@ -150,9 +155,10 @@ def _dense(config):
 def _run_job(runner, job, progress, resume_from=None) -> int:
     """Run the job in its folder with the console's bars and signal handling; 130 if it was
     interrupted (with the command that continues it)."""
-    from rlprune.service.console import SignalStop, print_result, say_how_to_resume
+    from rlprune.service.cli.console import print_result, say_how_to_resume, say_stopping
+    from rlprune.service.jobs.stop import SignalStop
 
-    with job, SignalStop(runner):
+    with job, SignalStop(runner, notify=say_stopping):
         try:
             result = runner.run(job, resume_from)
         except KeyboardInterrupt:
@@ -171,8 +177,8 @@ def _run_job(runner, job, progress, resume_from=None) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rlprune.service.console import Progress
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     config = config_from(args, SEARCH_SETTINGS)
     _require_run_folder(args.run_dir)
@@ -199,8 +205,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from rlprune.service.console import Progress
-    from rlprune.service.lifecycle import JobRunner
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.lifecycle import JobRunner
 
     config = config_from(args, BASELINE_SETTINGS, warmup=args.episodes)  # random: no learning
     _require_run_folder(args.run_dir)
@@ -211,9 +217,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rlprune.service.console import Progress
-    from rlprune.service.dense import load_dense
-    from rlprune.service.lifecycle import open_resume
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.dense_loader import load_dense
+    from rlprune.service.jobs.lifecycle import open_resume
 
     progress = Progress(quiet=args.quiet)
     found = open_resume(args.run, load_dense, episodes=args.episodes, callback=progress)
@@ -230,9 +236,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from rlprune.service.bench import run_bench
-    from rlprune.service.bench_report import merge_files
-    from rlprune.service.console import Progress, SignalStop
+    from rlprune.service.bench.report import merge_files
+    from rlprune.service.bench.runner import run_bench
+    from rlprune.service.cli.console import Progress, say_stopping
+    from rlprune.service.jobs.stop import SignalStop
 
     out = Path(args.out)
     if args.resume and args.merge:
@@ -246,8 +253,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print((out / "bench.md").read_text(), end="")
         print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
         return 0
-    from rlprune.service.bench import DEFAULT_METHODS
-    from rlprune.service.settings import BenchPlan
+    from rlprune.service.bench.plan import BenchPlan
+    from rlprune.service.bench.runner import DEFAULT_METHODS
 
     base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
     given = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods \
@@ -258,7 +265,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = list(given or DEFAULT_METHODS[base.granularity])
     _validate_names(base.model, base.dataset)
     dense = _dense(base)
-    with SignalStop() as stopper:
+    with SignalStop(notify=say_stopping) as stopper:
         report = run_bench(dense, base, targets=args.targets, methods=methods,
                            seeds=args.seeds, first_seed=args.first_seed, out=out,
                            progress=lambda label: Progress(label, quiet=args.quiet),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlprune.models.errors import UserError
-from rlprune.service.files import read_json, write_json
+from rlprune.service.jobs.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")

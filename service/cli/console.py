@@ -7,19 +7,18 @@ stderr, and signals become stop requests.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from rlprune.service.checkpoint_store import CheckpointStore
-from rlprune.service.files import read_json
-from rlprune.service.jobs import Job
+from rlprune.service.jobs.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.files import read_json
+from rlprune.service.jobs.run_folder import Job
 
 if TYPE_CHECKING:
-    from rlprune.service.lifecycle import Event, JobRunner
+    from rlprune.service.jobs.lifecycle import Event
 
 
 class Progress:
@@ -84,33 +83,6 @@ class PretrainProgress:
             self.bar = None
 
 
-class SignalStop:
-    """While in use, SIGINT and SIGTERM during a search stop it after the current episode
-    (with a checkpoint); a second signal, or one at any other moment (set-up, fine-tune, a
-    baseline), stops at once with KeyboardInterrupt. `runner` is the job being run."""
-
-    def __init__(self, runner: JobRunner | None = None):
-        self.runner = runner
-        self._previous: dict = {}
-
-    def _handle(self, signum: int, frame) -> None:
-        runner = self.runner
-        if runner is None or not runner.searching or runner.stop_requested():
-            raise KeyboardInterrupt
-        runner.request_stop()
-        print(f"\nrlprune: {signal.Signals(signum).name}: stopping after this episode and "
-              "saving a checkpoint (again to stop at once)", file=sys.stderr)
-
-    def __enter__(self) -> SignalStop:
-        self._previous = {s: signal.signal(s, self._handle)
-                          for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 def say_how_to_resume(job: Job) -> None:
     """The line after an interruption: how far the run got and the command that goes on."""
     status = job.status()
@@ -131,7 +103,7 @@ def say_how_to_resume(job: Job) -> None:
 
 
 def print_result(policy: dict, run: Path, method: str) -> None:
-    from rlprune.service.report import result_rows
+    from rlprune.service.jobs.report import result_rows
 
     print(f"\nrun {run}" if method == "ddpg" else f"run {run} ({method})")
     deploy = run / "deployment.json"
@@ -146,3 +118,10 @@ def print_result(policy: dict, run: Path, method: str) -> None:
 
 def print_json(data: object) -> None:
     print(json.dumps(data, indent=2))
+
+
+def say_stopping(signal_name: str) -> None:
+    """What a terminal shows when ^C or SIGTERM asks a search to stop (`SignalStop.notify`)."""
+    from rlprune.service.jobs.stop import stopping_message
+
+    print("\n" + stopping_message(signal_name), file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Benches: every method at every target and seed, their reports, and their cells on Ray."""
