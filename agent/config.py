@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from rlprune.agent.methods import seed_policies
 from rlprune.env.config import EnvConfig
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import check, setting, typed_fields
 
-SEED_POLICIES = ("uniform", "global", "lamp", "erk")  # the weight-mode baselines
-CHANNEL_SEED_POLICIES = ("uniform", "global-l1", "global-taylor")
 DEVICES = ("auto", "cpu", "cuda")
 AGENT_NAMES = ("ddpg", "td3")  # agent/ddpg.py AGENTS
 # the largest values of the numeric settings: a larger one is a typo, would run for days, or
@@ -161,7 +160,7 @@ class SearchConfig(EnvConfig):
                                f"got {self.hidden}")
 
     def _seed_choices(self) -> tuple[str, ...]:
-        return CHANNEL_SEED_POLICIES if self.granularity == "channel" else SEED_POLICIES
+        return seed_policies(self.granularity)
 
     def seed_policies_for(self) -> tuple[str, ...]:
         """The seed policies to play: as given, or every baseline of the granularity."""

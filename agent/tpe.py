@@ -22,7 +22,8 @@ import torch
 
 from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.search import (
+from rlprune.agent.methods import Method, register
+from rlprune.agent.search_state import (
     CheckpointSink,
     DamagedCheckpoint,
     SearchState,
@@ -164,3 +165,6 @@ class TpeSearch:
 
     def close(self) -> None:
         pass
+
+
+register(Method("tpe", search=TpeSearch, one_worker=True))

@@ -12,7 +12,7 @@ from rlprune.service.bench.report import (
     paired_differences,
     speed_summary,
 )
-from rlprune.service.bench.runner import METHODS, run_bench, run_one
+from rlprune.service.bench.runner import bench_methods, run_bench, run_one
 
 
 @pytest.fixture
@@ -23,11 +23,11 @@ def dense(tiny_dense):
 def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_thread):
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
                         checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
-    report = run_bench(dense, base, targets=[0.5], methods=list(METHODS["weight"]), seeds=1,
+    report = run_bench(dense, base, targets=[0.5], methods=list(bench_methods("weight")), seeds=1,
                        out=tmp_path / "out", log=lambda line: None)
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert [r["method"] for r in on_disk["results"]] == list(METHODS["weight"])
+    assert [r["method"] for r in on_disk["results"]] == list(bench_methods("weight"))
     # auto mapping: c3 (the largest conv layer) is last; with every layer, f1 is not
     mapping = {r["method"]: r.get("action_mapping") for r in on_disk["results"]}
     assert (mapping["ddpg"], mapping["ddpg-only"], mapping["lamp"]) == ("absolute", "feasible",
@@ -45,7 +45,7 @@ def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_threa
     assert 0 < speed["proxy_efficiency"] < 10  # each cell's ratio, averaged
     table = (tmp_path / "out" / "bench.md").read_text()
     assert "of a 2048x2048 fp32 matmul" in table
-    assert all(f"| {m} |" in table for m in METHODS["weight"])
+    assert all(f"| {m} |" in table for m in bench_methods("weight"))
     assert (tmp_path / "out" / "bench.png").stat().st_size > 0
     agents = {}  # the td3 cell is the search with TD3; a baseline's cell has no agent of its own
     for path in (tmp_path / "out" / "runs").glob("*/config.json"):
@@ -99,7 +99,7 @@ def test_a_stopped_search_stops_the_bench_and_keeps_the_finished_rows(tmp_path, 
 
     def stop_after_two(self):
         if self.state.episode == 2:
-            self.request_stop()
+            self.should_stop = lambda: True
         return boundary(self)
 
     monkeypatch.setattr(Search, "_at_boundary", stop_after_two)
@@ -134,7 +134,7 @@ def test_resume_keeps_finished_cells_and_continues_the_stopped_one(tmp_path, den
 
     def stop_after_two(self):
         if self.state.episode == 2:
-            self.request_stop()
+            self.should_stop = lambda: True
         return boundary(self)
 
     out = tmp_path / "out"

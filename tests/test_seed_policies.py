@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.search import Search, _better
+from rlprune.agent.search import Search
+from rlprune.agent.search_state import _better
 
 
 @pytest.fixture
@@ -114,7 +115,8 @@ def test_tpe_plays_the_seed_policies_first_and_resumes_exactly(tmp_path, dense, 
     """Optuna's TPE over the env's actions: its first trials are the seed policies (the same
     allocations as the search's first episodes), then its own; seeded; a run stopped after
     episode 6 and resumed from its checkpoint gives the uninterrupted run's trials."""
-    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.lifecycle import JobRunner
+    from rlprune.service.jobs.resume import open_resume
     from rlprune.service.jobs.run_folder import Job
 
     config = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, target=0.6, episodes=14,
@@ -135,9 +137,14 @@ def test_tpe_plays_the_seed_policies_first_and_resumes_exactly(tmp_path, dense, 
     assert rewards[4:] != search.search.state.rewards[4:14]
     assert played().search.state.rewards == rewards  # seeded
     episodes: list[int] = []
-    stopping = JobRunner(config, dense, "tpe", should_stop=lambda: len(episodes) >= 6,
-                         callback=lambda e: episodes.append(e.episode) if e.kind == "episode"
-                         else None)
+
+    def stop_after_six(event) -> bool | None:  # False: stop at the next boundary
+        if event.kind != "episode":
+            return None
+        episodes.append(event.episode)
+        return len(episodes) < 6
+
+    stopping = JobRunner(config, dense, "tpe", callback=stop_after_six)
     job = stopping.create(tmp_path / "run")
     with job:
         assert stopping.run(job).state == "interrupted"

@@ -113,7 +113,7 @@ def test_the_pick_is_the_policy_and_the_report_lists_the_candidates(tmp_path, on
 def test_sigkill_during_selection_then_resume_makes_the_same_pick(tmp_path, one_thread):
     from conftest import make_tiny_dense
 
-    from rlprune.service.jobs.lifecycle import open_resume
+    from rlprune.service.jobs.resume import open_resume
 
     uninterrupted = selection_runner()
     reference = uninterrupted.run().policy["search"]["selection"]

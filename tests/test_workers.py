@@ -178,7 +178,8 @@ def test_a_ray_node_that_stops_answering_stops_the_search_resumably(tmp_path, ra
     `interrupted` with the reason, and resuming it gives the uninterrupted search."""
     from conftest import make_tiny_dense
 
-    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.lifecycle import JobRunner
+    from rlprune.service.jobs.resume import open_resume
 
     config = tiny_search(2, "auto", ray_timeout_s=2.0).config
     runner = JobRunner(config, make_tiny_dense())

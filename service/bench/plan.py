@@ -25,7 +25,7 @@ class BenchPlan:
 
     def validate(self, base: SearchConfig) -> None:
         """Refuse a plan out of its limits, or a target or method `base` cannot run."""
-        from rlprune.service.bench.runner import METHODS
+        from rlprune.service.bench.runner import bench_methods
 
         check(self)
         if not self.targets or not all(isinstance(t, Real) and not isinstance(t, bool)
@@ -36,7 +36,7 @@ class BenchPlan:
             SearchConfig.with_settings(**{**base.to_json(), "target": target}).validate()
         if self.first_seed + self.seeds - 1 > MAX_SEED:
             raise SettingError("first_seed", f"plus the seeds must stay at most {MAX_SEED}")
-        known = METHODS[base.granularity]
+        known = bench_methods(base.granularity)
         unknown = [m for m in self.methods or () if m not in known]
         if self.methods is not None and (not self.methods or unknown):
             raise SettingError("methods", f"has unknown method {', '.join(unknown) or '(none)'}"

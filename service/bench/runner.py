@@ -15,25 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
+from rlprune.agent.methods import METHODS, default_bench, methods_for
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.service.bench.report import speed_summary, write_bench
+from rlprune.service.jobs.events import Callback
 from rlprune.service.jobs.files import read_json
-from rlprune.service.jobs.lifecycle import Callback, JobRunner, open_resume, settled
+from rlprune.service.jobs.lifecycle import JobRunner, Opened, run_job, settled
+from rlprune.service.jobs.resume import open_resume
 from rlprune.service.jobs.run_folder import DamagedRun, Job
 
-# per granularity; `ddpg-only` is the search on every layer (no FC rule), `td3` the search
-# with SB3's TD3 as its agent
-METHODS = {"weight": ("ddpg", "ddpg-only", "td3", "3sigma-only", "random", "tpe", "uniform",
-                      "global", "lamp", "erk"),
-           "channel": ("ddpg", "td3", "random", "tpe", "uniform", "global-l1",
-                       "global-taylor")}
-# a bench method that is the search with other settings: (the job's method, the settings)
-SEARCH_VARIANTS = {"ddpg-only": ("ddpg", {"fc_rule": "agent"}),
-                   "td3": ("ddpg", {"agent": "td3"})}
-DEFAULT_METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp",
-                              "erk"),
-                   "channel": ("ddpg", "random", "uniform", "global-l1", "global-taylor")}
+
+def bench_methods(granularity: str) -> tuple[str, ...]:
+    """What a bench of `granularity` may run: every job method and the searches' variants."""
+    return methods_for(granularity, variants=True)
+
+
+def default_methods(granularity: str) -> tuple[str, ...]:
+    """What a bench of `granularity` runs when no methods are named."""
+    return default_bench(granularity)
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
@@ -43,29 +43,29 @@ def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
     and `rlprune baseline`; its policy. `SEARCH_VARIANTS` are the search with other settings;
     a baseline has no agent (its cells run with the default one recorded). A search stopped
     early stops the whole bench (KeyboardInterrupt)."""
-    kind, changes = SEARCH_VARIANTS.get(method, (method, {}))
-    if kind != "ddpg":
+    m = METHODS[method]
+    kind, changes = (m.variant_of, dict(m.settings)) if m.variant_of else (method, {})
+    if not METHODS[kind].uses_agent:
         changes = {**changes, "agent": "ddpg"}
     config = dataclasses.replace(config, **changes)
     callback = progress(run_dir.name) if progress else None
-    checkpoint = None
-    if run_dir.exists():  # a cell of the interrupted bench this one resumes
-        found = _earlier_cell(run_dir, config, kind, dense, callback)
-        if isinstance(found, dict):
-            return found
-        runner, job, checkpoint = found.runner, found.job, found.checkpoint
-    else:
-        runner = JobRunner(config, dense, kind, callback=callback)
-        job = None
-    if on_runner is not None:
-        on_runner(runner)
-    job = job if job is not None else runner.create(run_dir)
-    with job:
-        try:
-            result = runner.run(job, checkpoint)
-        finally:
-            if callback is not None:
-                callback.close()
+
+    def on_start(opened: Opened) -> None:
+        if on_runner is not None:
+            on_runner(opened.runner)
+
+    try:
+        if run_dir.exists():  # a cell of the interrupted bench this one resumes
+            found = _earlier_cell(run_dir, config, kind, dense, callback)
+            if isinstance(found, dict):
+                return found
+            result = found.run(on_start)
+        else:
+            result = run_job(config, dense, kind, run_dir=run_dir, callback=callback,
+                             on_start=on_start)
+    finally:
+        if callback is not None:
+            callback.close()
     if result.state == "interrupted":
         raise KeyboardInterrupt
     if result.proxy_speed is not None:
@@ -116,7 +116,7 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     if not resume and (out / "runs").exists():
         raise UserError(f"{out} already holds a bench's runs; resume it (--resume) or choose "
                         "a new --out")
-    known = METHODS[base.granularity]
+    known = methods_for(base.granularity, variants=True)
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)} for granularity "

@@ -152,41 +152,50 @@ def _dense(config):
         progress.close()
 
 
-def _run_job(runner, job, progress, resume_from=None) -> int:
-    """Run the job in its folder with the console's bars and signal handling; 130 if it was
-    interrupted (with the command that continues it)."""
-    from rlprune.service.cli.console import print_result, say_how_to_resume, say_stopping
-    from rlprune.service.jobs.stop import SignalStop
+def _finish(start, progress, stopper) -> int:
+    """Run a job (`start(on_start)`: `run_job` or `resume_job`) with the console's bars and
+    signal handling; 130 if it was interrupted (with the command that continues it)."""
+    from rlprune.service.cli.console import print_result, say_how_to_resume
 
-    with job, SignalStop(runner, notify=say_stopping):
-        try:
-            result = runner.run(job, resume_from)
-        except KeyboardInterrupt:
-            progress.close()
-            say_how_to_resume(job)
-            return 130
-        finally:
-            progress.close()
+    opened = []
+
+    def on_start(job) -> None:
+        opened.append(job)
+        stopper.runner = job.runner
+
+    try:
+        with stopper:
+            result = start(on_start)
+    except KeyboardInterrupt:
+        progress.close()
+        if not opened:
+            raise
+        say_how_to_resume(opened[0].job)
+        return 130
+    finally:
+        progress.close()
+    job = opened[0].job
     if result.state == "interrupted":
         if result.reason:
             print(f"rlprune: {result.reason}", file=sys.stderr)
         say_how_to_resume(job)
         return 130
-    print_result(result.policy, job.path, runner.method)
+    print_result(result.policy, job.path, opened[0].runner.method)
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from rlprune.service.cli.console import Progress
-    from rlprune.service.jobs.lifecycle import JobRunner
+def _console(quiet: bool):
+    """The bars and the signal handling of one job on the terminal."""
+    from rlprune.service.cli.console import Progress, say_stopping
+    from rlprune.service.jobs.stop import SignalStop
 
-    config = config_from(args, SEARCH_SETTINGS)
-    _require_run_folder(args.run_dir)
-    dense = _dense(config)
-    progress = Progress(quiet=args.quiet)
-    runner = JobRunner(config, dense, callback=progress)
-    job = runner.create(args.run_dir)
-    env = runner.env
+    return Progress(quiet=quiet), SignalStop(notify=say_stopping)
+
+
+def _say_what_runs(opened) -> None:
+    """The line a search starts with: its run folder and the problem it prunes."""
+    runner, job = opened.runner, opened.job
+    config, env, dense = runner.config, runner.env, runner.dense
     if config.granularity == "channel":
         what = (f"target {config.target:g} of the {config.budget}, {len(env.agent_layers)} "
                 f"channel groups (criterion {config.criterion}), {env.action_mapping} actions "
@@ -201,38 +210,63 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"run {job.path}: {config.model} on {config.dataset}, {what}, reward "
           f"{config.reward_kind}, dense test accuracy {100 * dense.test_accuracy:.2f}%",
           file=sys.stderr)
-    return _run_job(runner, job, progress)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rlprune.service.jobs.lifecycle import run_job
+
+    config = config_from(args, SEARCH_SETTINGS)
+    _require_run_folder(args.run_dir)
+    dense = _dense(config)
+    progress, stopper = _console(args.quiet)
+
+    def start(on_start):
+        def announce(opened) -> None:
+            on_start(opened)
+            _say_what_runs(opened)
+
+        return run_job(config, dense, run_dir=args.run_dir, callback=progress,
+                       on_start=announce)
+
+    return _finish(start, progress, stopper)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from rlprune.service.cli.console import Progress
-    from rlprune.service.jobs.lifecycle import JobRunner
+    from rlprune.service.jobs.lifecycle import run_job
 
     config = config_from(args, BASELINE_SETTINGS, warmup=args.episodes)  # random: no learning
     _require_run_folder(args.run_dir)
     dense = _dense(config)
-    progress = Progress(quiet=args.quiet)
-    runner = JobRunner(config, dense, args.method, callback=progress)  # refuses bad targets
-    return _run_job(runner, runner.create(args.run_dir), progress)
+    progress, stopper = _console(args.quiet)
+    return _finish(lambda on_start: run_job(config, dense, args.method, run_dir=args.run_dir,
+                                            callback=progress, on_start=on_start),
+                   progress, stopper)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rlprune.service.cli.console import Progress
     from rlprune.service.jobs.dense_loader import load_dense
-    from rlprune.service.jobs.lifecycle import open_resume
+    from rlprune.service.jobs.resume import resume_job
 
-    progress = Progress(quiet=args.quiet)
-    found = open_resume(args.run, load_dense, episodes=args.episodes, callback=progress)
-    job, method = found.job, found.runner.method
-    for skipped in found.skipped:
-        print(f"checkpoint {skipped} does not load; skipped (kept)", file=sys.stderr)
-    if method != "ddpg":
-        print(f"running baseline {method} in {job.path} again", file=sys.stderr)
-    elif found.checkpoint is not None:
-        print(f"resuming {job.path} from {found.checkpoint.name}", file=sys.stderr)
-    else:
-        print(f"no checkpoint in {job.path}; starting its search over", file=sys.stderr)
-    return _run_job(found.runner, job, progress, found.checkpoint)
+    progress, stopper = _console(args.quiet)
+
+    def start(on_start):
+        def announce(opened) -> None:
+            on_start(opened)
+            job, method = opened.job, opened.runner.method
+            for skipped in opened.skipped:
+                print(f"checkpoint {skipped} does not load; skipped (kept)", file=sys.stderr)
+            if method != "ddpg":
+                print(f"running baseline {method} in {job.path} again", file=sys.stderr)
+            elif opened.checkpoint is not None:
+                print(f"resuming {job.path} from {opened.checkpoint.name}", file=sys.stderr)
+            else:
+                print(f"no checkpoint in {job.path}; starting its search over",
+                      file=sys.stderr)
+
+        return resume_job(args.run, load_dense, episodes=args.episodes, callback=progress,
+                          on_start=announce)
+
+    return _finish(start, progress, stopper)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -254,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
         return 0
     from rlprune.service.bench.plan import BenchPlan
-    from rlprune.service.bench.runner import DEFAULT_METHODS
+    from rlprune.service.bench.runner import default_methods
 
     base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
     given = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods \
@@ -262,7 +296,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plan = BenchPlan(targets=tuple(args.targets), methods=given, seeds=args.seeds,
                      first_seed=args.first_seed)
     plan.validate(base)  # every target and method, before any work
-    methods = list(given or DEFAULT_METHODS[base.granularity])
+    methods = list(given or default_methods(base.granularity))
     _validate_names(base.model, base.dataset)
     dense = _dense(base)
     with SignalStop(notify=say_stopping) as stopper:

@@ -99,9 +99,9 @@ def check_request(kind: str, config: dict, serve: ServeConfig) -> dict:
     data_dir = _data_places(config_, serve)
     out = config_.to_json()
     if kind == "baseline":
-        from rlprune.service.jobs.lifecycle import METHODS, settled
+        from rlprune.service.jobs.lifecycle import job_methods, settled
 
-        methods = METHODS[config_.granularity]
+        methods = job_methods(config_.granularity)
         if method not in methods or method in ("ddpg",):
             raise UserError(f"a baseline needs method, one of "
                             f"{', '.join(m for m in methods if m != 'ddpg')}")

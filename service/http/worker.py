@@ -37,7 +37,8 @@ def _die_with_parent() -> None:
 
 def run(request: dict) -> int:
     from rlprune.service.jobs.dense_loader import load_dense
-    from rlprune.service.jobs.lifecycle import JobRunner, open_resume
+    from rlprune.service.jobs.lifecycle import run_job
+    from rlprune.service.jobs.resume import resume_job
     from rlprune.service.jobs.stop import SignalStop
 
     kind, run_dir = request["kind"], Path(request["run_dir"])
@@ -51,29 +52,26 @@ def run(request: dict) -> int:
         return _bench(settings, run_dir, cache, resume=bool(request.get("resume")))
     method = settings.pop("method", "ddpg") if kind == "baseline" else "ddpg"
     stopper = SignalStop(notify=_say_stopping)
+
+    def on_start(opened) -> None:
+        stopper.runner = opened.runner
+
     with stopper:
         if request.get("resume"):
-            found = open_resume(run_dir, dense_for)
-            runner, job, checkpoint = found.runner, found.job, found.checkpoint
+            result = resume_job(run_dir, dense_for, on_start=on_start)
         else:
             if kind == "baseline":
                 settings.setdefault("warmup", settings.get("episodes", 0))
             config = SearchConfig.with_settings(**settings)
             config.validate()
-            runner = JobRunner(config, dense_for(config), method)
-            job, checkpoint = runner.create(run_dir), None
-        stopper.runner = runner
-        with job:
-            try:
-                result = runner.run(job, checkpoint)
-            except KeyboardInterrupt:
-                return 130
+            result = run_job(config, dense_for(config), method, run_dir=run_dir,
+                             on_start=on_start)
     return 0 if result.state == "finished" else 130
 
 
 def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     from rlprune.service.bench.plan import BenchPlan
-    from rlprune.service.bench.runner import DEFAULT_METHODS, run_bench
+    from rlprune.service.bench.runner import default_methods, run_bench
     from rlprune.service.jobs.dense_loader import load_dense
     from rlprune.service.jobs.stop import SignalStop
 
@@ -89,7 +87,7 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     with SignalStop(notify=_say_stopping) as stopper:
         try:
             run_bench(dense, base, targets=targets,
-                      methods=methods or list(DEFAULT_METHODS[base.granularity]),
+                      methods=methods or list(default_methods(base.granularity)),
                       seeds=seeds, first_seed=first_seed, out=out,
                       on_runner=lambda runner: setattr(stopper, "runner", runner),
                       resume=resume)

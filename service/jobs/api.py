@@ -26,8 +26,10 @@ from rlprune.models.data import Data
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.service.jobs.dense_loader import is_object_name, load_dense, object_name
+from rlprune.service.jobs.events import Callback, Result
 from rlprune.service.jobs.files import load_policy, require_empty_folder
-from rlprune.service.jobs.lifecycle import Callback, JobRunner, Result, open_resume, settled
+from rlprune.service.jobs.lifecycle import run_job, settled
+from rlprune.service.jobs.resume import resume_job
 
 
 def _data(data: Any) -> Data:
@@ -47,12 +49,8 @@ def _job(method: str, model: nn.Module, data: Any, target: float, run_dir: str |
                      method)  # checked before run_dir is
     if run_dir is not None:
         require_empty_folder(run_dir, "run_dir")
-    runner = JobRunner(config, Dense.of(model, data), method, callback=callback)
-    if run_dir is None:
-        return runner.run()
-    job = runner.create(run_dir)
-    with job:
-        return runner.run(job)
+    return run_job(config, Dense.of(model, data), method, run_dir=run_dir,
+                   in_memory=run_dir is None, callback=callback)
 
 
 def search(model: nn.Module, data: Any, target: float = 0.9, *,
@@ -98,9 +96,7 @@ def resume(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
                             "resume it without model and data")
         return Dense.of(model, _data(data))
 
-    found = open_resume(run_dir, load, episodes=episodes, callback=callback)
-    with found.job:
-        return found.runner.run(found.job, found.checkpoint)
+    return resume_job(run_dir, load, episodes=episodes, callback=callback)
 
 
 def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None,

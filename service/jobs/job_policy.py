@@ -4,9 +4,9 @@ baseline's rule, or the k-sigma rule on every layer; weight or channel granulari
 from __future__ import annotations
 
 from rlprune.agent.config import SearchConfig
+from rlprune.agent.methods import METHODS
 from rlprune.agent.search import Search
-from rlprune.env.layers import describe, nonzero_costs
-from rlprune.env.masks import sigma_mask
+from rlprune.env.layers import nonzero_costs
 from rlprune.env.policy import build_channel_policy, build_policy
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
@@ -22,8 +22,9 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
     fingerprint = arch_fingerprint(dense.model)
     accuracy = {"dense": dense.test_accuracy}
     search_info: dict = {"seed": c.seed}
-    if method == "3sigma-only":
-        return _three_sigma_everywhere(c, dense, fingerprint, accuracy)
+    rule = METHODS[method]
+    if rule.policy is not None:  # a rule that makes its whole policy (3sigma-only)
+        return rule.policy(c, dense)
     if chosen is None and search is not None:
         chosen = search.best
         if chosen is None:
@@ -38,7 +39,7 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
                        "best_episode": best["episode"], "best_reward": best["reward"],
                        "seed": c.seed, "action_mapping": env.action_mapping, "s_max": env.s_max}
     else:
-        sparsities = env.sparsities(env.baseline_counts(method))
+        sparsities = env.sparsities(rule.allocate(env))
     if c.granularity == "channel":
         removed = env.removed_channels(sparsities)
         counts = [len(removed[g.name]) for g in env.graph.groups]
@@ -52,19 +53,3 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
         target=c.target, scope=c.scope, net=env.net, sparsities=sparsities,
         fc_rule=c.fc_rule, fc_k=env.fc.k, costs=nonzero_costs(env.net, sparsities),
         accuracy=accuracy, search=search_info)
-
-
-def _three_sigma_everywhere(c: SearchConfig, dense: Dense, fingerprint: str, accuracy: dict
-                            ) -> dict:
-    """The k-sigma rule (k=3) on every layer; its sparsity is whatever the rule gives."""
-    net = describe(dense.model, dense.input_shape, "3sigma")
-    for layer in net.layers:
-        layer.owner = "fc-rule"
-    k = 3.0
-    sparsities = {layer.name: 1.0 - float(sigma_mask(layer.module.weight, k).float().mean())
-                  for layer in net.layers}
-    return build_policy(
-        model=c.model, dataset=c.dataset, fingerprint=fingerprint, method="3sigma-only",
-        target=c.target, scope="total", net=net, sparsities=sparsities, fc_rule="3sigma",
-        fc_k=k, costs=nonzero_costs(net, sparsities), accuracy=accuracy,
-        search={"seed": c.seed})

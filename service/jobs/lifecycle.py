@@ -4,10 +4,12 @@ settings -> allocation (a DDPG search, or a baseline's rule) -> policy -> pruned
 model -> the run folder's files (config.json, status.json, policy.json, pruned.pt, report.md,
 and for a search checkpoints/ and tb/). Without a run folder the same steps run in memory.
 
-`JobRunner(config, dense, method)` checks everything it can before a folder exists (the
-settings, the target's feasibility); `create()` makes the folder; `run()` does the work and
-reports progress as `Event`s. A callback that returns False, or `should_stop`, stops a
-search at the next episode boundary (resumable); nothing here prints or handles signals.
+`run_job(config, dense, method)` is the whole sequence: `JobRunner(config, dense, method)`
+checks everything it can before a folder exists (the settings, the target's feasibility);
+`create()` makes the folder and locks it; `run()` does the work and reports progress as
+`Event`s. A stop is asked for one way: `request_stop()` (a signal handler calls it), or a
+callback that returns False; a search stops at the next episode boundary (resumable). Nothing
+here prints or handles signals. Resuming is `rlprune.service.jobs.resume`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from rlprune.agent.config import CHANNEL_SEED_POLICIES, SEED_POLICIES, SearchConfig
-from rlprune.agent.search import RANDOM_STREAM, DamagedCheckpoint, Search
+from rlprune.agent.config import SearchConfig
+from rlprune.agent.methods import METHODS, method_named, methods_for
+from rlprune.agent.search import Search
 from rlprune.agent.tpe import TpeSearch
 from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
@@ -30,86 +33,41 @@ from rlprune.env.make import make_env
 from rlprune.env.policy import entries
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
-from rlprune.models.errors import SettingError, UserError
+from rlprune.models.errors import SettingError
 from rlprune.models.train import resolve_device, save_program, save_weights
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.events import Callback, Event, Result
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
 from rlprune.service.jobs.measure import deployment, proxy_speed
 from rlprune.service.jobs.report import write_report
-from rlprune.service.jobs.run_folder import DamagedRun, Job, new_job_id
+from rlprune.service.jobs.run_folder import Job, new_job_id
 from rlprune.service.jobs.selection_stage import select
 
-# what a job may run, per granularity: the search, random search (the same episodes and seed
-# allocations, no learning: the ablation any RL search must beat) and the baselines
-METHODS = {"weight": ("ddpg", "random", "tpe", *SEED_POLICIES, "3sigma-only"),
-           "channel": ("ddpg", "random", "tpe", *CHANNEL_SEED_POLICIES)}
-SEARCHES = ("ddpg", "random", "tpe")
 # every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
 EVENTS = "events.jsonl"
 RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
              "sparsity.png", "deployment.json", EVENTS)
 
 
-@dataclass(frozen=True)
-class Event:
-    """Progress of a job. `kind`: `state` (the job's state changed), `episode` (a search
-    episode ended), `finetune_epoch` or `pretrain_epoch`; the other fields that apply are set."""
-
-    kind: str
-    run: str | None = None
-    state: str | None = None
-    method: str | None = None
-    episode: int | None = None
-    episodes: int | None = None
-    reward: float | None = None
-    best_reward: float | None = None
-    best_episode: int | None = None
-    proxy_accuracy: float | None = None
-    proxy_loss: float | None = None
-    sparsities: dict | None = None  # an episode's per-layer (or per-group) sparsities
-    epoch: int | None = None
-    epochs: int | None = None
-    loss: float | None = None
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-Callback = Callable[[Event], "bool | None"]
-
-
-@dataclass
-class Result:
-    """What a job produced. `state` is `finished`, or `interrupted` when a stop ended a
-    search early (then `policy` and `model` are None and the run can be resumed)."""
-
-    state: str
-    policy: dict | None
-    model: nn.Module | None
-    history: list[dict] = field(default_factory=list)
-    """Per episode of a search: episode, reward, proxy_accuracy, proxy_loss."""
-    run_dir: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    episodes_done: int = 0
-    checkpoint_episode: int | None = None
-    """The episode of the search's last checkpoint (where a resume continues)."""
-    proxy_speed: dict | None = None
-    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
-    reason: str | None = None
-    """Why an `interrupted` search stopped, when it was not asked to (a lost Ray node)."""
+def job_methods(granularity: str) -> tuple[str, ...]:
+    """What a job of `granularity` may run (the registry's searches and rules; a bench adds
+    the variants)."""
+    return methods_for(granularity)
 
 
 def settled(config: SearchConfig, method: str) -> SearchConfig:
     """The settings a `method` job runs with (and records): `config` validated, its device
-    resolved; a random search warms up all the way (it never learns)."""
-    if method != "ddpg" and config.agent != "ddpg":
+    resolved (the one resolution of the job); a search that never learns warms up all the
+    way."""
+    m = method_named(method, config.granularity)
+    if not m.uses_agent and config.agent != "ddpg":
         raise SettingError("agent", f"{config.agent} is the search's algorithm; method "
                            f"{method} has no agent (leave agent at ddpg)")
-    if method == "tpe" and config.workers != 1:
-        raise SettingError("workers", "must be 1 for tpe (it plays one trial at a time)")
+    if m.one_worker and config.workers != 1:
+        raise SettingError("workers", f"must be 1 for {method} (it plays one trial at a time)")
     config = dataclasses.replace(config, device=resolve_device(config.device))
-    if method == "random":
+    if m.search is not None and not m.learns:
         config.warmup = config.episodes
     config.validate()
     return config
@@ -120,37 +78,28 @@ class JobRunner:
 
     :param config: every setting; validated here (and `device` resolved)
     :param dense: the trained model and its data (never modified)
-    :param method: `ddpg` (the search), `uniform`, `global`, `lamp`, `erk`, or `3sigma-only`
+    :param method: a registered method (`rlprune.agent.methods`): `ddpg` (the search),
+        `random`, `tpe`, a baseline (`uniform`, `lamp`, ...) or `3sigma-only`
     :param callback: gets every `Event`; returning False asks a search to stop
-    :param should_stop: polled between episodes; True stops a search there
     """
 
     def __init__(self, config: SearchConfig, dense: Dense, method: str = "ddpg", *,
-                 callback: Callback | None = None,
-                 should_stop: Callable[[], bool] | None = None):
-        methods = METHODS[config.granularity]
-        if method not in methods:
-            raise UserError(f"unknown method {method!r} for granularity {config.granularity}; "
-                            f"choose from {', '.join(methods)}")
+                 callback: Callback | None = None):
         config = settled(config, method)
         self.config, self.dense, self.method = config, dense, method
-        self.callback, self.should_stop = callback, should_stop
+        self.callback = callback
         self.job: Job | None = None
         self.searching = False  # True while search episodes run (a stop waits for a boundary)
         self._stop = False
-        self.search: Search | None = None
+        self.search: Search | TpeSearch | None = None
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
-        if method == "tpe":  # Optuna's TPE over the same env: the black-box comparison
-            self.search = TpeSearch(config, dense, on_episode=self._on_episode,
-                                    should_stop=self.stop_requested)
-        elif method in SEARCHES:
-            self.search = Search(config, dense, on_episode=self._on_episode,
-                                 should_stop=self.stop_requested,
-                                 stream=RANDOM_STREAM if method == "random" else 0)
-        if self.search is not None:
+        make_search = METHODS[method].search
+        if make_search is not None:
+            self.search = make_search(config, dense, on_episode=self._on_episode,
+                                      should_stop=self.stop_requested)
             self.env = self.search.env
-        elif method != "3sigma-only":  # the search's env: its layers, FC masks and budget
+        elif METHODS[method].allocate is not None:  # the search's env: layers, FC masks, budget
             self.env = make_env(dense.model, dense.data.val, dense.input_shape,
                                 config.env_config(), calibration=dense.data.train,
                                 device=config.device)
@@ -161,7 +110,7 @@ class JobRunner:
         self._stop = True
 
     def stop_requested(self) -> bool:
-        return self._stop or bool(self.should_stop and self.should_stop())
+        return self._stop
 
     def _emit(self, event: Event) -> None:
         if self.job is not None and event.kind in ("state", "episode"):
@@ -321,63 +270,44 @@ class JobRunner:
 
 
 @dataclass
-class Resume:
-    """What `open_resume` found: the runner, the run (locked by this process), the
-    checkpoint to continue from (None: the search starts over; a baseline simply runs again)
-    and the newer checkpoints that did not load (`folder name (reason)`)."""
+class Opened:
+    """A job with its run folder made (or reopened) and locked by this process, about to run:
+    the runner, the run (None in memory), the checkpoint a resume continues from (None: a
+    search starts over; a baseline simply runs again) and, for a resume, the newer checkpoints
+    that did not load (`folder name (reason)`)."""
 
     runner: JobRunner
-    job: Job
-    checkpoint: Path | None
-    skipped: list[str]
+    job: Job | None
+    checkpoint: Path | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def run(self, on_start: Callable[[Opened], None] | None = None) -> Result:
+        """Run the job, holding its run folder's lock; `on_start(self)` first (the command
+        line points its signal handling at the runner and says what runs where)."""
+        if on_start is not None:
+            on_start(self)
+        if self.job is None:
+            return self.runner.run()
+        with self.job:
+            return self.runner.run(self.job, self.checkpoint)
 
 
-def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
-                episodes: int | None = None, callback: Callback | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Resume:
-    """Everything a resume needs, checked before the run is touched (`episodes`: a new
-    total). `load(config)` gives the dense model and data the run was made with. The newest
-    checkpoint that loads whole is the one continued from; damaged ones are skipped (and
-    kept) and named in `skipped`."""
-    job = Job.open(run)
-    status = job.status()
-    if status["state"] == "finished":
-        raise UserError(f"run {job.path} is finished; start a new search instead")
-    if job.is_running():
-        raise UserError(f"run {job.path} is already running")
-    saved = job.config()
-    method = saved.get("method", "ddpg")  # runs made before `method` was recorded: searches
-    if method not in {m for methods in METHODS.values() for m in methods}:
-        raise DamagedRun(f"{job.path / 'config.json'}: unknown method {method!r}")
-    try:
-        config = SearchConfig.from_json(saved)
-    except UserError as exc:
-        raise DamagedRun(f"{job.path / 'config.json'}: {exc}") from None
-    if episodes is not None:
-        done = status.get("episodes_done") or 0
-        if method != "ddpg":
-            raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
-        if episodes < max(1, done):
-            raise UserError(f"--episodes {episodes} is fewer than the {done} episodes run "
-                            f"{job.path} has done; give at least {max(1, done)}")
-        config.episodes = episodes
-    runner = JobRunner(config, load(config), method, callback=callback,
-                       should_stop=should_stop)
-    found, skipped = None, []
-    if runner.search is not None:
-        for folder in CheckpointStore(job.checkpoints).candidates():
-            try:
-                runner.search.load(folder)  # the whole checkpoint, before the run is touched
-            except DamagedCheckpoint as exc:
-                skipped.append(f"{folder.name} ({exc.reason})")
-                continue
-            found = folder
-            break
-        if found is None and skipped:
-            raise UserError(f"no checkpoint of run {job.path} loads ({'; '.join(skipped)}); "
-                            f"to start its search over, move {job.checkpoints} away")
-    job.acquire()
-    runner.job = job
-    if episodes is not None:
-        job.write_config({**config.to_json(), "method": method})
-    return Resume(runner, job, found, skipped)
+def run_job(config: SearchConfig, dense: Dense, method: str = "ddpg", *,
+            run_dir: str | Path | None = None, in_memory: bool = False,
+            callback: Callback | None = None,
+            on_start: Callable[[Opened], None] | None = None) -> Result:
+    """The job sequence, whoever asks (CLI, Python API, bench, service worker): build and
+    check, make the run folder (`run_dir`, or a new one under runs/; none `in_memory`), lock
+    it, run.
+
+    :param config: every setting (checked, and the device resolved, before a folder exists)
+    :param dense: the trained model and its data (never modified)
+    :param method: a registered method (`rlprune.agent.methods`)
+    :param run_dir: the run folder to make (new or empty), or None for a new one under runs/
+    :param in_memory: run without a run folder (nothing is written; not resumable)
+    :param callback: gets every `Event`; returning False stops a search (resumable)
+    :param on_start: sees the job once its folder is made, before the work starts
+    """
+    runner = JobRunner(config, dense, method, callback=callback)
+    job = None if in_memory else runner.create(run_dir)
+    return Opened(runner, job).run(on_start)

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
+from rlprune.agent.methods import METHODS
 from rlprune.env.finalize import pruned_copy
 from rlprune.env.selection import Candidate, short_finetune, successive_halving
 from rlprune.models.dense import Dense
@@ -28,7 +29,7 @@ def candidates(config: SearchConfig, env, top: list[dict]) -> list[Candidate]:
     out = [Candidate(f"episode {e['episode']}", e["sparsities"], e["reward"], e["episode"])
            for e in top[:config.select_top_k]]
     for name in config.seed_policies_for():
-        sparsities = env.sparsities(env.baseline_counts(name))
+        sparsities = env.sparsities(METHODS[name].allocate(env))
         same = next((c for c in out if _same(c.sparsities, sparsities)), None)
         if same is None:
             out.append(Candidate(f"seed {name}", sparsities))

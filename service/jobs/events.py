@@ -1,0 +1,58 @@
+"""What a job reports while it runs (`Event`, to a `Callback`) and what it gives back (`Result`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of a job. `kind`: `state` (the job's state changed), `episode` (a search
+    episode ended), `finetune_epoch` or `pretrain_epoch`; the other fields that apply are set."""
+
+    kind: str
+    run: str | None = None
+    state: str | None = None
+    method: str | None = None
+    episode: int | None = None
+    episodes: int | None = None
+    reward: float | None = None
+    best_reward: float | None = None
+    best_episode: int | None = None
+    proxy_accuracy: float | None = None
+    proxy_loss: float | None = None
+    sparsities: dict | None = None  # an episode's per-layer (or per-group) sparsities
+    epoch: int | None = None
+    epochs: int | None = None
+    loss: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+Callback = Callable[[Event], "bool | None"]
+
+
+@dataclass
+class Result:
+    """What a job produced. `state` is `finished`, or `interrupted` when a stop ended a
+    search early (then `policy` and `model` are None and the run can be resumed)."""
+
+    state: str
+    policy: dict | None
+    model: nn.Module | None
+    history: list[dict] = field(default_factory=list)
+    """Per episode of a search: episode, reward, proxy_accuracy, proxy_loss."""
+    run_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    episodes_done: int = 0
+    checkpoint_episode: int | None = None
+    """The episode of the search's last checkpoint (where a resume continues)."""
+    proxy_speed: dict | None = None
+    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
+    reason: str | None = None
+    """Why an `interrupted` search stopped, when it was not asked to (a lost Ray node)."""
