@@ -21,15 +21,13 @@ from typing import Any
 
 from rlprune.models.errors import UserError
 
-GRANULARITIES = ("weight", "channel")
-
 
 @dataclass(frozen=True)
 class Method:
     """One way to choose an allocation.
 
     :param name: what jobs, benches and policies call it
-    :param granularities: the granularities it can prune
+    :param granularities: the granularities it can prune (None: any, as a search can)
     :param search: a search: `search(config, dense, on_episode=..., should_stop=...)` makes the
         object whose `run()` plays the episodes (`Search`, `TpeSearch`)
     :param allocate: a rule on the env's budget: `allocate(env)` -> the count pruned in each
@@ -45,7 +43,7 @@ class Method:
     """
 
     name: str
-    granularities: tuple[str, ...] = GRANULARITIES
+    granularities: tuple[str, ...] | None = None
     search: Callable[..., Any] | None = None
     allocate: Callable[[Any], list[int]] | None = None
     policy: Callable[[Any, Any], dict] | None = None
@@ -56,6 +54,9 @@ class Method:
     variant_of: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     in_default_bench: tuple[str, ...] = ()
+
+    def applies_to(self, granularity: str) -> bool:
+        return self.granularities is None or granularity in self.granularities
 
     @property
     def kind(self) -> str:
@@ -86,7 +87,7 @@ def methods_for(granularity: str, *, variants: bool = False) -> tuple[str, ...]:
     """The methods of `granularity`, searches first, then variants (with `variants`), then
     rules, each in the order they registered."""
     order = list(METHODS)
-    chosen = [m for m in METHODS.values() if granularity in m.granularities
+    chosen = [m for m in METHODS.values() if m.applies_to(granularity)
               and (variants or m.kind != "variant")]
     chosen.sort(key=lambda m: (_ORDER[m.kind], order.index(m.name)))
     return tuple(m.name for m in chosen)
@@ -104,7 +105,7 @@ def method_named(name: str, granularity: str, *, variants: bool = False) -> Meth
 def seed_policies(granularity: str) -> tuple[str, ...]:
     """The rules a search of `granularity` can play as seed policies (all of them by default)."""
     return tuple(m.name for m in METHODS.values()
-                 if m.seed_policy and granularity in m.granularities)
+                 if m.seed_policy and m.applies_to(granularity))
 
 
 def default_bench(granularity: str) -> tuple[str, ...]:
@@ -145,7 +146,7 @@ register(Method("ddpg-only", ("weight",), variant_of="ddpg", settings={"fc_rule"
 register(Method("td3", variant_of="ddpg", settings={"agent": "td3"}))
 register(Method("3sigma-only", ("weight",), policy=_three_sigma_everywhere,
                 in_default_bench=("weight",)))
-for _name, _where in (("uniform", GRANULARITIES), ("global", ("weight",)),
+for _name, _where in (("uniform", ("weight", "channel")), ("global", ("weight",)),
                       ("lamp", ("weight",)), ("erk", ("weight",)),
                       ("global-l1", ("channel",)), ("global-taylor", ("channel",))):
     register(Method(_name, _where, allocate=_baseline(_name), seed_policy=True,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlprune.env.granularity import (
+    granularity_named,
+    granularity_names,
+    settings_of_other_granularities,
+)
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import check, setting
 
-GRANULARITIES = ("weight", "channel")
 BUDGETS = ("flops", "params")
 CRITERIA = ("l1", "taylor", "similarity")
 FC_RULES = ("3sigma", "agent", "none")
@@ -46,7 +50,7 @@ class EnvConfig:
     granularity: str = setting(
         "weight", "`weight`: per-layer weight sparsity (masks; the file and the speed stay "
         "dense); `channel`: whole channels removed from every channel group (Torch-Pruning's "
-        "dependency graph), so the network really shrinks.", choices=GRANULARITIES)
+        "dependency graph), so the network really shrinks.", choices=granularity_names)
     target: float = setting(
         0.9, "In (0, 1). Weight mode: the fraction of prunable weights (the weights of Conv2d "
         "and Linear layers) removed; channel mode: the fraction of the --budget (FLOPs or "
@@ -128,14 +132,14 @@ class EnvConfig:
         """The proxy path `auto` stands for at this granularity."""
         if self.proxy != "auto":
             return self.proxy
-        return "slim" if self.granularity == "channel" else "fast"
+        return granularity_named(self.granularity).proxy
 
     @property
     def reward_kind(self) -> str:
         """The reward `auto` stands for at this granularity."""
         if self.reward != "auto":
             return self.reward
-        return "acc" if self.granularity == "channel" else "loss"
+        return granularity_named(self.granularity).reward
 
     def validate(self) -> None:
         if isinstance(self.target, bool) or not 0.0 < self.target < 1.0:
@@ -146,18 +150,19 @@ class EnvConfig:
             raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "
                             f"{self.s_max}")
         self._check_mode_settings()
-        if self.proxy == "slim" and self.granularity != "channel":
-            raise SettingError("proxy", "slim needs --granularity channel (weight sparsity "
-                               "removes no channels)")
+        own = granularity_named(self.granularity)
+        if self.proxy != "auto" and self.proxy not in own.proxies:
+            users = [g for g in granularity_names() if self.proxy in
+                     granularity_named(g).proxies]
+            raise SettingError("proxy", f"{self.proxy} needs --granularity "
+                               f"{' or '.join(users)} (this job is {self.granularity})")
         if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not 0 < self.fc_k <= 10):
             raise SettingError("fc_k", f"must be a number in (0, 10] or auto, got {self.fc_k!r}")
 
     def _check_mode_settings(self) -> None:
         """Refuse a setting of the other granularity given away from its default: it would be
         silently ignored."""
-        other = CHANNEL_ONLY if self.granularity == "weight" else WEIGHT_ONLY
-        mode = "channel" if self.granularity == "weight" else "weight"
-        for name in other:
+        for name, mode in settings_of_other_granularities(self.granularity).items():
             default = type(self).__dataclass_fields__[name].default
             if getattr(self, name) != default:
                 raise SettingError(name, f"applies to --granularity {mode} only (this job is "

@@ -11,6 +11,7 @@ from torch import nn
 
 from rlprune.env.channels import check_fingerprint, prune_channels
 from rlprune.env.evaluate import recalibrate_bn
+from rlprune.env.granularity import granularity_named
 from rlprune.env.masks import apply_masks, hold_masks, make_permanent
 from rlprune.env.policy import granularity_of, policy_masks
 from rlprune.models.data import Data
@@ -27,18 +28,30 @@ class Finalized:
 
 def pruned_copy(dense: nn.Module, policy: dict, device: str = "cpu",
                 input_shape: tuple[int, ...] | None = None):
-    """A copy of `dense` pruned by the policy, and its weight masks ({} for a channel policy,
-    whose channels are removed for real: that needs the `input_shape` to trace the model)."""
-    if granularity_of(policy) == "channel":
-        if input_shape is None:
-            raise ValueError("a channel policy needs the input shape")
-        check_fingerprint(dense, policy)
-        removed = {g["name"]: g["removed"] for g in policy["groups"]}
-        return prune_channels(dense, input_shape, removed).to(device), {}
+    """A copy of `dense` pruned by the policy (its granularity's way), and its weight masks to
+    hold while fine-tuning ({} where the pruning is physical, as for channels)."""
+    return granularity_named(granularity_of(policy)).pruned_copy(dense, policy, device,
+                                                                 input_shape)
+
+
+def masked_copy(dense: nn.Module, policy: dict, device: str = "cpu",
+                input_shape: tuple[int, ...] | None = None):
+    """A weight policy's copy: every layer masked to its sparsity; the masks."""
     model = copy.deepcopy(dense).to(device)
     masks = policy_masks(model, policy)
     apply_masks(model, masks)
     return model, masks
+
+
+def slim_copy(dense: nn.Module, policy: dict, device: str = "cpu",
+              input_shape: tuple[int, ...] | None = None):
+    """A channel policy's copy, its channels removed for real (the `input_shape` traces the
+    model); no masks."""
+    if input_shape is None:
+        raise ValueError("a channel policy needs the input shape")
+    check_fingerprint(dense, policy)
+    removed = {g["name"]: g["removed"] for g in policy["groups"]}
+    return prune_channels(dense, input_shape, removed).to(device), {}
 
 
 def prune_and_finetune(dense: nn.Module, policy: dict, data: Data, *, epochs: int,

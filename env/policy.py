@@ -6,11 +6,13 @@ service (`rlprune.service.jobs.files`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
 
 import torch
 from torch import nn
 
+from rlprune.env.granularity import granularity_named, granularity_names
 from rlprune.env.layers import Network
 from rlprune.env.masks import count_for, magnitude_mask, mean_distance_mask
 from rlprune.models.errors import UserError
@@ -75,13 +77,20 @@ def granularity_of(policy: dict) -> str:
 
 
 def entries(policy: dict) -> list[dict]:
-    """The policy's steps as {name, kind, owner, size, sparsity}: a weight policy's layers
-    (size: weights) or a channel policy's groups (size: channels)."""
-    if granularity_of(policy) == "channel":
-        return [{"name": g["name"], "kind": g["kind"], "owner": "agent",
-                 "size": g["channels"], "sparsity": g["sparsity"]} for g in policy["groups"]]
+    """The policy's steps as {name, kind, owner, size, sparsity} (its granularity's reading)."""
+    return granularity_named(granularity_of(policy)).entries(policy)
+
+
+def layer_entries(policy: dict) -> list[dict]:
+    """A weight policy's layers as entries (size: weights)."""
     return [{"name": la["name"], "kind": la.get("kind", "?"), "owner": la["owner"],
              "size": la["params"], "sparsity": la["sparsity"]} for la in policy["layers"]]
+
+
+def group_entries(policy: dict) -> list[dict]:
+    """A channel policy's groups as entries (size: channels)."""
+    return [{"name": g["name"], "kind": g["kind"], "owner": "agent",
+             "size": g["channels"], "sparsity": g["sparsity"]} for g in policy["groups"]]
 
 
 def _number(value: object) -> bool:
@@ -97,8 +106,9 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
 
     if not isinstance(policy, dict) or policy.get("format") not in READABLE:
         raise bad(f"not an rlprune policy (no \"format\": \"{POLICY_FORMAT}\")")
-    if policy.get("granularity", "weight") not in ("weight", "channel"):
-        raise bad(f"\"granularity\" must be weight or channel, got "
+    known = granularity_names()
+    if granularity_of(policy) not in known:
+        raise bad(f"\"granularity\" must be one of {', '.join(known)}, got "
                   f"{policy.get('granularity')!r}")
     for key in ("model", "dataset", "method"):
         if not isinstance(policy.get(key), str) or not policy[key]:
@@ -106,8 +116,11 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
     target = policy.get("target")
     if not isinstance(target, dict) or not _number(target.get("sparsity")):
         raise bad("\"target\" must be {\"sparsity\": number, \"scope\": ...}")
-    if policy.get("granularity") == "channel":
-        return _validate_groups(policy, bad)
+    return granularity_named(granularity_of(policy)).validate(policy, bad)
+
+
+def validate_layers(policy: dict, bad: Callable[[str], Exception]) -> dict:
+    """A weight policy's layers checked: names unique, params, sparsity and owner."""
     layers = policy.get("layers")
     if not isinstance(layers, list) or not layers:
         raise bad("\"layers\" must be a non-empty list of layer entries")
@@ -135,7 +148,8 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
     return policy
 
 
-def _validate_groups(policy: dict, bad) -> dict:
+def validate_groups(policy: dict, bad: Callable[[str], Exception]) -> dict:
+    """A channel policy's groups checked: names unique, channels, removed channels."""
     groups = policy.get("groups")
     if not isinstance(groups, list) or not groups:
         raise bad("\"groups\" must be a non-empty list of channel groups")

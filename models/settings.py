@@ -11,13 +11,14 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlprune.models.errors import SettingError
 
 
-def setting(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
+def setting(default: Any, doc: str, *,
+            choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
             min: float | None = None, max: float | None = None,  # noqa: A002
             group: str = "problem", flag: str | None = None, aliases: Sequence[str] = (),
             parse: Callable[[str], Any] | None = None, metavar: str | None = None,
@@ -26,7 +27,8 @@ def setting(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
 
     :param default: the default value (tuples for sequences, so the default is immutable)
     :param doc: what the setting means, for `--help` and the docs
-    :param choices: the values allowed
+    :param choices: the values allowed, or a function that lists them when asked (a registry
+        that can grow)
     :param min: the smallest value allowed (numbers)
     :param max: the largest value allowed (numbers)
     :param group: `problem` (what is pruned and how it is scored: search, baseline, bench),
@@ -38,7 +40,9 @@ def setting(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
     :param metavar: the value's name in `--help`
     :param negate: for a bool that defaults to True, the flag that turns it off
     """
-    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None,
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    meta = {"doc": doc, "choices": choices,
             "min": min, "max": max, "group": group, "flag": flag, "aliases": tuple(aliases),
             "parse": parse, "metavar": metavar, "negate": negate}
     return dataclasses.field(default=default, metadata=meta)
@@ -51,8 +55,9 @@ def check(obj: Any) -> None:
         if not meta:
             continue
         name = f.name
-        if meta["choices"] is not None and value not in meta["choices"]:
-            raise SettingError(name, f"must be one of {', '.join(map(str, meta['choices']))}, "
+        choices = choices_of(meta)
+        if choices is not None and value not in choices:
+            raise SettingError(name, f"must be one of {', '.join(map(str, choices))}, "
                                f"got {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
@@ -64,6 +69,12 @@ def check(obj: Any) -> None:
         if meta["max"] is not None and value > meta["max"]:
             raise SettingError(name, f"must be at most {_show(meta['max'])}, got "
                                f"{_show(value)}")
+
+
+def choices_of(meta: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The values a setting allows, as they are now."""
+    choices = meta["choices"]
+    return tuple(choices()) if callable(choices) else choices
 
 
 def _show(number: float) -> str:

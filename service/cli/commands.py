@@ -195,18 +195,10 @@ def _console(quiet: bool):
 def _say_what_runs(opened) -> None:
     """The line a search starts with: its run folder and the problem it prunes."""
     runner, job = opened.runner, opened.job
+    from rlprune.env.granularity import granularity_named
+
     config, env, dense = runner.config, runner.env, runner.dense
-    if config.granularity == "channel":
-        what = (f"target {config.target:g} of the {config.budget}, {len(env.agent_layers)} "
-                f"channel groups (criterion {config.criterion}), {env.action_mapping} actions "
-                f"(a group loses up to {env.s_max:.4g} of its channels)")
-    else:
-        k = env.fc.k
-        fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
-              "FC layers by the agent" if config.fc_rule == "agent" else "FC layers dense")
-        what = (f"target {config.target:g} ({config.scope}), {len(env.agent_layers)} agent "
-                f"layers, {fc}, {env.action_mapping} actions (layer sparsity up to "
-                f"{env.s_max:.4g})")
+    what = granularity_named(config.granularity).summary(config, env)
     print(f"run {job.path}: {config.model} on {config.dataset}, {what}, reward "
           f"{config.reward_kind}, dense test accuracy {100 * dense.test_accuracy:.2f}%",
           file=sys.stderr)

@@ -10,6 +10,7 @@ import typing
 from collections.abc import Callable, Sequence
 
 from rlprune.agent.config import SearchConfig
+from rlprune.models.settings import choices_of
 
 PLAIN_TYPES = {int: int, float: float, str: str}
 
@@ -47,7 +48,7 @@ def add_settings(p: argparse.ArgumentParser, names: Sequence[str], cls: type = S
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         p.add_argument(flag, *meta["aliases"],
                        dest=name, default=default, type=typed(parse, meta["metavar"]),
-                       choices=meta["choices"], metavar=meta["metavar"],
+                       choices=choices_of(meta), metavar=meta["metavar"],
                        help=f"{doc} (default: {shown})")
 
 

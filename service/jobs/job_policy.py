@@ -6,8 +6,7 @@ from __future__ import annotations
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS
 from rlprune.agent.search import Search
-from rlprune.env.layers import nonzero_costs
-from rlprune.env.policy import build_channel_policy, build_policy
+from rlprune.env.granularity import granularity_named
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.models.registry import arch_fingerprint
@@ -40,16 +39,6 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
                        "seed": c.seed, "action_mapping": env.action_mapping, "s_max": env.s_max}
     else:
         sparsities = env.sparsities(rule.allocate(env))
-    if c.granularity == "channel":
-        removed = env.removed_channels(sparsities)
-        counts = [len(removed[g.name]) for g in env.graph.groups]
-        return build_channel_policy(
-            model=c.model, dataset=c.dataset, fingerprint=fingerprint, method=method,
-            target=c.target, budget=c.budget, criterion=c.criterion, groups=env.graph.groups,
-            removed=removed, achieved=env.budget.achieved(counts), costs=env.costs(counts),
-            accuracy=accuracy, search=search_info)
-    return build_policy(
-        model=c.model, dataset=c.dataset, fingerprint=fingerprint, method=method,
-        target=c.target, scope=c.scope, net=env.net, sparsities=sparsities,
-        fc_rule=c.fc_rule, fc_k=env.fc.k, costs=nonzero_costs(env.net, sparsities),
-        accuracy=accuracy, search=search_info)
+    return granularity_named(c.granularity).build_policy(
+        env, sparsities, config=c, model=c.model, dataset=c.dataset, fingerprint=fingerprint,
+        method=method, accuracy=accuracy, search=search_info)

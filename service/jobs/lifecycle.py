@@ -29,12 +29,13 @@ from rlprune.agent.search import Search
 from rlprune.agent.tpe import TpeSearch
 from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
+from rlprune.env.granularity import granularity_named
 from rlprune.env.make import make_env
 from rlprune.env.policy import entries
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError
-from rlprune.models.train import resolve_device, save_program, save_weights
+from rlprune.models.train import resolve_device
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import Callback, Event, Result
 from rlprune.service.jobs.files import save_policy, write_json
@@ -256,10 +257,8 @@ class JobRunner:
         meta = {"model": c.model, "dataset": c.dataset,
                 "accuracy": {"test": policy["accuracy"]["finetuned"]},
                 "policy": {e["name"]: e["sparsity"] for e in entries(policy)}}
-        if c.granularity == "channel":  # the slim network, runnable with plain torch
-            save_program(path / "pruned.pt", model, dense.input_shape, meta)
-        else:
-            save_weights(path / "pruned.pt", model, meta)
+        granularity_named(c.granularity).save_model(path / "pruned.pt", model,
+                                                    dense.input_shape, meta)
         measured = {**deployment(dense.model, model, dense.input_shape),
                     "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6}
         write_json(path / "deployment.json", measured)  # measured here: not part of the policy
