@@ -24,6 +24,7 @@ from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.ddpg import AGENTS, AmcDDPG, make_agent, rng_state, set_rng_state
 from rlprune.agent.methods import Method, register
+from rlprune.agent.process_workers import ProcessBackend
 from rlprune.agent.search_state import (
     RANDOM_STREAM,
     CheckpointSink,
@@ -34,7 +35,7 @@ from rlprune.agent.search_state import (
     fingerprint,
     seed_actions,
 )
-from rlprune.agent.workers import EnvWorkers, ProcessBackend
+from rlprune.agent.workers import EnvWorkers
 from rlprune.env.make import make_env
 from rlprune.models.dense import Dense
 from rlprune.models.train import resolve_device

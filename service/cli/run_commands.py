@@ -81,7 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from rlprune.env.channels import check_channel_policy
     from rlprune.env.finalize import prune_and_finetune
-    from rlprune.env.policy import granularity_of, policy_masks
+    from rlprune.env.policy import granularity_of, policy_masks, policy_sparsity
     from rlprune.models.data import load_dataset
     from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
@@ -130,9 +130,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                    for n, m in done.model.named_modules()
                    if n in {layer["name"] for layer in policy["layers"]}}
         save_weights(out, done.model, {**meta, "policy": applied})
-        total = sum(applied[layer["name"]] * layer["params"] for layer in policy["layers"])
-        prunable = sum(layer["params"] for layer in policy["layers"])
-        what = f"sparsity {total / prunable:.4f}"
+        what = f"sparsity {policy_sparsity(policy):.4f}"
     print(f"applied {args.policy} ({policy['method']}) to {args.model}: {what}; test accuracy "
           f"pruned {100 * done.pruned_accuracy:.2f}%, fine-tuned "
           f"{100 * done.finetuned_accuracy:.2f}% ({epochs} epochs)")
