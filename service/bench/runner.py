@@ -16,24 +16,16 @@ from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.dense import Dense
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
+from rlprune.service.bench.plan import DEFAULT_METHODS, METHODS, BenchConfig  # noqa: F401 (re-exported)
 from rlprune.service.bench.report import speed_summary, write_bench
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.lifecycle import Callback, JobRunner, open_resume, settled
 from rlprune.service.jobs.run_folder import DamagedRun, Job
 
-# per granularity; `ddpg-only` is the search on every layer (no FC rule), `td3` the search
-# with SB3's TD3 as its agent
-METHODS = {"weight": ("ddpg", "ddpg-only", "td3", "3sigma-only", "random", "tpe", "uniform",
-                      "global", "lamp", "erk"),
-           "channel": ("ddpg", "td3", "random", "tpe", "uniform", "global-l1",
-                       "global-taylor")}
 # a bench method that is the search with other settings: (the job's method, the settings)
 SEARCH_VARIANTS = {"ddpg-only": ("ddpg", {"fc_rule": "agent"}),
                    "td3": ("ddpg", {"agent": "td3"})}
-DEFAULT_METHODS = {"weight": ("ddpg", "ddpg-only", "3sigma-only", "uniform", "global", "lamp",
-                              "erk"),
-                   "channel": ("ddpg", "random", "uniform", "global-l1", "global-taylor")}
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
@@ -85,9 +77,9 @@ def _earlier_cell(run_dir: Path, config: SearchConfig, method: str, dense: Dense
     differ = sorted(k for k in saved.keys() | wanted.keys()  # a setting newer than the cell
                     if saved.get(k, defaults.get(k)) != wanted.get(k))  # ran at its default
     if differ:
-        raise UserError(f"{run_dir} was made with other settings than this bench's "
-                        f"({', '.join(differ)}); resume with the bench's own settings, or "
-                        "choose a new --out")
+        raise SettingError("out", f"{run_dir} was made with other settings than this bench's "
+                           f"({', '.join(differ)}); resume with the bench's own settings, or "
+                           "choose a new `out`", lead=False)
     if job.status().get("state") == "finished":
         try:
             return read_json(job.path / "policy.json")
@@ -114,13 +106,10 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     an unfinished one continues from its last checkpoint.
     """
     if not resume and (out / "runs").exists():
-        raise UserError(f"{out} already holds a bench's runs; resume it (--resume) or choose "
-                        "a new --out")
-    known = METHODS[base.granularity]
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)} for granularity "
-                        f"{base.granularity}; choose from {', '.join(known)}")
+        raise SettingError("out", f"{out} already holds a bench's runs; resume it (`resume`) "
+                           "or choose a new `out`", others=("resume",), lead=False)
+    BenchConfig(targets=tuple(targets), methods=tuple(methods), seeds=seeds,
+                first_seed=first_seed, out=str(out), resume=resume).validate(base)
     results, speed = [], []
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,

@@ -27,7 +27,7 @@ from fastapi.responses import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.service.http.guard import (
     SESSION_COOKIE,
     Auth,
@@ -87,10 +87,11 @@ def check_executor(kind: str, ray_address: str | None) -> None:
     if kind not in ("local", "ray"):
         raise UserError(f"executor {kind!r} is not available; use local or ray")
     if kind == "ray" and not ray_address:
-        raise UserError("--executor ray needs --ray-address (auto: the cluster this machine "
-                        "belongs to; local: start one here; or host:port)")
+        raise SettingError("executor", "ray needs `ray_address` (auto: the cluster this machine "
+                           "belongs to; local: start one here; or host:port)",
+                           others=("ray_address",))
     if kind == "local" and ray_address:
-        raise UserError("--ray-address goes with --executor ray")
+        raise SettingError("ray_address", "goes with `executor` ray", others=("executor",))
     if ray_address:
         from rlprune.agent.ray_workers import import_ray, probe
 

@@ -358,8 +358,8 @@ def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
         if method != "ddpg":
             raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
         if episodes < max(1, done):
-            raise UserError(f"--episodes {episodes} is fewer than the {done} episodes run "
-                            f"{job.path} has done; give at least {max(1, done)}")
+            raise SettingError("episodes", f"{episodes} is fewer than the {done} episodes run "
+                               f"{job.path} has done; give at least {max(1, done)}")
         config.episodes = episodes
     runner = JobRunner(config, load(config), method, callback=callback,
                        should_stop=should_stop)
