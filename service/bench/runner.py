@@ -17,7 +17,11 @@ from pathlib import Path
 from rlprune.agent.config import SearchConfig
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError
-from rlprune.service.bench.plan import DEFAULT_METHODS, METHODS, BenchConfig  # noqa: F401 (re-exported)
+from rlprune.service.bench.plan import (  # noqa: F401 (METHODS, DEFAULT_METHODS: re-exported)
+    DEFAULT_METHODS,
+    METHODS,
+    BenchConfig,
+)
 from rlprune.service.bench.report import speed_summary, write_bench
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.lifecycle import Callback, JobRunner, open_resume, settled
