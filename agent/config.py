@@ -82,35 +82,28 @@ class SearchConfig(EnvConfig):
         0.95, "Decay of the moving-average reward baseline subtracted from each episode's "
         "reward.", min=0.0, max=1.0, group="agent")
     seed_policies: tuple[str, ...] | None = setting(
-        None, "Baselines played as the first warm-up episodes (comma-separated, or none), so "
-        "the search starts from them and its best is at least their best on the proxy; "
-        "default: every baseline of the granularity (weight: uniform,global,lamp,erk; channel: "
-        "uniform,global-l1,global-taylor).", parse=parse_names, metavar="P,P", group="agent")
+        None, "Baselines played first in the warm-up (comma-separated, or none): the best is "
+        "at least theirs. Default: the granularity's (decisions.md: Settings)",
+        parse=parse_names, metavar="P,P", group="agent")
     workers: int = setting(
-        1, "Episodes evaluated at a time, each on its own copy of the env (local processes, "
-        "or Ray actors with --ray-address): the K episodes of a round act with the same actor "
-        "and their own noise, then the agent takes as many updates per episode as with one. "
-        "Deterministic for a given K, not across K. --episodes must be a multiple of K; the "
-        "warm-up is rounded up to whole rounds.", min=1, max=MAX_WORKERS, group="agent",
-        metavar="K")
+        1, "Episodes played at a time, each on its own env copy (processes, or Ray actors); "
+        "--episodes must be a multiple of K (decisions.md: Settings)", min=1, max=MAX_WORKERS,
+        group="agent", metavar="K")
     ray_address: str | None = setting(
-        None, "Run on Ray: the search's workers as Ray actors, a bench's cells as Ray tasks, "
-        "the service's jobs on the cluster. `auto`: the cluster this machine belongs to; "
-        "`local`: a Ray instance started on this machine for the run; else host:port.",
+        None, "Run on Ray (a search's workers, a bench's cells, the service's jobs): `auto`, "
+        "this machine's cluster; `local`, one started for the run; or host:port.",
         group="agent", metavar="ADDR")
     gpus_per_worker: float = setting(
         0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
         min=0.0, max=64.0, group="agent", metavar="N")
     ray_timeout_s: float = setting(
-        60.0, "Seconds a Ray env actor may go without answering (pinged while it works) "
-        "before its node is taken as lost: the search then stops, interrupted, resumable from "
-        "its last checkpoint.", min=1.0, max=3600.0, group="agent", metavar="SECONDS")
+        60.0, "Seconds a Ray env actor may go without answering before its node counts as "
+        "lost: the search stops, resumable from its last checkpoint.", min=1.0, max=3600.0,
+        group="agent", metavar="SECONDS")
     select_top_k: int = setting(
-        1, "Selection stage after a search (0: off, the best reward is kept): the top K "
-        "distinct allocations by reward and the seed policies each get a short masked "
-        "fine-tune on train, scored on val; successive halving keeps the better half until "
-        "one is left or --select-rungs are done (docs/decisions.md).", min=0, max=TOP_KEPT,
-        group="agent", metavar="K")
+        1, "Selection after a search (0: off): the top K allocations and the seed policies "
+        "get a short fine-tune, scored on val (decisions.md: Settings)",
+        min=0, max=TOP_KEPT, group="agent", metavar="K")
     select_steps: int = setting(
         24, "SGD steps of the selection's first rung; each later rung doubles them.", min=1,
         max=100_000, group="agent", metavar="STEPS")
@@ -147,12 +140,12 @@ class SearchConfig(EnvConfig):
                                f"episodes ({self.episodes}); lower it or raise the episodes")
         if self.episodes % self.workers:
             k, n = self.workers, self.episodes
-            raise SettingError("episodes", f"({n}) must be a multiple of --workers {k} (a "
+            raise SettingError("episodes", f"({n}) must be a multiple of `workers` {k} (a "
                                f"round plays {k} episodes): use {n - n % k or k} or "
-                               f"{n - n % k + k}")
+                               f"{n - n % k + k}", others=("workers",))
         if self.gpus_per_worker and not self.ray_address:
-            raise SettingError("gpus_per_worker", "needs --ray-address (local workers use "
-                               "--device)")
+            raise SettingError("gpus_per_worker", "needs `ray_address` (local workers use "
+                               "`device`)", others=("ray_address", "device"))
         layers, width = MAX_HIDDEN
         if not self.hidden or len(self.hidden) > layers or not all(
                 1 <= w <= width for w in self.hidden):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ def methods_for(granularity: str, *, variants: bool = False) -> tuple[str, ...]:
 
 
 def method_named(name: str, granularity: str, *, variants: bool = False) -> Method:
-    """The method `name` for `granularity`, or a UserError listing the choices."""
+    """The method `name` for `granularity`, or a refusal listing the choices."""
     known = methods_for(granularity, variants=variants)
     if name not in known:
-        raise UserError(f"unknown method {name!r} for granularity {granularity}; choose from "
-                        f"{', '.join(known)}")
+        raise SettingError("method", f"{name!r} is not a method of granularity {granularity}; "
+                           f"choose from {', '.join(known)}")
     return METHODS[name]
 
 

@@ -16,7 +16,7 @@ import gymnasium as gym
 
 from rlprune.agent.ray_reaper import start_reaper
 from rlprune.agent.workers import ClusterLost, EnvHost, WorkerLost
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
 
 # An actor's start (a fresh process importing torch, building its env, maybe waiting for a
 # CPU another actor is giving back) is not a sign of a lost node: it gets at least this long.
@@ -27,8 +27,8 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--ray-address needs Ray: pip install 'ray>=2.40' (or the project's "
-                        "`ray` extra)") from None
+        raise SettingError("ray_address", "needs Ray: pip install 'ray>=2.40' (or the "
+                           "project's `ray` extra)") from None
     return ray
 
 
@@ -49,8 +49,9 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
-                        f"({str(exc).splitlines()[0][:160]})") from None
+        raise SettingError("ray_address", f"cannot reach the Ray cluster at `ray_address` "
+                           f"{address} ({str(exc).splitlines()[0][:160]})",
+                           lead=False) from None
     return True
 
 
@@ -62,8 +63,8 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
-                        f"({exc.strerror or exc})") from None
+        raise SettingError("ray_address", f"cannot reach the Ray cluster at `ray_address` "
+                           f"{address} ({exc.strerror or exc})", lead=False) from None
 
 
 class _Host(EnvHost):

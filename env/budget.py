@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlprune.env.masks import count_for
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
+
+# the settings a refused target's message may name besides the target (in backticks): its fixes
+FIX_SETTINGS = ("fc_k", "fc_rule", "s_min")
 
 
 @dataclass
@@ -40,23 +43,26 @@ class Budget:
     def agent_goal(self) -> int:
         return self.goal - self.fixed
 
-    def check(self, fix: str = "lower --target") -> None:
+    def check(self, fix: str = "lower `target`") -> None:
         """Refuse targets the agent cannot reach, with the numbers that say why; `fix` ends
-        the message of a target the agent's layers cannot hold."""
+        the message of a target the agent's layers cannot hold (settings in backticks, as
+        `SettingError` names them)."""
         if not self.sizes:
             raise no_agent_layers_error()
         if self.agent_goal < 0:
-            raise UserError(
-                f"the FC rule alone prunes {self.fixed:,} weights, more than the target "
-                f"{self.target:g} allows ({self.goal:,} of {self.total:,}); lower --fc-k, "
-                "use --fc-k auto, or raise the target")
+            raise SettingError(
+                "target", f"the FC rule alone prunes {self.fixed:,} weights, more than the "
+                f"target {self.target:g} allows ({self.goal:,} of {self.total:,}); lower "
+                "`fc_k`, use `fc_k` auto, or raise the target", others=FIX_SETTINGS, lead=False)
         if self.agent_goal > sum(self.highs):
-            raise UserError(
-                f"target {self.target:g} needs {self.agent_goal:,} weights from the agent's "
-                f"layers but at most {sum(self.highs):,} can go at s_max={self.s_max:g}; {fix}")
+            raise SettingError(
+                "target", f"target {self.target:g} needs {self.agent_goal:,} weights from the "
+                f"agent's layers but at most {sum(self.highs):,} can go at s_max="
+                f"{self.s_max:g}; {fix}", others=FIX_SETTINGS, lead=False)
         if self.agent_goal < sum(self.lows):
-            raise UserError(f"target {self.target:g} is below what s_min={self.s_min:g} prunes; "
-                            "raise --target or lower --s-min")
+            raise SettingError("target", f"target {self.target:g} is below what s_min="
+                               f"{self.s_min:g} prunes; raise `target` or lower `s_min`",
+                               others=FIX_SETTINGS, lead=False)
 
     def bounds(self, t: int, pruned: int) -> tuple[int, int]:
         """The fewest and most weights layer t may prune, given `pruned` by the agent so far."""
@@ -71,6 +77,6 @@ class Budget:
         return min(hi, max(lo, count_for(self.sizes[t], sparsity)))
 
 
-def no_agent_layers_error() -> UserError:
-    return UserError("the agent controls no layers (no Conv2d here); use --fc-rule agent to "
-                     "let it prune the Linear layers")
+def no_agent_layers_error() -> SettingError:
+    return SettingError("fc_rule", "the agent controls no layers (no Conv2d here); use "
+                        "`fc_rule` agent to let it prune the Linear layers", lead=False)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rlprune.env.channels import ChannelGraph
 from rlprune.env.masks import count_for
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
 
 
 @dataclass
@@ -57,14 +57,16 @@ class ChannelBudget:
             raise no_groups_error()
         if not self.reachable():
             most = 1.0 - self.cost(self.highs) / self.total
-            raise UserError(
-                f"target {self.target:g} of the {self.budget} needs more than the channel "
-                f"groups can give: at most {most:.4f} can go with every group keeping a "
-                f"channel (s_max={self.s_max:g}); lower --target, or use --budget "
-                f"{'params' if self.budget == 'flops' else 'flops'} or --granularity weight")
+            raise SettingError(
+                "target", f"target {self.target:g} of the {self.budget} needs more than the "
+                f"channel groups can give: at most {most:.4f} can go with every group keeping a "
+                f"channel (s_max={self.s_max:g}); lower `target`, or use `budget` "
+                f"{'params' if self.budget == 'flops' else 'flops'} or `granularity` weight",
+                others=("budget", "granularity"), lead=False)
         if self.cost(self.lows) < self.goal:
-            raise UserError(f"target {self.target:g} is below what s_min={self.s_min:g} "
-                            "removes; raise --target or lower --s-min")
+            raise SettingError("target", f"target {self.target:g} is below what s_min="
+                               f"{self.s_min:g} removes; raise `target` or lower `s_min`",
+                               others=("s_min",), lead=False)
 
     def _cost_with(self, t: int, removed_before: list[int], r: int, rest: list[int]) -> float:
         return self.cost([*removed_before, r, *rest[t + 1:]])
@@ -124,6 +126,6 @@ def _last(lo: int, hi: int, ok) -> int | None:
     return lo
 
 
-def no_groups_error() -> UserError:
-    return UserError("the model has no channel group to prune (every layer feeds the output "
-                     "directly); use --granularity weight")
+def no_groups_error() -> SettingError:
+    return SettingError("granularity", "the model has no channel group to prune (every layer "
+                        "feeds the output directly); use `granularity` weight", lead=False)

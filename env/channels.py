@@ -25,7 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 
 with warnings.catch_warnings():  # fvcore's import trips torch.jit deprecation warnings
     warnings.simplefilter("ignore", FutureWarning)
@@ -61,8 +61,9 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         return tp.DependencyGraph().build_dependency(model, example_inputs=example,
                                                      verbose=False)
     except Exception as exc:  # a model the tracer cannot follow fails in many ways
-        raise UserError(f"channel mode cannot trace the model ({type(exc).__name__}: {exc}); "
-                        "use --granularity weight") from None
+        raise SettingError("granularity", f"channel mode cannot trace the model "
+                           f"({type(exc).__name__}: {exc}); use `granularity` weight",
+                           lead=False) from None
 
 
 class ChannelGraph:
@@ -89,9 +90,10 @@ class ChannelGraph:
         grouped = [n for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups > 1
                    and not _depthwise(m)]
         if grouped:
-            raise UserError(f"channel mode supports plain and depthwise convolutions; "
-                            f"{grouped[0]} has groups={modules[grouped[0]].groups}; use "
-                            "--granularity weight")
+            raise SettingError("granularity", f"channel mode supports plain and depthwise "
+                               f"convolutions; {grouped[0]} has groups="
+                               f"{modules[grouped[0]].groups}; use `granularity` weight",
+                               lead=False)
         self.forward, self.fmaps, self.output_layer = _trace(model, example)
         output = modules[self.output_layer]
         graph = dependency_graph(model, example)
@@ -144,8 +146,9 @@ class ChannelGraph:
                 r.extend(int(i) for i in item.idxs)
                 o.extend(int(i) for i in item.root_idxs)
             elif out and any(True for _ in module.parameters(recurse=False)):
-                raise UserError(f"channel mode cannot mask layer {mname} "
-                                f"({type(module).__name__}); use --granularity weight")
+                raise SettingError("granularity", f"channel mode cannot mask layer {mname} "
+                                   f"({type(module).__name__}); use `granularity` weight",
+                                   lead=False)
         is_conv = isinstance(root, nn.Conv2d)
         bns = [n for n in rows if isinstance(modules[n], nn.modules.batchnorm._BatchNorm)]
         group = ChannelGroup(

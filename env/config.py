@@ -48,20 +48,19 @@ def parse_target(text: str) -> float:
 @dataclass
 class EnvConfig:
     granularity: str = setting(
-        "weight", "`weight`: per-layer weight sparsity (masks; the file and the speed stay "
-        "dense); `channel`: whole channels removed from every channel group (Torch-Pruning's "
-        "dependency graph), so the network really shrinks.", choices=granularity_names)
+        "weight", "`weight`: per-layer weight sparsity (masks: file and speed stay dense); "
+        "`channel`: whole channels removed (Torch-Pruning), so the network shrinks.",
+        choices=granularity_names)
     target: float = setting(
-        0.9, "In (0, 1). Weight mode: the fraction of prunable weights (the weights of Conv2d "
-        "and Linear layers) removed; channel mode: the fraction of the --budget (FLOPs or "
-        "params) removed.", parse=parse_target)
+        0.9, "In (0, 1): the fraction removed of the prunable weights (Conv2d and Linear; "
+        "weight mode) or of the --budget (FLOPs or params; channel mode).", parse=parse_target)
     budget: str = setting(
         "flops", "Channel mode: what the target removes a fraction of, fvcore's FLOPs or "
         "the parameters.", choices=BUDGETS)
     criterion: str = setting(
         "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
-        "`taylor` (|activation x gradient| on a few train batches), `similarity` (a map "
-        "that duplicates a more important channel's goes first).", choices=CRITERIA)
+        "`taylor` (|activation x gradient|), `similarity` (decisions.md: Settings)",
+        choices=CRITERIA)
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
         "layers only (the reference paper's setting).", choices=SCOPES)
@@ -69,40 +68,26 @@ class EnvConfig:
         "3sigma", "Who prunes the Linear layers: `3sigma`, the k-sigma rule; `agent`, the "
         "agent with the conv layers; `none`, nobody (left dense).", choices=FC_RULES)
     fc_k: float | str = setting(
-        "auto", "k of the k-sigma FC rule, or `auto`: the largest of 3, 2.5, 2, 1.5, 1 that "
-        "leaves a feasible budget and costs at most one point of proxy accuracy (k=3 cost 87.6 "
-        "points on vgg-mini/mnist5k, whose FC weights are light-tailed).", parse=parse_k,
-        metavar="K|auto")
+        "auto", "The FC rule's k, or `auto`: the largest of 3, 2.5, 2, 1.5, 1 that fits the "
+        "budget and costs at most 1 point of proxy accuracy (decisions.md: Settings)",
+        parse=parse_k, metavar="K|auto")
     fc_during_search: bool = setting(
         True, "The FC masks are in place while the agent searches (the measured default); "
         "--fc-after-search applies them only afterwards, the reference order.",
         negate="--fc-after-search")
     s_min: float = setting(0.0, "The least an agent layer may prune.", min=0.0, max=1.0)
     s_max: float | str = setting(
-        "auto", "The most an agent layer (channel mode: group) may prune, or `auto`. Weight "
-        "mode: 0.99 (the design's), raised to the largest layer sparsity of the LAMP and ERK "
-        "allocations at this target so that the agent can play them (measured, "
-        "docs/decisions.md: at 0.98 on vgg-mini LAMP prunes the largest conv layer to 0.996; "
-        "capped at 0.99 the search fine-tuned 2.0 points below LAMP on every seed). Channel "
-        "mode: 0.8 (AMC's: a group keeps a fifth of its channels) where the target can be "
-        "reached so, else 0.99 (measured: at 0.8 of vgg-mini's FLOPs the search fine-tuned "
-        "0.9 points below uniform at 0.99 and level with it at 0.8).",
+        "auto", "The most a layer (group) may prune, or `auto`: 0.99, or as far as LAMP and ERK "
+        "go; channels: 0.8 if it reaches the target (decisions.md: Settings)",
         parse=parse_s_max, metavar="S|auto")
     action_mapping: str = setting(
-        "auto", "`absolute` (AMC): an action maps onto [s_min, s_max], then the budget clamp "
-        "cuts it; `feasible`: onto the range the budget leaves its layer, so no action is cut; "
-        "`auto`: `feasible` when a layer other than the last holds most of the agent's "
-        "weights, else `absolute` (measured: docs/decisions.md).", choices=ACTION_MAPPINGS,
-        group="agent")
+        "auto", "`absolute` (AMC's): onto [s_min, s_max], clamped; `feasible`: onto what the "
+        "budget leaves; `auto`: by the layer sizes (decisions.md: Settings)",
+        choices=ACTION_MAPPINGS, group="agent")
     reward: str = setting(
-        "auto", "The episode's score on the val split: `loss` (minus the cross-entropy), "
-        "`acc` (top-1 accuracy, AMC's), AMC's `-err*log(flops)` / `-err*log(params)`, or "
-        "`auto`: `loss` in weight mode, `acc` in channel mode. Measured (docs/decisions.md): "
-        "for weight sparsity the cross-entropy ranks the allocations a search chooses between "
-        "as the fine-tune does and accuracy did not (LeNet-5: +0.25 points at 0.95, +0.51 at "
-        "0.98); for channels the cross-entropy ranked collapsed networks (near-uniform "
-        "outputs, loss log 10) above recoverable ones, Spearman -0.51 against the fine-tuned "
-        "accuracy at 0.8 of the FLOPs where accuracy gave +0.77.", choices=REWARDS)
+        "auto", "Score on val: `loss` (minus cross-entropy), `acc` (top-1), AMC's "
+        "-err*log(...); `auto`: loss for weights, acc for channels (decisions.md: Settings)",
+        choices=REWARDS)
     bn_recalibration_batches: int = setting(
         1, "Re-estimate BatchNorm statistics on this many train batches before scoring "
         "(0: off). Without it every random 0.9-sparse vgg-mini scored 10%.", min=0, max=10_000,
@@ -110,18 +95,15 @@ class EnvConfig:
     bn_batch_size: int = setting(128, "Images per BatchNorm recalibration batch.", min=1,
                                  max=65536)
     bn_fixed_batches: bool = setting(
-        True, "Recalibrate on the same train batches in every episode, so the reward is a "
-        "function of the allocation alone (with fresh batches the best of 400 episodes was "
-        "largely the luckiest batch).", negate="--bn-fresh-batches")
+        True, "BatchNorm recalibrates on the same train batches every episode (the default); "
+        "--bn-fresh-batches draws new ones (decisions.md: Settings)",
+        negate="--bn-fresh-batches")
     eval_batch_size: int = setting(128, "Images per forward pass of the proxy evaluation.",
                                    min=1, max=65536)
     proxy: str = setting(
-        "auto", "How the proxy evaluation runs: `plain`, the working model as it is; `fast`, "
-        "a private channels_last copy with each BatchNorm folded into its convolution, val "
-        "batches scored side by side on the CPU threads; `slim` (channel mode), `fast` on "
-        "the network with its masked channels removed for real, rebuilt every episode; "
-        "`auto`: `slim` in channel mode, else `fast`. The scores agree up to float rounding "
-        "(measured in docs/benchmarks.md, 'The proxy evaluation').", choices=PROXY_PATHS)
+        "auto", "Proxy evaluation: `plain` (the model), `fast` (a copy, BN folded), "
+        "`slim` (channels removed), `auto`: slim for channels (decisions.md: Settings)",
+        choices=PROXY_PATHS)
     simulated_eval_s: float = setting(
         0.0, "Benchmarks: seconds of sleep added to every proxy evaluation, standing in for a "
         "large model's (the reward is unchanged).", min=0.0, max=3600.0,
@@ -154,8 +136,9 @@ class EnvConfig:
         if self.proxy != "auto" and self.proxy not in own.proxies:
             users = [g for g in granularity_names() if self.proxy in
                      granularity_named(g).proxies]
-            raise SettingError("proxy", f"{self.proxy} needs --granularity "
-                               f"{' or '.join(users)} (this job is {self.granularity})")
+            raise SettingError("proxy", f"{self.proxy} needs `granularity` "
+                               f"{' or '.join(users)} (this job is {self.granularity})",
+                               others=("granularity",))
         if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not 0 < self.fc_k <= 10):
             raise SettingError("fc_k", f"must be a number in (0, 10] or auto, got {self.fc_k!r}")
 
@@ -165,6 +148,6 @@ class EnvConfig:
         for name, mode in settings_of_other_granularities(self.granularity).items():
             default = type(self).__dataclass_fields__[name].default
             if getattr(self, name) != default:
-                raise SettingError(name, f"applies to --granularity {mode} only (this job is "
+                raise SettingError(name, f"applies to `granularity` {mode} only (this job is "
                                    f"{self.granularity}); leave it at its default "
-                                   f"{default!r}")
+                                   f"{default!r}", others=("granularity",))

@@ -15,7 +15,7 @@ from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
 from rlprune.env.fc_rule import choose_fc_rule
 from rlprune.env.layers import Layer, Network, describe, nonzero_costs
 from rlprune.env.masks import MagnitudePruner, apply_masks
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.splits import Split
 
 
@@ -114,15 +114,17 @@ class PruningEnv(EpisodeEnv):
         self.action_mapping = resolve_action_mapping(config.action_mapping, sizes)
         try:
             self.budget.check(fix=self._infeasible_fix())
-        except UserError as exc:
+        except SettingError as exc:
             if not self.fc.trials:
                 raise
             tried = "; ".join(
                 f"k={t['k']:g}: {'feasible' if t['feasible'] else 'infeasible'}"
                 + (f", -{100 * t['accuracy_drop']:.1f} pts" if "accuracy_drop" in t else "")
                 for t in self.fc.trials)
-            raise UserError(f"--fc-k auto found no usable k ({tried}) and with dense FC "
-                            f"layers: {exc}") from None
+            # the budget's refusal, its settings still marked, so the CLI names their flags
+            raise SettingError("fc_k", f"auto found no usable k ({tried}) and with dense FC "
+                               f"layers: {exc.text(lambda name: f'`{name}`')}",
+                               others=(exc.setting, *exc.others)) from None
         if config.fc_during_search:
             apply_masks(self.model, self.fc.masks)
         self._keep_dense_statistics()
@@ -135,16 +137,16 @@ class PruningEnv(EpisodeEnv):
         """What to change when the target needs more weights than the agent's layers hold."""
         c = self.config
         if c.fc_rule == "3sigma" and c.fc_k == "auto":
-            return ("prune every layer with the agent (--fc-rule agent, the setting "
-                    "docs/benchmarks.md uses for LeNet-5), or give a fixed --fc-k (a smaller k "
+            return ("prune every layer with the agent (`fc_rule` agent, the setting "
+                    "docs/benchmarks.md uses for LeNet-5), or give a fixed `fc_k` (a smaller k "
                     "prunes the FC layers harder)")
         if c.fc_rule == "3sigma":
-            return ("a smaller --fc-k prunes the FC layers harder, --fc-rule agent prunes "
-                    "every layer with the agent; or lower --target")
+            return ("a smaller `fc_k` prunes the FC layers harder, `fc_rule` agent prunes "
+                    "every layer with the agent; or lower `target`")
         if c.fc_rule == "none":
-            return ("--fc-rule agent or 3sigma lets the FC layers be pruned too; or lower "
-                    "--target")
-        return "lower --target"
+            return ("`fc_rule` agent or 3sigma lets the FC layers be pruned too; or lower "
+                    "`target`")
+        return "lower `target`"
 
     def baseline_counts(self, method: str) -> list[int]:
         """Weights the baseline `method` (env.baselines.METHODS) prunes in each agent layer,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.imports import call_user, import_callable
 from rlprune.models.splits import Split, to_split
 
@@ -186,8 +186,9 @@ def _load_cifar(name: str, data_dir: Path, download: bool) -> Data:
         train = cls(str(data_dir), train=True, download=download)
         test = cls(str(data_dir), train=False, download=download)
     except RuntimeError:
-        raise UserError(f"{name} not found under {data_dir}; pass --download to fetch it "
-                        "or --data-dir to point at it") from None
+        raise SettingError("data_dir", f"{name} not found under {data_dir}; pass `download` to "
+                           "fetch it or `data_dir` to point at it", others=("download",),
+                           lead=False) from None
     x, y = _cifar_tensors(train.data), torch.tensor(train.targets)
     tr, va = _stratified(y.numpy(), (len(y) - 5000, 5000), SPLIT_SEED)
     test_split = Split(_cifar_tensors(test.data), torch.tensor(test.targets))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
 from rlprune.models.splits import Split
 
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 4, 128
@@ -37,8 +37,9 @@ def _toolkit():
                 get_default_x86_inductor_quantization_config,
             )
     except ImportError as exc:  # torchao missing or built for another torch
-        raise UserError(f"int8 quantization needs torchao for this torch ({exc}); "
-                        "pip install torchao, or use --quantize none") from None
+        raise SettingError("quantize", f"int8 quantization needs torchao for this torch "
+                           f"({exc}); pip install torchao, or use `quantize` none",
+                           lead=False) from None
     return (prepare_pt2e, prepare_qat_pt2e, convert_pt2e, allow_exported_model_train_eval,
             X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 

@@ -1,8 +1,9 @@
 """Documented settings: a dataclass field that carries its own documentation and limits.
 
-`EnvConfig` and `SearchConfig` declare every field with `setting(...)`; the command line, the
-Python API and validation all read the same declaration, so a default, a help text or a limit
-exists once.
+`EnvConfig`, `SearchConfig` and the commands' own settings (`ServeConfig`, `BenchConfig`,
+`ExportConfig`, `PretrainConfig`) declare every field with `setting(...)`; the command line,
+the Python API and validation all read the same declaration, so a default, a help text or a
+limit exists once.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ def setting(default: Any, doc: str, *,
             min: float | None = None, max: float | None = None,  # noqa: A002
             group: str = "problem", flag: str | None = None, aliases: Sequence[str] = (),
             parse: Callable[[str], Any] | None = None, metavar: str | None = None,
-            negate: str | None = None) -> Any:
+            negate: str | None = None, required: bool = False) -> Any:
     """A dataclass field with its documentation and limits.
 
     :param default: the default value (tuples for sequences, so the default is immutable)
-    :param doc: what the setting means, for `--help` and the docs
+    :param doc: what the setting means, for `--help` and the docs: at most 150 characters
+        (two lines of help); a longer note goes to docs/decisions.md, which the doc names
     :param choices: the values allowed, or a function that lists them when asked (a registry
         that can grow)
     :param min: the smallest value allowed (numbers)
@@ -39,12 +41,13 @@ def setting(default: Any, doc: str, *,
     :param parse: text to value, where the type alone does not say how
     :param metavar: the value's name in `--help`
     :param negate: for a bool that defaults to True, the flag that turns it off
+    :param required: the command line requires the flag (the value has no useful default)
     """
     if choices is not None and not callable(choices):
         choices = tuple(choices)
     meta = {"doc": doc, "choices": choices,
             "min": min, "max": max, "group": group, "flag": flag, "aliases": tuple(aliases),
-            "parse": parse, "metavar": metavar, "negate": negate}
+            "parse": parse, "metavar": metavar, "negate": negate, "required": required}
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.registry import arch_fingerprint
 from rlprune.models.splits import Split
 
@@ -157,7 +157,8 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda asked for, but torch sees no CUDA device; use --device cpu")
+        raise SettingError("device", "cuda asked for, but torch sees no CUDA device; use "
+                           "`device` cpu")
     return name
 
 

@@ -143,8 +143,9 @@ def test_resume_keeps_finished_cells_and_continues_the_stopped_one(tmp_path, den
         with pytest.raises(KeyboardInterrupt):
             run_bench(dense, base, out=out, **quiet)
     kept = (out / "runs" / "uniform-0.5-seed0" / "policy.json").stat().st_mtime_ns
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match=r"resume it \(`resume`\)") as info:  # CLI: --resume
         run_bench(dense, base, out=out, **quiet)
+    assert info.value.setting == "out" and "resume" in info.value.others
     with pytest.raises(UserError, match="other settings"):
         run_bench(dense, SearchConfig(**{**base.__dict__, "finetune_epochs": 2}), out=out,
                   resume=True, **quiet)

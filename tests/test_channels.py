@@ -147,8 +147,9 @@ GRAPHS = {name: ChannelGraph(make(), SHAPE) for name, make in NETS.items()}
 
 def test_a_target_beyond_the_groups_is_refused_with_the_fix():
     b = ChannelBudget(GRAPHS["concat"], "flops", 0.999, 0.0, 0.99)
-    with pytest.raises(UserError, match="lower --target"):
+    with pytest.raises(UserError, match="lower `target`") as info:  # the CLI: --target
         b.check()
+    assert info.value.setting == "target"
 
 
 # -- criteria on hand-made layers ----------------------------------------------------------

@@ -82,9 +82,9 @@ def test_digits_loads_upsampled():
 
 def test_cifar10_missing_is_refused_and_writes_nothing(tmp_path):
     data_dir = tmp_path / "data"
-    with pytest.raises(UserError, match="--download") as info:
+    with pytest.raises(UserError, match="pass `download`") as info:  # the CLI: --download
         load_dataset("cifar10", data_dir, download=False)
-    assert "cifar10" in str(info.value)
+    assert "cifar10" in str(info.value) and info.value.setting == "data_dir"
     assert not data_dir.exists() or not any(data_dir.rglob("*"))
     assert [p.name for p in tmp_path.iterdir()] in ([], ["data"])
 

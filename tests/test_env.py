@@ -370,9 +370,11 @@ def test_auto_fc_k_falls_back_to_dense_fc_layers():
 
 
 def test_auto_fc_k_refusal_explains_each_k():
-    with pytest.raises(UserError, match="--fc-k auto found no usable k") as info:
+    # the library names the field (the command line writes its flag, --fc-k)
+    with pytest.raises(UserError, match="^fc_k auto found no usable k") as info:
         make_env(target=0.95, fc_k="auto")
     assert "k=3" in str(info.value) and "k=1" in str(info.value)
+    assert info.value.setting == "fc_k" and "--" not in str(info.value)
 
 
 def test_agent_without_layers_is_refused():

@@ -195,8 +195,10 @@ def test_proxy_speed_measures_the_evaluation_beside_a_matmul(tiny_calibration):
 
 
 def test_slim_needs_channel_mode():
-    with pytest.raises(SettingError, match="slim needs --granularity channel"):
+    # the library names fields (the command line writes --granularity)
+    with pytest.raises(SettingError, match="slim needs `granularity` channel") as info:
         EnvConfig(proxy="slim").validate()
+    assert info.value.setting == "proxy" and info.value.others == ("granularity",)
     assert EnvConfig().proxy_path == "fast"
     assert EnvConfig(granularity="channel").proxy_path == "slim"
 

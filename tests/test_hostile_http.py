@@ -90,7 +90,7 @@ CASES = [
      {"kind": "baseline", "config": {**TINY_JOB, "method": "tpe", "workers": 2}}, {}, 422,
      "workers must be 1 for tpe"),
     ("budget in weight mode", "POST", "/v1/jobs", job(budget="params"), {}, 422,
-     "budget applies to --granularity channel only"),
+     "budget applies to `granularity` channel only"),  # field names, as the request's
     # -- server paths a client must not choose ---------------------------------------------------
     ("imagefolder /etc", "POST", "/v1/jobs", job(dataset="imagefolder:/etc"), {}, 422,
      "only inside its --data-root"),

@@ -148,6 +148,6 @@ def test_the_workers_check_mode_refuses_in_one_line(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(USER_MODELS)},
                           timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "rlprune: error: the agent controls no layers (no Conv2d here); use --fc-rule agent "
+    assert proc.stderr.strip().splitlines() == [  # the service's words: field names
+        "rlprune: error: the agent controls no layers (no Conv2d here); use `fc_rule` agent "
         "to let it prune the Linear layers"]

@@ -1,32 +1,65 @@
-"""What a bench runs beyond a job's settings (`BenchPlan`): its targets, methods and seeds,
-declared with `setting()` like `SearchConfig` and checked in one place (CLI, API, worker)."""
+"""A bench's own settings (`BenchConfig`): what it runs beyond a job's settings (targets,
+methods, seeds) and where it writes. Declared with `setting()` like `SearchConfig`, so the
+command line's flags are made from them and their limits are checked in one place, whoever
+asks (the command line, the HTTP service's check and worker, `run_bench`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Real
+from pathlib import Path
 
 from rlprune.agent.config import MAX_SEED, SearchConfig
+from rlprune.agent.methods import METHODS
 from rlprune.models.errors import SettingError
 from rlprune.models.settings import check, setting
 
 MAX_BENCH_SEEDS = 1000
 
 
-@dataclass
-class BenchPlan:
-    """What a bench runs beyond a job's settings: its targets, methods and seeds."""
+def bench_methods(granularity: str) -> tuple[str, ...]:
+    """What a bench of `granularity` may run: every job method and the searches' variants."""
+    from rlprune.service.jobs.lifecycle import job_methods  # the searches register there
 
-    targets: tuple[float, ...] = setting((0.8, 0.9, 0.95), "The targets, each a job's target.")
-    methods: tuple[str, ...] | None = setting(None, "The methods (default: per granularity).")
-    seeds: int = setting(3, "Seeds per method and target.", min=1, max=MAX_BENCH_SEEDS)
+    return job_methods(granularity, variants=True)
+
+
+def default_methods(granularity: str) -> tuple[str, ...]:
+    """What a bench of `granularity` runs when no methods are named."""
+    return tuple(m for m in bench_methods(granularity)
+                 if granularity in METHODS[m].in_default_bench)
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """`ddpg,uniform` (for --methods; an empty list is refused with the known methods)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+@dataclass
+class BenchConfig:
+    """`rlprune bench`: every method at every target and seed, or a merge of benches."""
+
+    targets: tuple[float, ...] = setting((0.8, 0.9, 0.95), "The targets, each a job's target.",
+                                         metavar="T")
+    methods: tuple[str, ...] | None = setting(
+        None, "Comma-separated (default, weight: ddpg,ddpg-only,3sigma-only,uniform,global,"
+        "lamp,erk; channel: ddpg,random,uniform,global-l1,global-taylor).",
+        parse=parse_methods, metavar="M,M")
+    seeds: int = setting(3, "Seeds per method and target.", min=1, max=MAX_BENCH_SEEDS,
+                         metavar="N")
     first_seed: int = setting(0, "Seeds run from here (extend an earlier bench).", min=0,
-                              max=MAX_SEED)
+                              max=MAX_SEED, metavar="SEED")
+    out: str | None = setting(None, "The output folder (must not exist or be empty).",
+                              required=True, metavar="DIR")
+    resume: bool = setting(
+        False, "Continue the interrupted bench in the output folder (same settings): finished "
+        "cells are kept, an unfinished one continues from its checkpoint.")
+    merge: tuple[str, ...] | None = setting(
+        None, "Instead of running: join these bench.json files into the output folder (a "
+        "later file's row replaces an earlier one's).", metavar="BENCH_JSON")
 
     def validate(self, base: SearchConfig) -> None:
         """Refuse a plan out of its limits, or a target or method `base` cannot run."""
-        from rlprune.service.bench.runner import bench_methods
-
         check(self)
         if not self.targets or not all(isinstance(t, Real) and not isinstance(t, bool)
                                        for t in self.targets):
@@ -42,3 +75,23 @@ class BenchPlan:
             raise SettingError("methods", f"has unknown method {', '.join(unknown) or '(none)'}"
                                f" for granularity {base.granularity}; choose from "
                                f"{', '.join(known)}")
+
+    def methods_for(self, granularity: str) -> list[str]:
+        """The methods to run: as given, or the granularity's default ones."""
+        return list(self.methods or default_methods(granularity))
+
+    def check_out(self) -> None:
+        """Refuse, before any work, an output that cannot be written or resumed, or a resume
+        of a merge."""
+        from rlprune.service.jobs.files import require_empty_folder
+
+        if self.out is None:
+            raise SettingError("out", "is needed: the folder the bench writes")
+        if self.resume and self.merge:
+            raise SettingError("resume", "continues a bench; it does not go with `merge`",
+                               others=("merge",))
+        if not self.resume:
+            require_empty_folder(self.out, "out")
+        elif not (Path(self.out) / "runs").is_dir():
+            raise SettingError("resume", f"`resume`: {self.out} holds no bench's runs to "
+                               "continue", lead=False)

@@ -15,25 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.methods import METHODS, default_bench, methods_for
+from rlprune.agent.methods import METHODS
 from rlprune.models.dense import Dense
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError
+from rlprune.service.bench.plan import (  # noqa: F401 (bench_methods, default_methods: re-exported)
+    BenchConfig,
+    bench_methods,
+    default_methods,
+)
 from rlprune.service.bench.report import speed_summary, write_bench
 from rlprune.service.jobs.events import Callback
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.lifecycle import JobRunner, Opened, run_job, settled
 from rlprune.service.jobs.resume import open_resume
 from rlprune.service.jobs.run_folder import DamagedRun, Job
-
-
-def bench_methods(granularity: str) -> tuple[str, ...]:
-    """What a bench of `granularity` may run: every job method and the searches' variants."""
-    return methods_for(granularity, variants=True)
-
-
-def default_methods(granularity: str) -> tuple[str, ...]:
-    """What a bench of `granularity` runs when no methods are named."""
-    return default_bench(granularity)
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
@@ -85,9 +80,9 @@ def _earlier_cell(run_dir: Path, config: SearchConfig, method: str, dense: Dense
     differ = sorted(k for k in saved.keys() | wanted.keys()  # a setting newer than the cell
                     if saved.get(k, defaults.get(k)) != wanted.get(k))  # ran at its default
     if differ:
-        raise UserError(f"{run_dir} was made with other settings than this bench's "
-                        f"({', '.join(differ)}); resume with the bench's own settings, or "
-                        "choose a new --out")
+        raise SettingError("out", f"{run_dir} was made with other settings than this bench's "
+                           f"({', '.join(differ)}); resume with the bench's own settings, or "
+                           "choose a new `out`", lead=False)
     if job.status().get("state") == "finished":
         try:
             return read_json(job.path / "policy.json")
@@ -114,13 +109,10 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     an unfinished one continues from its last checkpoint.
     """
     if not resume and (out / "runs").exists():
-        raise UserError(f"{out} already holds a bench's runs; resume it (--resume) or choose "
-                        "a new --out")
-    known = methods_for(base.granularity, variants=True)
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)} for granularity "
-                        f"{base.granularity}; choose from {', '.join(known)}")
+        raise SettingError("out", f"{out} already holds a bench's runs; resume it (`resume`) "
+                           "or choose a new `out`", others=("resume",), lead=False)
+    BenchConfig(targets=tuple(targets), methods=tuple(methods), seeds=seeds,
+                first_seed=first_seed, out=str(out), resume=resume).validate(base)
     results, speed = [], []
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,

@@ -8,20 +8,22 @@ import sys
 import time
 from pathlib import Path
 
-from rlprune.agent.config import MAX_EPOCHS
-from rlprune.models.errors import UserError
+from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.cli import run_commands, service_commands
 from rlprune.service.cli.flags import (
     BASELINE_SETTINGS,
     BENCH_SETTINGS,
+    PRETRAIN_SETTINGS,
     SEARCH_SETTINGS,
     config_from,
+    settings_from,
 )
 from rlprune.service.jobs.files import (
     refuse_existing,
     require_empty_folder,
     require_writable_folder,
 )
+from rlprune.service.jobs.pretrain_config import PretrainConfig
 from rlprune.service.jobs.run_folder import RUNS_ROOT
 
 
@@ -33,16 +35,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
     from rlprune.models.train import resolve_device
 
-    if args.epochs is not None and not 1 <= args.epochs <= MAX_EPOCHS:
-        raise UserError(f"--epochs must be 1 to {MAX_EPOCHS}, got {args.epochs}")
+    settings = settings_from(args, PretrainConfig)
+    settings.validate()
+    source = config_from(args, PRETRAIN_SETTINGS)
+    source.validate()  # the seed's limits, the device's choices
     _validate_names(args.model, args.dataset)
-    out = Path(args.out) if args.out else default_weights_path(args.model, args.dataset,
-                                                               args.seed)
-    refuse_existing(out, args.force)
+    out = Path(settings.out) if settings.out else default_weights_path(args.model, args.dataset,
+                                                                       args.seed)
+    refuse_existing(out, settings.force)
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_dir, args.download)
     check_model(model_for(args.model, data), data)
-    epochs = args.epochs or default_epochs(args.model)
+    epochs = settings.epochs or default_epochs(args.model)
     start = time.perf_counter()
     with tqdm(total=epochs, desc=f"pretrain {args.model}", unit="epoch", file=sys.stderr) as bar:
         def on_epoch(epoch: int, loss: float) -> None:
@@ -126,7 +130,7 @@ def _require_run_folder(run_dir: str | None) -> None:
     if run_dir is None:
         require_writable_folder(RUNS_ROOT, "runs/")
     else:
-        require_empty_folder(run_dir, "--run-dir")
+        require_empty_folder(run_dir, "run_dir")
 
 
 def _validate_names(model: str, dataset: str) -> None:
@@ -224,9 +228,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from rlprune.service.jobs.lifecycle import run_job
+    from rlprune.service.jobs.lifecycle import run_job, settled
 
     config = config_from(args, BASELINE_SETTINGS, warmup=args.episodes)  # random: no learning
+    settled(config, args.method)  # the method, before any folder or pre-training
     _require_run_folder(args.run_dir)
     dense = _dense(config)
     progress, stopper = _console(args.quiet)
@@ -267,40 +272,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rlprune.service.cli.console import Progress, say_stopping
     from rlprune.service.jobs.stop import SignalStop
 
-    out = Path(args.out)
-    if args.resume and args.merge:
-        raise UserError("--resume continues a bench; it does not go with --merge")
-    if not args.resume:
-        require_empty_folder(out, "--out")
-    elif not (out / "runs").is_dir():
-        raise UserError(f"--resume: {out} holds no bench's runs to continue")
-    if args.merge:
-        merge_files(args.merge, out)
-        print((out / "bench.md").read_text(), end="")
-        print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
-        return 0
-    from rlprune.service.bench.plan import BenchPlan
-    from rlprune.service.bench.runner import default_methods
-
+    bench = settings_from(args, BenchConfig)
+    bench.check_out()
+    out = Path(bench.out)
+    if bench.merge:
+        merge_files(list(bench.merge), out)
+        return _print_bench(out)
     base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
-    given = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods \
-        else None
-    plan = BenchPlan(targets=tuple(args.targets), methods=given, seeds=args.seeds,
-                     first_seed=args.first_seed)
-    plan.validate(base)  # every target and method, before any work
-    methods = list(given or default_methods(base.granularity))
+    bench.validate(base)  # every target and method, before any work
     _validate_names(base.model, base.dataset)
     dense = _dense(base)
     with SignalStop(notify=say_stopping) as stopper:
-        report = run_bench(dense, base, targets=args.targets, methods=methods,
-                           seeds=args.seeds, first_seed=args.first_seed, out=out,
+        report = run_bench(dense, base, targets=list(bench.targets),
+                           methods=bench.methods_for(base.granularity), seeds=bench.seeds,
+                           first_seed=bench.first_seed, out=out,
                            progress=lambda label: Progress(label, quiet=args.quiet),
                            log=lambda line: print(line, file=sys.stderr),
                            on_runner=lambda runner: setattr(stopper, "runner", runner),
-                           resume=args.resume)
+                           resume=bench.resume)
+    _print_bench(out)
+    return 0 if report["results"] else 1
+
+
+def _print_bench(out: Path) -> int:
     print((out / "bench.md").read_text(), end="")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
-    return 0 if report["results"] else 1
+    return 0
 
 
 HANDLERS = {"pretrain": cmd_pretrain, "inspect": cmd_inspect, "search": cmd_search,

@@ -1,5 +1,7 @@
-"""Command-line flags made from `SearchConfig`'s declarations (name, default, help, choices),
-so that a setting is declared once; and the config a command's parsed flags ask for."""
+"""Command-line flags made from the settings' declarations (name, default, help, choices):
+the job's (`SearchConfig`) and each command's own (`ServeConfig`, `BenchConfig`,
+`ExportConfig`, `PretrainConfig`, the console's `Console`), so that a setting is declared
+once; the settings a command's parsed flags ask for; and a `SettingError` in flags' words."""
 
 from __future__ import annotations
 
@@ -8,11 +10,30 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from rlprune.agent.config import SearchConfig
-from rlprune.models.settings import choices_of
+from rlprune.models.errors import SettingError
+from rlprune.models.settings import choices_of, setting
+from rlprune.service.bench.plan import BenchConfig
+from rlprune.service.http.settings import ServeConfig
+from rlprune.service.jobs.export_config import ExportConfig
+from rlprune.service.jobs.pretrain_config import PretrainConfig
 
 PLAIN_TYPES = {int: int, float: float, str: str}
+
+
+@dataclass
+class Console:
+    """What the command line shows while a job runs."""
+
+    quiet: bool = setting(False, "No progress bar (a bench still prints one line per finished "
+                          "run).")
+
+
+# every settings class a flag is made from; a field's flag is its first declaration's
+CONFIGS = (SearchConfig, ServeConfig, BenchConfig, ExportConfig, PretrainConfig, Console)
 
 
 def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str], object]:
@@ -26,30 +47,40 @@ def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str]
     return convert
 
 
-def add_settings(p: argparse.ArgumentParser, names: Sequence[str], cls: type = SearchConfig,
-                 **defaults: object) -> None:
-    """One flag per field of the settings dataclass `cls` (default `SearchConfig`) in `names`,
-    from its declaration (`defaults` overrides a field's default for this command)."""
+def add_settings(p: argparse.ArgumentParser, names: Sequence[str] | None = None,
+                 cls: type = SearchConfig, **defaults: object) -> None:
+    """One flag per field of the settings dataclass `cls` (default `SearchConfig`) in `names`
+    (default: every field), from its declaration (`defaults` overrides a field's default for
+    this command)."""
     hints = typing.get_type_hints(cls)
     declared = {f.name: f for f in dataclasses.fields(cls)}
-    for name in names:
-        f, meta = declared[name], declared[name].metadata
-        default = defaults.get(name, f.default)
-        doc = meta["doc"].replace("%", "%%")
-        flag = _flag(name, meta)
-        if hints[name] is bool:
-            action = "store_false" if meta["negate"] else "store_true"
-            p.add_argument(flag, dest=name, action=action, help=doc)
-            continue
-        base = hints[name]
-        if isinstance(base, types.UnionType):  # `X | None`: parsed as X
-            base = next(a for a in typing.get_args(base) if a is not type(None))
-        parse = meta["parse"] or PLAIN_TYPES[base]
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        p.add_argument(flag, *meta["aliases"],
-                       dest=name, default=default, type=typed(parse, meta["metavar"]),
-                       choices=choices_of(meta), metavar=meta["metavar"],
-                       help=f"{doc} (default: {shown})")
+    for name in declared if names is None else names:
+        f = declared[name]
+        _add_flag(p, name, f.metadata, hints[name], defaults.get(name, f.default))
+
+
+def _add_flag(p: argparse.ArgumentParser, name: str, meta, hint: Any, default: Any) -> None:
+    """One setting's flag: a switch for a bool, else a typed value (several values, space
+    separated, for a tuple without its own `parse`)."""
+    doc = meta["doc"].replace("%", "%%")
+    flag = _flag(name, meta)
+    if hint is bool:
+        action = "store_false" if meta["negate"] else "store_true"
+        p.add_argument(flag, dest=name, action=action, help=doc)
+        return
+    base = hint
+    if isinstance(base, types.UnionType):  # `X | None`: parsed as X
+        base = next(a for a in typing.get_args(base) if a is not type(None))
+    many = typing.get_origin(base) is tuple and meta["parse"] is None
+    parse = meta["parse"] or PLAIN_TYPES[typing.get_args(base)[0] if many else base]
+    shown = (" " if many else ",").join(map(str, default)) if isinstance(default, tuple) \
+        else default
+    if default not in (None, ()) and not meta["required"] and "default" not in doc.lower():
+        doc = f"{doc} (default: {shown})"  # unless the doc says it
+    p.add_argument(flag, *meta["aliases"], dest=name, default=default,
+                   type=typed(parse, meta["metavar"]), choices=choices_of(meta),
+                   metavar=meta["metavar"], help=doc, required=meta["required"],
+                   **({"nargs": "+"} if many else {}))
 
 
 def _flag(name: str, meta) -> str:
@@ -57,15 +88,17 @@ def _flag(name: str, meta) -> str:
 
 
 def flag_for(name: str) -> str:
-    """The command-line flag of a setting (a `SearchConfig` field, or another command's)."""
-    from rlprune.service.bench.plan import BenchPlan
-    from rlprune.service.http.settings import ServeConfig
-
-    for cls in (SearchConfig, ServeConfig, BenchPlan):
+    """The command-line flag of a setting (a field of one of `CONFIGS`)."""
+    for cls in CONFIGS:
         for f in dataclasses.fields(cls):
             if f.name == name:
                 return _flag(name, f.metadata)
-    return "--" + name.replace("_", "-")
+    return "--" + name.replace("_", "-")  # a command's own argument (`run_dir`)
+
+
+def error_text(exc: SettingError) -> str:
+    """The refusal as the command line says it: each setting named by its flag."""
+    return exc.text(flag_for)
 
 
 def names_in(*groups: str, without: Sequence[str] = ()) -> list[str]:
@@ -78,8 +111,33 @@ SOURCE = ("model", "dataset", "data_dir", "download")
 SEARCH_SETTINGS = names_in("source", "problem", "agent", "job")
 BASELINE_SETTINGS = [*names_in("source", "problem"), "episodes"]  # episodes: random search
 BENCH_SETTINGS = names_in("source", "problem", "agent", without=("target", "seed"))
+PRETRAIN_SETTINGS = [*SOURCE, "seed", "device"]
+# the commands whose every flag is made from declarations: (settings class, its fields or
+# None for all of them), in the order `--help` lists them
+DECLARED: dict[str, tuple[tuple[type, Sequence[str] | None], ...]] = {
+    "pretrain": ((SearchConfig, PRETRAIN_SETTINGS), (PretrainConfig, None)),
+    "bench": ((SearchConfig, BENCH_SETTINGS), (BenchConfig, None), (Console, None)),
+    "serve": ((ServeConfig, None),),
+    "export-model": ((ExportConfig, None),),
+}
+
+
+def add_declared(p: argparse.ArgumentParser, command: str) -> None:
+    """Every flag of `command` (one of `DECLARED`), from the declarations."""
+    for cls, names in DECLARED[command]:
+        add_settings(p, names, cls)
+
+
+def settings_from(args: argparse.Namespace, cls: type, names: Sequence[str] | None = None,
+                  **fixed) -> Any:
+    """The `cls` settings the parsed flags ask for (fields not in `names` at their
+    defaults); several values come as a tuple, as the field holds them."""
+    names = [f.name for f in dataclasses.fields(cls)] if names is None else names
+    given = {name: getattr(args, name) for name in names}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()},
+               **fixed)
 
 
 def config_from(args: argparse.Namespace, names: Sequence[str], **fixed) -> SearchConfig:
     """The `SearchConfig` the parsed flags ask for (other fields at their defaults)."""
-    return SearchConfig(**{name: getattr(args, name) for name in names}, **fixed)
+    return settings_from(args, SearchConfig, names, **fixed)

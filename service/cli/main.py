@@ -1,13 +1,13 @@
 """The `rlprune` command line: parses arguments, turns bad input into one line and exit 2.
 
-The job flags are made from `SearchConfig`'s declarations (`flags`), so a setting is declared
-once. Heavy imports happen inside each command, so `rlprune --help` is instant.
+The flags of the jobs and of pretrain, bench, serve and export-model are made from the
+settings' declarations (`flags`), so a setting is declared once. Heavy imports happen inside
+each command, so `rlprune --help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -15,16 +15,12 @@ from collections.abc import Sequence
 from rlprune.models.errors import SettingError, UserError
 from rlprune.service.cli.flags import (
     BASELINE_SETTINGS,
-    BENCH_SETTINGS,
     SEARCH_SETTINGS,
-    SOURCE,
+    Console,
+    add_declared,
     add_settings,
-    flag_for,
-    typed,
+    error_text,
 )
-from rlprune.service.http.settings import ServeConfig
-
-SERVE_SETTINGS = [f.name for f in dataclasses.fields(ServeConfig)]
 
 EXIT_USAGE = 2
 
@@ -39,12 +35,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlprune", description="RL-driven weight pruning of PyTorch CNNs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_job_commands(sub)
+    _add_run_commands(sub)
+    _add_service_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _add_job_commands(sub) -> None:
+    """pretrain, inspect, search, baseline, bench, resume."""
     p = sub.add_parser("pretrain", help="train a dense model and save its weights")
-    add_settings(p, [*SOURCE, "seed", "device"])
-    p.add_argument("--epochs", type=int, default=None, help="default: per model (measured)")
-    p.add_argument("--out", default=None, help="default: runs/pretrained/MODEL-DATASET-seedS.pt")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    add_declared(p, "pretrain")
 
     p = sub.add_parser("inspect", help="list the prunable layers, params and FLOPs")
     add_settings(p, ["model", "dataset", "fc_rule", "granularity"], dataset=None)
@@ -53,48 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
                                       "(no arguments: vgg-mini on mnist5k at 0.9)")
     add_settings(p, SEARCH_SETTINGS)
-    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_job_folder(p)
 
     p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
                                         "rule and fine-tune as search)")
     p.add_argument("--method", required=True,
-                   choices=("uniform", "global", "lamp", "erk", "global-l1", "global-taylor",
-                            "random", "tpe"),
-                   help="weight mode: uniform, global, lamp, erk; channel mode: uniform, "
-                        "global-l1, global-taylor; both: random (random search) and tpe "
-                        "(Optuna's TPE), each with the search's episodes and seed allocations")
+                   help="a registered method but ddpg: weight uniform, global, lamp, erk, "
+                        "3sigma-only; channel uniform, global-l1, global-taylor; random, tpe")
     add_settings(p, BASELINE_SETTINGS)
-    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_job_folder(p)
 
     p = sub.add_parser("bench", help="compare methods over targets and seeds (bench.json, "
                                      "bench.md, bench.png), or merge benches (--merge)")
-    add_settings(p, BENCH_SETTINGS)
-    p.add_argument("--targets", type=typed(float, "T"), nargs="+", default=[0.8, 0.9, 0.95])
-    p.add_argument("--methods", default=None,
-                   help="comma-separated (default: weight mode ddpg,ddpg-only,3sigma-only,"
-                        "uniform,global,lamp,erk; channel mode ddpg,random,uniform,global-l1,"
-                        "global-taylor; random search is a method in both)")
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds per method and target")
-    p.add_argument("--first-seed", type=int, default=0,
-                   help="seeds run from here (extend an earlier bench; default: 0)")
-    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted bench in --out (same settings): finished "
-                        "cells are kept, an unfinished one continues from its checkpoint")
-    p.add_argument("--merge", nargs="+", metavar="BENCH_JSON", default=None,
-                   help="instead of running: join these bench.json files into --out "
-                        "(a later file's row replaces an earlier one's)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (one line per finished run still)")
+    add_declared(p, "bench")
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last "
                                       "checkpoint (an interrupted baseline runs again)")
     p.add_argument("run", help="run folder (or its name under runs/)")
     p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings(p, None, Console)
 
+
+def _add_job_folder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+    add_settings(p, None, Console)
+
+
+def _add_run_commands(sub) -> None:
+    """list, status, export: finished and running runs (here or on a service)."""
     p = sub.add_parser("list", help="the runs under runs/ and their state (or a service's jobs)")
     _add_server(p)
     p = sub.add_parser("status", help="one run's state as JSON (or a service job's)")
@@ -108,9 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="json", choices=("json", "yaml"))
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
+
+def _add_service_commands(sub) -> None:
+    """serve, submit."""
     p = sub.add_parser("serve", help="run the HTTP service: a job queue, a SQLite registry "
                                      "and a web page")
-    add_settings(p, SERVE_SETTINGS, ServeConfig)
+    add_declared(p, "serve")
 
     p = sub.add_parser("submit", help="submit a job to a running service (the search's "
                                       "options; --kind baseline --method M for a baseline)")
@@ -121,20 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a retried submission with the same key makes one job")
     _add_server(p, required=True)
 
+
+def _add_model_commands(sub) -> None:
+    """export-model, apply: a pruned model as a file."""
     p = sub.add_parser("export-model", help="write a finished run's pruned model as a small "
                                             "file (sparse, int8, ONNX) and measure it")
-    p.add_argument("run")
-    p.add_argument("--out", required=True, help="the file to write")
-    p.add_argument("--format", default="pt", choices=("pt", "onnx"),
-                   help="pt: an rlprune.model/1 file (rlprune.load_model reads it); onnx: "
-                        "an ONNX file, checked in ONNX Runtime (default: pt)")
-    p.add_argument("--quantize", default="none", choices=("none", "int8"),
-                   help="int8: static post-training quantization of weights and "
-                        "activations (PT2E), calibrated on train batches (default: none)")
-    p.add_argument("--qat-epochs", type=int, default=0,
-                   help="with --quantize int8: quantization-aware training epochs, the "
-                        "pruning masks held (default: 0)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("run", help="run folder (or its name under runs/)")
+    add_declared(p, "export-model")
 
     p = sub.add_parser("apply", help="apply a policy to a trained model and save it pruned")
     p.add_argument("policy", help="policy file (json or yaml)")
@@ -142,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "seed"], dataset=None, finetune_epochs=0)
     p.add_argument("--out", required=True, help="where to save the pruned weights")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    return parser
 
 
 def _add_server(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -183,7 +165,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return commands.HANDLERS[args.command](args) or 0
     except SettingError as exc:  # named by the flag the user typed
-        print(f"rlprune: error: {flag_for(exc.setting)} {exc.detail}", file=sys.stderr)
+        print(f"rlprune: error: {error_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except UserError as exc:
         print(f"rlprune: error: {exc}", file=sys.stderr)

@@ -140,18 +140,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_export_model(args: argparse.Namespace) -> int:
     from rlprune.service.cli.console import Progress
+    from rlprune.service.cli.flags import settings_from
     from rlprune.service.jobs.artifacts import export, table
+    from rlprune.service.jobs.export_config import ExportConfig
     from rlprune.service.jobs.lifecycle import Event
 
+    settings = settings_from(args, ExportConfig)
+    settings.validate()  # before the progress bar shows
     progress = Progress()
-    epochs = args.qat_epochs
+    epochs = settings.qat_epochs
 
     def on_epoch(epoch: int, loss: float) -> None:
         progress(Event("finetune_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))
 
     try:
-        out = export(args.run, args.out, format=args.format, quantize=args.quantize,
-                     qat_epochs=epochs, force=args.force, on_epoch=on_epoch)
+        out = export(args.run, settings.path, format=settings.format,
+                     quantize=settings.quantize, qat_epochs=epochs, force=settings.force,
+                     on_epoch=on_epoch)
     finally:
         progress.close()
     print(table(out))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from rlprune.models.errors import UserError
-from rlprune.service.cli.flags import SEARCH_SETTINGS
+from rlprune.service.cli.flags import SEARCH_SETTINGS, settings_from
 from rlprune.service.http.settings import ServeConfig
 
 
@@ -19,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rlprune.service.http.server import check_executor, create_app, make_token
     from rlprune.service.jobs.files import require_writable_folder
 
-    config = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
+    config = settings_from(args, ServeConfig)
     config.validate()
     check_executor(config.executor, config.ray_address)
     runs = Path(config.runs)

@@ -26,7 +26,7 @@ from pathlib import Path
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
 from rlprune.models.registry import MODELS
-from rlprune.service.bench.plan import BenchPlan
+from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.http.settings import ServeConfig
 
 BENCH_KEYS = ("targets", "methods", "seeds", "first_seed")
@@ -121,7 +121,7 @@ def _bench(extra: dict, base: SearchConfig) -> dict:
     from rlprune.models.settings import typed_fields
 
     given = {"seeds": 1, "first_seed": 0, "targets": [base.target], **extra}
-    plan = BenchPlan(**typed_fields(BenchPlan, given))
+    plan = BenchConfig(**typed_fields(BenchConfig, given))
     plan.validate(base)
     return {"targets": list(plan.targets), "seeds": plan.seeds, "first_seed": plan.first_seed,
             "methods": None if plan.methods is None else list(plan.methods)}

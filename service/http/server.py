@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.service.http.guard import SESSION_COOKIE, Auth, HeaderLimit
 from rlprune.service.http.job_registry import Registry
 from rlprune.service.http.routes import package_version, page_session, router
@@ -45,10 +45,11 @@ def check_executor(kind: str, ray_address: str | None) -> None:
     if kind not in ("local", "ray"):
         raise UserError(f"executor {kind!r} is not available; use local or ray")
     if kind == "ray" and not ray_address:
-        raise UserError("--executor ray needs --ray-address (auto: the cluster this machine "
-                        "belongs to; local: start one here; or host:port)")
+        raise SettingError("executor", "ray needs `ray_address` (auto: the cluster this machine "
+                           "belongs to; local: start one here; or host:port)",
+                           others=("ray_address",))
     if kind == "local" and ray_address:
-        raise UserError("--ray-address goes with --executor ray")
+        raise SettingError("ray_address", "goes with `executor` ray", others=("executor",))
     if ray_address:
         from rlprune.agent.ray_workers import import_ray, probe
 

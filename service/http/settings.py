@@ -11,7 +11,6 @@ from rlprune.models.errors import SettingError
 from rlprune.models.settings import check, setting
 
 EXECUTORS = ("local", "ray")
-MAX_BENCH_SEEDS = 1000
 
 
 def parse_paths(text: str) -> tuple[str, ...]:
@@ -23,7 +22,7 @@ def parse_paths(text: str) -> tuple[str, ...]:
 class ServeConfig:
     """`rlprune serve`: where the service listens, keeps its runs and reads its data."""
 
-    host: str = setting("127.0.0.1", "Address to listen on (default: this machine only).")
+    host: str = setting("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
     port: int = setting(8080, "Port to listen on.", min=1, max=65535)
     runs: str = setting("runs", "Run folders and the job registry.", metavar="DIR")
     max_running: int = setting(2, "Jobs run at once; the rest wait in order.", min=1, max=64,
@@ -31,8 +30,9 @@ class ServeConfig:
     token_file: str | None = setting(
         None, "The bearer token, made with mode 0600 on first start (default: "
         "RUNS/service-token).", metavar="PATH")
-    auto_resume: bool = setting(True, "Resume interrupted jobs from their last checkpoint.",
-                                negate="--no-auto-resume")
+    auto_resume: bool = setting(
+        True, "Interrupted jobs resume from their last checkpoint when the service starts (the "
+        "default; --no-auto-resume turns it off).", negate="--no-auto-resume")
     upload_limit_mb: float = setting(256.0, "Largest weights upload, in MB.", min=0.001,
                                      max=1_000_000.0, metavar="MB")
     executor: str = setting(
@@ -42,9 +42,9 @@ class ServeConfig:
         None, "With --executor ray: auto, local (start one here) or host:port.",
         metavar="ADDR")
     data_roots: tuple[str, ...] = setting(
-        (), "Folders a job may read data from: imagefolder:PATH must lie inside one, and "
-        "cifar10/100 live in the first (default: RUNS/data). A request names no other "
-        "server path.", flag="--data-root", parse=parse_paths, metavar="DIR[:DIR]")
+        (), "Folders a job may read data from: imagefolder:PATH inside one, cifar10/100 in the "
+        "first (default: RUNS/data); a request names no other path.", flag="--data-root",
+        parse=parse_paths, metavar="DIR[:DIR]")
     allow_download: bool = setting(
         False, "Jobs may ask to download cifar10/100 (into the first --data-root).")
     check_timeout_s: float = setting(

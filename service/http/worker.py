@@ -70,25 +70,24 @@ def run(request: dict) -> int:
 
 
 def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
-    from rlprune.service.bench.plan import BenchPlan
-    from rlprune.service.bench.runner import default_methods, run_bench
+    from rlprune.service.bench.plan import BenchConfig
+    from rlprune.service.bench.runner import run_bench
     from rlprune.service.jobs.dense_loader import load_dense
     from rlprune.service.jobs.stop import SignalStop
 
-    targets = settings.pop("targets", [0.9])
-    seeds = settings.pop("seeds", 1)
-    first_seed = settings.pop("first_seed", 0)
     methods = settings.pop("methods", None)
+    bench = BenchConfig(targets=tuple(settings.pop("targets", [0.9])),
+                        methods=None if methods is None else tuple(methods),
+                        seeds=settings.pop("seeds", 1), first_seed=settings.pop("first_seed", 0))
     base = SearchConfig.with_settings(**settings)
     base.checkpoint_every = base.episodes
-    BenchPlan(targets=tuple(targets), methods=None if methods is None else tuple(methods),
-              seeds=seeds, first_seed=first_seed).validate(base)
+    bench.validate(base)
     dense = load_dense(base, cache=cache)
     with SignalStop(notify=_say_stopping) as stopper:
         try:
-            run_bench(dense, base, targets=targets,
-                      methods=methods or list(default_methods(base.granularity)),
-                      seeds=seeds, first_seed=first_seed, out=out,
+            run_bench(dense, base, targets=list(bench.targets),
+                      methods=bench.methods_for(base.granularity),
+                      seeds=bench.seeds, first_seed=bench.first_seed, out=out,
                       on_runner=lambda runner: setattr(stopper, "runner", runner),
                       resume=resume)
         except KeyboardInterrupt:

@@ -27,22 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlprune.agent.config import MAX_EPOCHS, SearchConfig
+from rlprune.agent.config import SearchConfig
 from rlprune.env.policy import granularity_of
 from rlprune.models.data import Data
 from rlprune.models.dense import Dense
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.registry import build_model
 from rlprune.models.sparse_io import pack, unpack
 from rlprune.models.train import evaluate, fixed_mode, load_program, load_weights
 from rlprune.service.jobs.dense_loader import is_object_name, load_dense
+from rlprune.service.jobs.export_config import ExportConfig
 from rlprune.service.jobs.files import load_policy, refuse_existing
 from rlprune.service.jobs.measure import latency_ms, state_bytes
 from rlprune.service.jobs.run_folder import Job, read_mapping
 
 MODEL_FORMAT = "rlprune.model/1"
-FORMATS = ("pt", "onnx")
-QUANTIZATIONS = ("none", "int8")
 
 
 @dataclass
@@ -169,16 +168,10 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
            on_epoch=None) -> Exported:
     """Export finished run `run` to `path` (see the module's docstring). A run made from
     Python objects needs its `model` and `data` again."""
-    if format not in FORMATS:
-        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if quantize not in QUANTIZATIONS:
-        raise UserError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got "
-                        f"{quantize!r}")
-    if not 0 <= qat_epochs <= MAX_EPOCHS or (qat_epochs and quantize != "int8"):
-        raise UserError(f"--qat-epochs needs --quantize int8 and a count from 0 to "
-                        f"{MAX_EPOCHS}")
+    ExportConfig.of(path=str(path), format=format, quantize=quantize, qat_epochs=qat_epochs,
+                    force=force)  # the settings' checks, as the command line's
     path = Path(path)
-    refuse_existing(path, force)
+    refuse_existing(path, force, field="path")
     job, config, policy, deploy = _finished_run(run)
     if quantize == "int8":
         _check_int8()
@@ -244,8 +237,8 @@ def quantized_engines() -> list[str]:
 
 def _check_int8() -> None:
     if "x86" not in quantized_engines():
-        raise UserError("int8 needs the x86 quantized engine, which this torch build lacks; "
-                        "use --quantize none")
+        raise SettingError("quantize", "int8 needs the x86 quantized engine, which this torch "
+                           "build lacks; use `quantize` none")
     from rlprune.models.quantize import _toolkit
 
     _toolkit()  # refuses a missing torchao before any work

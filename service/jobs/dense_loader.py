@@ -50,7 +50,7 @@ def load_dense(config: SearchConfig,
     if config.weights or path.is_file():
         load_weights(model, path)
     else:
-        refuse_existing(path, force=True, flag="the pre-trained weights")  # writable?
+        refuse_existing(path, force=True, field="weights")  # writable? (else: give weights)
         model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
         model = model.cpu()
     model.eval()

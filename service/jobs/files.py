@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from rlprune.env.policy import validate_policy
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 
 POLICY_FORMATS = ("json", "yaml")
 
@@ -96,24 +96,35 @@ def _probe(folder: Path, what: str) -> None:
                 path.rmdir()
 
 
-def require_empty_folder(path: str | Path | None, flag: str) -> None:
+def require_empty_folder(path: str | Path | None, field: str) -> None:
     """Refuse, before any work, an output folder that holds anything, is a file, or cannot be
-    created and written: nothing gets overwritten, and nothing is left behind."""
+    created and written: nothing gets overwritten, and nothing is left behind. `field` is the
+    setting that named the folder (`run_dir`), for the refusal."""
     if path is None:
         return
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file, not a folder")
+        raise SettingError(field, f"{path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()):
-        raise UserError(f"{flag} {path} is not empty; choose another (or `rlprune resume` a run)")
-    _probe(path, f"{flag} {path}")
+        raise SettingError(field, f"{path} is not empty; choose another (or `rlprune resume` a "
+                           "run)")
+    _probe_for(field, path, path)
 
 
-def refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
+def refuse_existing(path: Path, force: bool, field: str = "out") -> None:
     """Refuse, before any work, an output file that exists (unless `force`), is a folder, or
-    whose folder cannot be created and written."""
+    whose folder cannot be created and written. `field` is the setting that named the file."""
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name")
+        raise SettingError(field, f"{path} is a folder; give a file name")
     if (path.exists() or path.is_symlink()) and not force:
-        raise UserError(f"{path} exists; pass --force to overwrite it")
-    _probe(path.parent, f"{flag} {path}")
+        raise SettingError(field, f"{path} exists; pass `force` to overwrite it",
+                           others=("force",), lead=False)
+    _probe_for(field, path.parent, path)
+
+
+def _probe_for(field: str, folder: Path, path: Path) -> None:
+    """`_probe`, its refusal naming the setting that named `path`."""
+    try:
+        _probe(folder, str(path))
+    except UserError as exc:
+        raise SettingError(field, str(exc)) from None

@@ -51,10 +51,10 @@ RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.m
              "sparsity.png", "deployment.json", EVENTS)
 
 
-def job_methods(granularity: str) -> tuple[str, ...]:
-    """What a job of `granularity` may run (the registry's searches and rules; a bench adds
-    the variants)."""
-    return methods_for(granularity)
+def job_methods(granularity: str, *, variants: bool = False) -> tuple[str, ...]:
+    """What a job of `granularity` may run: the registry's searches (registered on import,
+    above) and rules; `variants` adds the searches' variants (a bench runs those)."""
+    return methods_for(granularity, variants=variants)
 
 
 def settled(config: SearchConfig, method: str) -> SearchConfig:

@@ -10,7 +10,7 @@ from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS
 from rlprune.agent.search_state import DamagedCheckpoint
 from rlprune.models.dense import Dense
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import Callback, Result
 from rlprune.service.jobs.lifecycle import JobRunner, Opened
@@ -42,8 +42,8 @@ def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
         if method != "ddpg":
             raise UserError(f"run {job.path} is a baseline ({method}); it has no episodes")
         if episodes < max(1, done):
-            raise UserError(f"--episodes {episodes} is fewer than the {done} episodes run "
-                            f"{job.path} has done; give at least {max(1, done)}")
+            raise SettingError("episodes", f"{episodes} is fewer than the {done} episodes run "
+                               f"{job.path} has done; give at least {max(1, done)}")
         config.episodes = episodes
     runner = JobRunner(config, load(config), method, callback=callback)
     found, skipped = None, []

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.service.jobs.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
@@ -90,8 +90,8 @@ class Job:
             path = Path(run_dir)
             path.mkdir(parents=True, exist_ok=True)
             if any(p.name != ".lock" for p in path.iterdir()):
-                raise UserError(f"run folder {path} is not empty; choose another --run-dir "
-                                "or `rlprune resume` it")
+                raise SettingError("run_dir", f"run folder {path} is not empty; choose "
+                                   "another `run_dir` or `rlprune resume` it", lead=False)
         job = cls(path)
         job.acquire()
         if run_dir is not None and any(p.name != ".lock" for p in path.iterdir()):
