@@ -1,7 +1,8 @@
-"""How each search of a bench went, from its TensorBoard events: the best warm-up reward, the
-mean reward per 50 episodes after warm-up, and the episode the search kept.
+"""How each search of a bench went, from its runs' events.jsonl (TensorBoard's events in run
+folders older than events.jsonl): the best warm-up reward, the mean reward per 50 episodes
+after warm-up, and the episode the search kept.
 
-    python docs/studies/reward_curves.py runs/bench4-lenet5-agent
+    python studies/reward_curves.py runs/bench4-lenet5-agent [every=50]
 
 A learning actor's post-warm-up means climb towards its best; a collapsed one sits far below
 its own warm-up (e.g. 0.51 on LeNet-5 with absolute actions, where warm-up reached 0.95).
@@ -14,28 +15,38 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def rewards(run: Path) -> np.ndarray:
-    events = EventAccumulator(str(next((run / "tb").glob("*")))).Reload()
-    by_step = {e.step: e.value for e in events.Scalars("search/reward")}  # last write wins
-    return np.array([by_step[k] for k in sorted(by_step)])
+    """Every episode's reward, in episode order (an episode played again after a resume: its
+    last record)."""
+    if (run / "events.jsonl").is_file():
+        by_episode = {e["episode"]: e["reward"]
+                      for e in map(json.loads, (run / "events.jsonl").read_text().splitlines())
+                      if e.get("kind") == "episode"}
+    else:  # a run folder from before events.jsonl (benches 1-6)
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(next((run / "tb").glob("*")))).Reload()
+        by_episode = {e.step: e.value for e in events.Scalars("search/reward")}
+    return np.array([by_episode[k] for k in sorted(by_episode)])
 
 
-def main(bench: str) -> None:
-    print("| run | warm-up best | mean per 50 episodes after warm-up | kept: episode (reward) |")
+def main(bench: str, every: int = 50) -> None:
+    print(f"| run | warm-up best | mean per {every} episodes after warm-up | "
+          "kept: episode (reward) |")
     print("|---|---:|---|---|")
     for run in sorted(Path(bench, "runs").iterdir()):
-        if not (run / "tb").is_dir():
-            continue
         config = json.loads((run / "config.json").read_text())
         status = json.loads((run / "status.json").read_text())
+        if status.get("best_episode") is None:  # a baseline: no episodes
+            continue
         r, w = rewards(run), config["warmup"]
-        means = " ".join(f"{r[i:i + 50].mean():.3f}" for i in range(w, len(r), 50))
+        means = " ".join(f"{r[i:i + every].mean():.3f}" for i in range(w, len(r), every))
         print(f"| {run.name} | {r[:w].max():.3f} | {means} | "
               f"{status['best_episode']} ({status['best_reward']:.3f}) |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    opts = dict(a.split("=", 1) for a in sys.argv[2:])
+    main(sys.argv[1], int(opts.get("every", 50)))
