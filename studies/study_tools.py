@@ -93,7 +93,8 @@ class Finalized:
 def finalize_with(config: rlprune.SearchConfig, dense, policy: dict, *,
                   epochs: int | None = None, seed: int | None = None) -> Finalized:
     """`rlprune.apply` with a job's fine-tune (budget, learning rate, seed), as a job finalizes
-    its policy; `epochs` and `seed` override the job's."""
+    its policy (BatchNorm re-estimated on one train batch of 128 drawn by the seed: the
+    defaults); `epochs` and `seed` override the job's."""
     epochs = config.finetune_epochs if epochs is None else epochs
     seed = config.seed if seed is None else seed
     pruned = rlprune.apply(policy, dense.model, dense.data, 0, seed=seed)
