@@ -23,6 +23,7 @@ _EXPORTS = {
     "UserError": "rlprune.models.errors",
     "EnvConfig": "rlprune.env.config",
     "PruningEnv": "rlprune.env.pruning_env",
+    "ChannelPruningEnv": "rlprune.env.channel_env",
     "SearchConfig": "rlprune.agent.config",
     "Event": "rlprune.service.jobs.events",
     "Result": "rlprune.service.jobs.events",
@@ -34,6 +35,10 @@ _EXPORTS = {
     "load_model": "rlprune.service.jobs.api",
     "load_policy": "rlprune.service.jobs.files",
     "save_policy": "rlprune.service.jobs.files",
+    # for scripts that study rlprune by hand (studies/): a registry model's dense model and
+    # data by name, and the policy of an allocation an env played
+    "load_dense": "rlprune.service.jobs.toolkit",
+    "policy_of": "rlprune.service.jobs.toolkit",
 }
 __all__ = sorted(_EXPORTS)
 

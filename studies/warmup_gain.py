@@ -3,7 +3,7 @@ seed policy's allocation (played in the warm-up or added by the selection stage)
 best rewards came from the warm-up episodes, and what the episodes after the warm-up gained
 in best reward. Reads the bench folders' bench.json and each search cell's events.jsonl.
 
-    python docs/studies/warmup_gain.py runs/b26/w098-e3-s0 runs/b26/w098-e3-s5
+    python studies/warmup_gain.py runs/b26/w098-e3-s0 runs/b26/w098-e3-s5
 """
 
 from __future__ import annotations

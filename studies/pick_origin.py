@@ -2,7 +2,7 @@
 played in the warm-up (which one), or an allocation of the agent's own; for each group, the
 search minus each baseline, seed by seed (mean +- standard error).
 
-    python docs/studies/pick_origin.py BENCH.json TARGET REWARD RUN_GLOB...
+    python studies/pick_origin.py BENCH.json TARGET REWARD RUN_GLOB...
 
 BENCH.json: a (merged) bench with the baselines; REWARD: the reward of its `ddpg` rows (a
 merged bench lists every reward of its parts; `-loss` is the old spelling of `loss`);

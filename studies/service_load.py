@@ -1,6 +1,7 @@
 """Load and hostile input against a real `rlprune serve` (docs/benchmarks.md, "The service").
 
-    python docs/studies/service_load.py [jobs=100 clients=20 max_running=2 out=runs/load.json]
+    python studies/service_load.py [jobs=100 clients=20 max_running=2 out=runs/load.json]
+        [runs=FOLDER (default: a new temporary folder)]
 
 1. `jobs` distinct jobs (a LeNet-300 `uniform` baseline on digits, no fine-tune: a job
    whose cost is mostly its worker's start) submitted by `clients` concurrent clients, each
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import sys
@@ -24,15 +26,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from support.service import start_service  # noqa: E402
+import torch
+from service_client import Service, start_service
 
 JOB = {"model": "lenet300", "dataset": "digits", "fc_rule": "agent", "target": 0.8,
        "finetune_epochs": 0}
 
 
 def args(argv: list[str]) -> dict:
-    out = {"jobs": "100", "clients": "20", "max_running": "2", "out": "runs/load.json"}
+    out = {"jobs": "100", "clients": "20", "max_running": "2", "out": "runs/load.json",
+           "runs": ""}
     out.update(a.split("=", 1) for a in argv)
     return out
 
@@ -43,16 +46,11 @@ def snapshot(runs: Path) -> dict[str, tuple[int, int]]:
             for p in sorted(runs.rglob("*")) if p.is_file()}
 
 
-def hostile(svc, runs: Path, job_id: str) -> list[tuple[str, int, str, bool]]:
+def hostile(svc: Service, runs: Path, job_id: str) -> list[tuple[str, int, str, bool]]:
     """(what, status, message, wrote nothing) of 20 requests that must be refused."""
-    import io
-
-    import torch
-
-    from rlprune.models.registry import build_model
-
-    buffer = io.BytesIO()
-    torch.save(build_model("lenet5").state_dict(), buffer)
+    buffer = io.BytesIO()  # real weights, of a network that is not the job's LeNet-300
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 6, 5), torch.nn.Linear(6, 10))
+               .state_dict(), buffer)
     _, upload = svc.request("POST", "/v1/checkpoints", raw=buffer.getvalue())
     cases = [
         ("no token", "GET", "/v1/jobs", None, {"token": None}),
@@ -101,7 +99,8 @@ def hostile(svc, runs: Path, job_id: str) -> list[tuple[str, int, str, bool]]:
 def main() -> None:
     a = args(sys.argv[1:])
     n, clients, cap = int(a["jobs"]), int(a["clients"]), int(a["max_running"])
-    runs = Path(tempfile.mkdtemp(prefix="rlprune-load-")) / "runs"
+    runs = Path(a["runs"] or tempfile.mkdtemp(prefix="rlprune-load-")) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
     svc = start_service(runs, "--max-running", str(cap), "--upload-limit-mb", "2")
     latencies: list[float] = []
     lock = threading.Lock()

@@ -4,7 +4,8 @@ For one cell (model, granularity, target, fine-tune epochs): the heuristics' all
 RANDOM random feasible ones (random actions through the env's clamp, as random search draws
 them). Each allocation gets its search reward (the env's, before fine-tuning), its val
 accuracy after a short masked fine-tune of each of STEPS SGD steps (the selection stage's
-score), and then the full fine-tune of EPOCHS epochs for each of SEEDS seeds, scored on test.
+score: rlprune's fine-tune, one pass over STEPS train batches drawn by seed 0), and then the
+full fine-tune of EPOCHS epochs for each of SEEDS seeds, scored on test.
 
 Printed per cell: the spread of the allocations' mean test accuracy (standard deviation across
 allocations, and best minus worst) against the seed-to-seed standard deviation (the mean over
@@ -12,10 +13,10 @@ allocations of the standard deviation across seeds): a cell separates allocation
 spread is at least 3x the seed noise. Then the Spearman correlation of each score with the
 mean fine-tuned test accuracy, over all allocations and over the better half by that score.
 
-    python docs/studies/separating_cells.py out=runs/cells/vgg-mini-channel-0.8.json \
+    python studies/separating_cells.py out=runs/cells/vgg-mini-channel-0.8.json \
         granularity=channel target=0.8 epochs=3 [model=vgg-mini dataset=mnist5k random=20 \
         seeds=3 steps=8,16,32 fc_rule=3sigma criterion=l1]
-    python docs/studies/separating_cells.py report=runs/cells/a.json,runs/cells/b.json
+    python studies/separating_cells.py report=runs/cells/a.json,runs/cells/b.json
 """
 
 from __future__ import annotations
@@ -26,15 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from study_tools import accuracy, score, search_env, spearman
 
-from rlprune.agent.config import SearchConfig
-from rlprune.agent.search import seed_actions
-from rlprune.env.finalize import prune_and_finetune, pruned_copy
-from rlprune.env.make import make_env
-from rlprune.env.selection import short_finetune
-from rlprune.service.jobs.dense_loader import load_dense
-from rlprune.service.jobs.job_policy import job_policy
+import rlprune
 
 
 def _args(argv: list[str]) -> dict:
@@ -49,20 +44,35 @@ def play(env, actions) -> tuple[float, dict]:
     return float(reward), info
 
 
+def seed_actions(env, names: tuple[str, ...]) -> list[list[float]]:
+    """Per baseline, the actions that make the env prune exactly the baseline's counts."""
+    return [[env.action_for(t, counts[:t], c) for t, c in enumerate(counts)]
+            for counts in map(env.baseline_counts, names)]
+
+
+def short_score(dense, policy: dict, steps: int, lr: float) -> tuple[float, float]:
+    """(val accuracy, val loss) after rlprune's masked fine-tune of one pass over `steps`
+    train batches drawn by seed 0 (BatchNorm re-estimated on them first)."""
+    train = dense.data.train
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:steps * 128]
+    part = rlprune.Data((train.x[idx], train.y[idx]), dense.data.val, dense.data.test,
+                        spec=dense.data.spec)
+    return score(rlprune.apply(policy, dense.model, part, 1, seed=0, lr=lr), dense.data.val)
+
+
 def measure(args: dict) -> dict:
     torch.set_num_threads(int(args.get("threads", 1)))
-    config = SearchConfig(model=args.get("model", "vgg-mini"),
-                          dataset=args.get("dataset", "mnist5k"),
-                          granularity=args.get("granularity", "channel"),
-                          target=float(args["target"]), device="cpu",
-                          **{k: args[k] for k in ("fc_rule", "criterion") if k in args})
+    config = rlprune.SearchConfig(model=args.get("model", "vgg-mini"),
+                                  dataset=args.get("dataset", "mnist5k"),
+                                  granularity=args.get("granularity", "channel"),
+                                  target=float(args["target"]), device="cpu",
+                                  **{k: args[k] for k in ("fc_rule", "criterion") if k in args})
     config.validate()
     epochs, seeds = int(args.get("epochs", 3)), int(args.get("seeds", 3))
     steps = [int(s) for s in args.get("steps", "8,16,32").split(",")]
-    dense = load_dense(config)
+    dense = rlprune.load_dense(config)
     data = dense.data
-    env = make_env(dense.model, data.val, dense.input_shape, config.env_config(),
-                   calibration=data.train)
+    env = search_env(config, dense)
     env.reset(seed=0)
     names = list(config.seed_policies_for())
     allocations = [(f"seed {n}", *play(env, a)) for n, a in zip(names, seed_actions(env, names))]
@@ -72,18 +82,11 @@ def measure(args: dict) -> dict:
         allocations.append((f"random {i}", *play(env, rng.uniform(-1, 1, layers))))
     rows = []
     for name, reward, info in allocations:
-        chosen = {"sparsities": info["sparsities"], "reward": reward, "episode": None,
-                  "proxy_accuracy": info["proxy_accuracy"]}
-        policy = job_policy("ddpg", config, dense, env, None, chosen=chosen)
-        short = {}
-        for n in steps:
-            model, masks = pruned_copy(dense.model, policy, "cpu", data.input_shape)
-            short[str(n)] = short_finetune(model, masks, data.train, data.val, steps=n,
-                                           lr=config.finetune_lr, seed=0,
-                                           bn_batches=config.bn_recalibration_batches,
-                                           bn_batch_size=config.bn_batch_size)
-        tests = [prune_and_finetune(dense.model, policy, data, epochs=epochs,
-                                    lr=config.finetune_lr, seed=s).finetuned_accuracy
+        policy = rlprune.policy_of(env, info["sparsities"], model=config.model,
+                                   dataset=config.dataset, method=name)
+        short = {str(n): short_score(dense, policy, n, config.finetune_lr) for n in steps}
+        tests = [accuracy(rlprune.apply(policy, dense.model, data, epochs,
+                                        lr=config.finetune_lr, seed=s), data.test)
                  for s in range(seeds)]
         rows.append({"name": name, "reward": reward, "proxy_accuracy": info["proxy_accuracy"],
                      "proxy_loss": info["proxy_loss"], "sparsities": info["sparsities"],
@@ -102,7 +105,7 @@ def measure(args: dict) -> dict:
 def _spearman(score: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """Over all rows, and over the better half by `score`."""
     half = np.argsort(-score)[: max(3, len(score) // 2)]
-    return (float(spearmanr(score, target)[0]), float(spearmanr(score[half], target[half])[0]))
+    return spearman(score, target), spearman(score[half], target[half])
 
 
 def report(cell: dict) -> list[str]:

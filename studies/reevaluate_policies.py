@@ -4,25 +4,20 @@ The search reports the proxy (val) accuracy its best episode scored. Scoring the
 allocation again, with 5 other single calibration batches and with 8 batches, shows how much
 of that score was the batch: a search keeps the maximum of hundreds of noisy scores.
 
-    python docs/studies/reevaluate_policies.py runs/bench2-vgg-mini \
+    python studies/reevaluate_policies.py runs/bench2-vgg-mini \
         [--targets 0.9 0.95] [--methods ddpg]
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
+from study_tools import accuracy, pruned_copy, recalibrate_bn
 
-from rlprune.agent.config import SearchConfig
-from rlprune.env.evaluate import recalibrate_bn
-from rlprune.env.masks import apply_masks
-from rlprune.env.policy import policy_masks
-from rlprune.models.train import evaluate
-from rlprune.service.jobs.dense_loader import load_dense
+import rlprune
 
 
 def main() -> None:
@@ -33,7 +28,7 @@ def main() -> None:
     parser.add_argument("--methods", default="ddpg,ddpg-only")
     args = parser.parse_args()
     report = json.loads((args.bench / "bench.json").read_text())
-    dense = load_dense(SearchConfig(model=report["model"], dataset=report["dataset"]))
+    dense = rlprune.load_dense(model=report["model"], dataset=report["dataset"])
     data = dense.data
     print("| method | target | seed | reported proxy | val, 5 fresh batches | test, same "
           "| val, 8 batches | test, 8 batches |")
@@ -45,20 +40,19 @@ def main() -> None:
                 if not path.is_file():
                     continue
                 policy = json.loads(path.read_text())
-                model = copy.deepcopy(dense.model)
-                apply_masks(model, policy_masks(model, policy))
                 val, test = [], []
-                for r in range(5):
-                    recalibrate_bn(model, data.train, 1, 128, np.random.default_rng(100 + r))
-                    val.append(evaluate(model, data.val))
-                    test.append(evaluate(model, data.test))
+                for r in range(5):  # BatchNorm re-estimated on one batch drawn by seed 100 + r
+                    model = rlprune.apply(policy, dense.model, data, seed=100 + r)
+                    val.append(accuracy(model, data.val))
+                    test.append(accuracy(model, data.test))
+                model = pruned_copy(dense, policy)
                 recalibrate_bn(model, data.train, 8, 128, np.random.default_rng(7))
                 print(f"| {method} | {target:g} | {seed} | "
                       f"{100 * policy['accuracy']['proxy']:.1f} | "
                       f"{100 * np.mean(val):.1f} ± {100 * np.std(val):.1f} | "
                       f"{100 * np.mean(test):.1f} ± {100 * np.std(test):.1f} | "
-                      f"{100 * evaluate(model, data.val):.1f} | "
-                      f"{100 * evaluate(model, data.test):.1f} |", flush=True)
+                      f"{100 * accuracy(model, data.val):.1f} | "
+                      f"{100 * accuracy(model, data.test):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """CPU speed of channel-pruned networks against their dense model, side by side.
 
-    python docs/studies/channel_speed.py BENCH_DIR [method=ddpg] [threads=2] [repeats=50]
+    python studies/channel_speed.py BENCH_DIR [method=ddpg] [threads=2] [repeats=50]
 
 For every run of `method` under BENCH_DIR/runs/ (a `rlprune bench --granularity channel`
-folder): the dense vgg-mini and the run's pruned.pt (a torch.export program), timed one after
-the other in this process (median of `repeats` forward passes after warm-up, batch 1 and 32),
-and the FLOPs removed. Prints one row per run and the mean speedup per target; the ratio
-speedup / (1 / (1 - FLOPs removed)) says how much of the FLOPs reduction the CPU turns into
-time.
+folder): the dense model and the run's pruned.pt (a torch.export program, loaded with plain
+torch), timed one after the other in this process (median of `repeats` forward passes after
+warm-up, batch 1 and 32), and the FLOPs removed. Prints one row per run and the mean speedup
+per target; the ratio speedup / (1 / (1 - FLOPs removed)) says how much of the FLOPs reduction
+the CPU turns into time.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from study_tools import latency_ms
 
-from rlprune.agent.config import SearchConfig
-from rlprune.models.train import load_program
-from rlprune.service.jobs.dense_loader import load_dense
-from rlprune.service.jobs.measure import latency_ms
+import rlprune
 
 
 def main() -> None:
@@ -34,12 +32,12 @@ def main() -> None:
     rows = []
     dense = None
     for run in sorted((bench / "runs").glob(f"{method}-*")):
-        config = SearchConfig.from_json(json.loads((run / "config.json").read_text()))
+        config = rlprune.SearchConfig.from_json(json.loads((run / "config.json").read_text()))
         policy = json.loads((run / "policy.json").read_text())
         if dense is None:
-            config.device = "cpu"
-            dense = load_dense(config)
-        pruned, _ = load_program(run / "pruned.pt")
+            dense = rlprune.load_dense(config)
+        with open(run / "pruned.pt", "rb") as fh:  # an exported graph: fixed in eval mode
+            pruned = torch.export.load(fh).module()
         row = {"run": run.name, "target": config.target,
                "removed": policy["achieved"]["sparsity"]}
         for batch in (1, 32):

@@ -1,6 +1,6 @@
 """Mean per-layer sparsity of groups of policies, beside their mean accuracies.
 
-    python docs/studies/compare_allocations.py \
+    python studies/compare_allocations.py \
         "feasible=runs/bench4-vgg-mini/runs/ddpg-0.95-*/policy.json" \
         "absolute=runs/bench3-vgg-mini/runs/ddpg-0.95-*/policy.json" \
         "erk=runs/erk-0.95/policy.json"

@@ -7,11 +7,11 @@ train images, then fine-tuned (the job's budget) with two fine-tune seeds; the p
 correlations are with the mean fine-tuned test accuracy, over all candidates and over those
 whose val accuracy is within `top=POINTS` of the best (where a search's choice is made).
 
-    python docs/studies/reward_signals.py out=runs/signals-lenet5-0.95.json model=lenet5 \
+    python studies/reward_signals.py out=runs/signals-lenet5-0.95.json model=lenet5 \
         fc_rule=agent target=0.95 random=40 top=3
 
 Any SearchConfig field can be set as key=value (as in rank_candidates.py).
-`python docs/studies/reward_signals.py rescore=STUDY.json [top=3]` prints a saved study's table.
+`python studies/reward_signals.py rescore=STUDY.json [top=3]` prints a saved study's table.
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rank_candidates import candidate_policy, parse
-from scipy.stats import spearmanr
-from study_tools import baseline_env, baseline_sparsities, finalize_with
+from study_tools import (
+    Part,
+    baseline_sparsities,
+    config_from,
+    finalize_with,
+    score,
+    search_env,
+    spearman,
+)
 
-from rlprune.env.evaluate import ProxyEvaluator
-from rlprune.models.splits import Split
-from rlprune.service.jobs.dense_loader import load_dense
+import rlprune
 
 SIGNALS = {"val accuracy (acc)": ("val_acc", 1), "val cross-entropy (loss)": ("val_loss", -1),
            "train accuracy": ("train_acc", 1), "train cross-entropy": ("train_loss", -1)}
@@ -66,10 +70,10 @@ def correlations(rows: list[dict], top: float, signals: dict[str, tuple[str, int
     for group, sub in groups.items():
         y = [np.mean(r["finetuned"]) for r in sub]
         table[group] = {"n": len(sub), **{
-            name: round(float(spearmanr([sign * r[key] for r in sub], y)[0]), 2)
+            name: round(spearman([sign * r[key] for r in sub], y), 2)
             for name, (key, sign) in signals.items()},
-            "fine-tune seed 0 vs seed 1": round(float(spearmanr(
-                [r["finetuned"][0] for r in sub], [r["finetuned"][1] for r in sub])[0]), 2)}
+            "fine-tune seed 0 vs seed 1": round(spearman(
+                [r["finetuned"][0] for r in sub], [r["finetuned"][1] for r in sub]), 2)}
     return table
 
 
@@ -83,21 +87,20 @@ def main(pairs: list[str]) -> None:
     out = opts.pop("out")
     n_random, top = int(opts.pop("random", 40)), float(opts.pop("top", 3))
     pattern = opts.pop("policies", None)
-    config = parse([f"{k}={v}" for k, v in opts.items()])
+    config = config_from([f"{k}={v}" for k, v in opts.items()])
     torch.manual_seed(0)
-    dense = load_dense(config)
-    env = baseline_env(config, dense)
+    dense = rlprune.load_dense(config)
+    env = search_env(config, dense)
     pool = candidates(env, n_random, pattern)
     idx = torch.randperm(len(dense.data.train), generator=torch.Generator().manual_seed(0))
-    train = ProxyEvaluator(Split(dense.data.train.x[idx[:2000]], dense.data.train.y[idx[:2000]]),
-                           "cpu")
-    val = ProxyEvaluator(dense.data.val, "cpu")
+    train = Part(dense.data.train.x[idx[:2000]], dense.data.train.y[idx[:2000]])
     rows = []
     for name, sparsities in pool.items():
-        policy = candidate_policy(config, dense, env, name, sparsities)
+        policy = rlprune.policy_of(env, sparsities, model=config.model,
+                                   dataset=config.dataset, method=name)
         pruned = finalize_with(config, dense, policy, epochs=0).model
-        val_acc, val_loss = val.score(pruned)
-        train_acc, train_loss = train.score(pruned)
+        val_acc, val_loss = score(pruned, dense.data.val)
+        train_acc, train_loss = score(pruned, train)
         tuned = [finalize_with(config, dense, policy, seed=s).finetuned_accuracy for s in (0, 1)]
         rows.append(dict(name=name, val_acc=val_acc, val_loss=val_loss, train_acc=train_acc,
                          train_loss=train_loss, finetuned=tuned, sparsities=sparsities))

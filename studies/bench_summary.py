@@ -1,6 +1,6 @@
 """Accuracy before fine-tuning (proxy = val, pruned = test), mean over seeds, from bench.json.
 
-    python docs/studies/bench_summary.py docs/bench/vgg-mini/bench.json
+    python studies/bench_summary.py docs/bench/vgg-mini/bench.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fine-tune each kept policy of a bench with several fine-tune seeds, to tell a better
 allocation from a lucky fine-tune.
 
-    python docs/studies/finetune_seeds.py --target 0.95 runs/bench3-vgg-mini runs/bench4-vgg-mini
+    python studies/finetune_seeds.py --target 0.95 runs/bench3-vgg-mini runs/bench4-vgg-mini
 
 Prints, per run, the test accuracy after the bench's fine-tune for each seed and their mean.
 `--epochs E` fine-tunes for E epochs instead of the run's budget; `--own-seed` uses only the
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from study_tools import finalize_with
 
-from rlprune.agent.config import SearchConfig
-from rlprune.service.jobs.dense_loader import load_dense
+import rlprune
 
 
 def main() -> None:
@@ -37,8 +36,8 @@ def main() -> None:
     print("|---|" + "---:|" * (len(columns) + 1))
     for bench in args.benches:
         for run in sorted((bench / "runs").glob(f"{args.method}-{args.target:g}-seed*")):
-            config = SearchConfig.from_json(json.loads((run / "config.json").read_text()))
-            dense = load_dense(config)
+            config = rlprune.SearchConfig.from_json(json.loads((run / "config.json").read_text()))
+            dense = rlprune.load_dense(config)
             policy = json.loads((run / "policy.json").read_text())
             seeds = [config.seed] if args.own_seed else range(args.finetune_seeds)
             accs = [finalize_with(config, dense, policy, epochs=args.epochs, seed=f)

@@ -1,6 +1,6 @@
 """Move pruned weights from one layer to another in kept policies, then fine-tune again.
 
-    python docs/studies/shift_sparsity.py \
+    python studies/shift_sparsity.py \
         "runs/bench4-vgg-mini/runs/ddpg-0.95-*,runs/bench5-vgg-mini-0.95/runs/ddpg-0.95-*" \
         --layer features.17 --sparsity 0.93 --compensate features.10
 
@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from study_tools import finalize_with
 
-from rlprune.agent.config import SearchConfig
-from rlprune.service.jobs.dense_loader import load_dense
+import rlprune
 
 
 def shifted(policy: dict, layer: str, sparsity: float, compensate: str) -> dict:
@@ -49,8 +48,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     gains = []
     for run in sorted(Path(p) for one in args.runs.split(",") for p in glob.glob(one)):
-        config = SearchConfig.from_json(json.loads((run / "config.json").read_text()))
-        dense = load_dense(config)
+        config = rlprune.SearchConfig.from_json(json.loads((run / "config.json").read_text()))
+        dense = rlprune.load_dense(config)
         policy = json.loads((run / "policy.json").read_text())
         new = shifted(policy, args.layer, args.sparsity, args.compensate)
         done = finalize_with(config, dense, new)
