@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rlprune.agent.config import SearchConfig
-from rlprune.env.layers import nonzero_costs
-from rlprune.env.policy import build_channel_policy, build_policy, validate_policy
+from rlprune.env.granularity import granularity_named
+from rlprune.env.policy import validate_policy
 from rlprune.models.dense import Dense
 from rlprune.models.registry import arch_fingerprint
 from rlprune.service.jobs.dense_loader import load_dense as _load_dense
@@ -56,18 +56,7 @@ def policy_of(env: Any, sparsities: dict[str, float], *, model: str = "<model>",
     """
     c = env.config
     fingerprint = arch_fingerprint(env.model)  # masks change no name or shape
-    if c.granularity == "channel":
-        removed = env.removed_channels(sparsities)
-        counts = [len(removed[g.name]) for g in env.graph.groups]
-        policy = build_channel_policy(
-            model=model, dataset=dataset, fingerprint=fingerprint, method=method,
-            target=c.target, budget=c.budget, criterion=c.criterion, groups=env.graph.groups,
-            removed=removed, achieved=env.budget.achieved(counts), costs=env.costs(counts),
-            accuracy={}, search={})
-    else:
-        policy = build_policy(
-            model=model, dataset=dataset, fingerprint=fingerprint, method=method,
-            target=c.target, scope=c.scope, net=env.net, sparsities=sparsities,
-            fc_rule=c.fc_rule, fc_k=env.fc.k, costs=nonzero_costs(env.net, sparsities),
-            accuracy={}, search={})
+    policy = granularity_named(c.granularity).build_policy(
+        env, sparsities, config=c, model=model, dataset=dataset, fingerprint=fingerprint,
+        method=method, accuracy={}, search={})
     return validate_policy(policy)
