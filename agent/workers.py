@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import gymnasium as gym
 import numpy as np
@@ -135,7 +135,7 @@ class EnvWorkers(VecEnv):
                 pending[i] = self._send(i, request)
         replies: list[Any] = [None] * self.num_envs
         for i, token in pending.items():
-            replies[i] = self._receive(i, requests[i], token)
+            replies[i] = self._receive(i, cast(tuple, requests[i]), token)  # one that was sent
         return replies
 
     def _send(self, i: int, request: tuple) -> Any:
@@ -272,7 +272,7 @@ def _serve(connection, factory: Callable[[], gym.Env] | bytes, threads: int) -> 
     SIGKILLed search would never read as EOF here)."""
     parent = os.getppid()
     if isinstance(factory, bytes):
-        factory = pickle.loads(factory)
+        factory = cast(Callable[[], gym.Env], pickle.loads(factory))
     host = EnvHost(factory, threads)
     connection.send(("ready", None))
     while True:
@@ -309,7 +309,8 @@ class ProcessBackend:
 
         self.threads = threads
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            self.context = mp.get_context("forkserver")
+            self.context: mp.context.ForkServerContext | mp.context.ForkContext = \
+                mp.get_context("forkserver")
             self.context.set_forkserver_preload(["torch", "rlprune.agent.workers"])
             self.payload: Callable[[], gym.Env] | bytes = pickle.dumps(factory)
         else:
