@@ -13,17 +13,27 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS, default_bench, methods_for
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.service.bench.report import speed_summary, write_bench
-from rlprune.service.jobs.events import Callback
+from rlprune.service.jobs.events import Callback, Event
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.lifecycle import JobRunner, Opened, run_job, settled
 from rlprune.service.jobs.resume import open_resume
 from rlprune.service.jobs.run_folder import DamagedRun, Job
+
+
+class CellProgress(Protocol):
+    """A cell's callback from `progress(label)`: called with each Event, closed when the cell
+    ends (the CLI's `Progress` bars)."""
+
+    def __call__(self, event: Event) -> bool | None: ...
+
+    def close(self) -> None: ...
 
 
 def bench_methods(granularity: str) -> tuple[str, ...]:
@@ -37,7 +47,7 @@ def default_methods(granularity: str) -> tuple[str, ...]:
 
 
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-            speed: list[dict], progress: Callable[[str], Callback] | None = None,
+            speed: list[dict], progress: Callable[[str], CellProgress] | None = None,
             on_runner: Callable[[JobRunner], None] | None = None) -> dict:
     """One bench cell in its own run folder, through the same lifecycle as `rlprune search`
     and `rlprune baseline`; its policy. `SEARCH_VARIANTS` are the search with other settings;
@@ -98,7 +108,7 @@ def _earlier_cell(run_dir: Path, config: SearchConfig, method: str, dense: Dense
 
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
               seeds: int, out: Path, log: Callable[[str], None] = lambda line: None,
-              first_seed: int = 0, progress: Callable[[str], Callback] | None = None,
+              first_seed: int = 0, progress: Callable[[str], CellProgress] | None = None,
               on_runner: Callable[[JobRunner], None] | None = None,
               resume: bool = False) -> dict:
     """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target, each
@@ -121,7 +131,8 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)} for granularity "
                         f"{base.granularity}; choose from {', '.join(known)}")
-    results, speed = [], []
+    results: list[dict] = []
+    speed: list[dict] = []
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,
                  results, speed, progress, on_runner)
@@ -141,7 +152,8 @@ def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], se
     """(method, config, run folder) of every cell, in the bench's order: target, method, seed.
     A cell runs where it is put (a Ray task asks for the GPUs): its search never reaches for
     Ray itself."""
-    gpu = {"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker else {}
+    gpu: dict[str, Any] = ({"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker
+                           else {})
     return [(method, dataclasses.replace(base, target=target, seed=seed, ray_address=None,
                                          **gpu),
              out / "runs" / f"{method}-{target:g}-seed{seed}")
@@ -149,7 +161,7 @@ def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], se
 
 
 def run_cell(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-             progress: Callable[[str], Callback] | None = None,
+             progress: Callable[[str], CellProgress] | None = None,
              on_runner: Callable[[JobRunner], None] | None = None
              ) -> tuple[dict, dict | None]:
     """One cell: its result row and its speed record (None for a baseline or a kept cell)."""
