@@ -49,7 +49,7 @@ class EpisodeEnv(gym.Env):
         self._counts = []
         return self._observation(), {}
 
-    def step(self, action):
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t >= len(self.agent_layers):
             raise RuntimeError("episode is over; call reset()")
         t = self._t
