@@ -4,7 +4,7 @@ rewards."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from stable_baselines3 import DDPG, TD3
@@ -13,8 +13,13 @@ from stable_baselines3.common.type_aliases import RolloutReturn
 from rlprune.agent.buffer import EpisodeRewardReplayBuffer
 from rlprune.agent.noise import DecayingTruncatedNormalNoise
 
+if TYPE_CHECKING:  # what the mixin's super() calls reach (SB3's DDPG is a TD3)
+    from stable_baselines3 import TD3 as _AmcBase
+else:
+    _AmcBase = object
 
-class _Amc:
+
+class _Amc(_AmcBase):
     """What AMC changes in SB3's DDPG and TD3, three narrow changes, each at an episode
     boundary or in action sampling:
 
@@ -26,6 +31,7 @@ class _Amc:
       starts; that must not count as an episode, or a resumed run would drift).
     """
 
+    action_noise: Any  # SB3's ActionNoise or None, set by its __init__
     boundary_hook: Callable[[], bool] | None = None
     demonstrations: list[np.ndarray] | None = None
     """Optional per-episode actions (one per layer) that replace the first warm-up episodes'
@@ -81,13 +87,14 @@ class AmcTD3(_Amc, TD3):
     the comparison beside DDPG (`--agent td3`)."""
 
 
-AGENTS = {"ddpg": AmcDDPG, "td3": AmcTD3}
+AGENTS: dict[str, type[AmcDDPG] | type[AmcTD3]] = {"ddpg": AmcDDPG, "td3": AmcTD3}
 
 
 def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
                sigma0: float, sigma_decay: float, hidden: tuple[int, ...], batch_size: int,
                tau: float, learning_rate: float, baseline_decay: float, seed: int,
-               device: str, tensorboard_log: str | None, agent: str = "ddpg") -> AmcDDPG:
+               device: str, tensorboard_log: str | None,
+               agent: str = "ddpg") -> AmcDDPG | AmcTD3:
     """The search's agent for `env` (a VecEnv of K copies of one pruning env; one step per
     layer). With K > 1 a rollout is one round (K episodes side by side) and the update after it
     takes K·layers gradient steps, as K single episodes would; the warm-up is rounded up to
@@ -112,7 +119,7 @@ def make_agent(env, *, layers: int, warmup_episodes: int, buffer_episodes: int,
     )
 
 
-def rng_state(agent: AmcDDPG, env) -> dict:
+def rng_state(agent: AmcDDPG | AmcTD3, env) -> dict:
     """The generators an episode draws from, besides the global ones (see checkpoint.py);
     `env` is the search's one env (K = 1) or its EnvWorkers (the K envs' generators)."""
     envs = env.rng_states() if hasattr(env, "rng_states") else env.np_random.bit_generator.state
@@ -120,7 +127,7 @@ def rng_state(agent: AmcDDPG, env) -> dict:
             "env": envs, "noise": agent.action_noise.state_dict()}
 
 
-def set_rng_state(agent: AmcDDPG, env, state: dict) -> None:
+def set_rng_state(agent: AmcDDPG | AmcTD3, env, state: dict) -> None:
     agent.action_space.np_random.bit_generator.state = state["action_space"]
     if hasattr(env, "set_rng_states"):
         env.set_rng_states(state["env"])

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import pickle
 from collections.abc import Callable
+from typing import cast
 
 import gymnasium as gym
 
@@ -21,7 +22,7 @@ def _serve(connection, factory: Callable[[], gym.Env] | bytes, threads: int) -> 
     SIGKILLed search would never read as EOF here)."""
     parent = os.getppid()
     if isinstance(factory, bytes):
-        factory = pickle.loads(factory)
+        factory = cast(Callable[[], gym.Env], pickle.loads(factory))
     host = EnvHost(factory, threads)
     connection.send(("ready", None))
     while True:
@@ -58,8 +59,9 @@ class ProcessBackend:
 
         self.threads = threads
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            self.context = mp.get_context("forkserver")
-            self.context.set_forkserver_preload(["torch", "rlprune.agent.workers"])
+            self.context: mp.context.ForkServerContext | mp.context.ForkContext = \
+                mp.get_context("forkserver")
+            self.context.set_forkserver_preload(["torch", "rlprune.agent.process_workers"])
             self.payload: Callable[[], gym.Env] | bytes = pickle.dumps(factory)
         else:
             self.context = mp.get_context("fork")

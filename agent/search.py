@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlprune.agent import checkpoint
 from rlprune.agent.config import SearchConfig
-from rlprune.agent.ddpg import AGENTS, AmcDDPG, make_agent, rng_state, set_rng_state
+from rlprune.agent.ddpg import AGENTS, AmcDDPG, AmcTD3, make_agent, rng_state, set_rng_state
 from rlprune.agent.methods import Method, register
 from rlprune.agent.process_workers import ProcessBackend
 from rlprune.agent.search_state import (
@@ -35,7 +35,7 @@ from rlprune.agent.search_state import (
     fingerprint,
     seed_actions,
 )
-from rlprune.agent.workers import EnvWorkers
+from rlprune.agent.workers import Backend, EnvWorkers
 from rlprune.env.make import make_env
 from rlprune.models.dense import Dense
 from rlprune.models.train import resolve_device
@@ -92,7 +92,7 @@ class Search:
             from rlprune.agent.ray_workers import connect
 
             self._started_ray = connect(config.ray_address)
-        self.agent: AmcDDPG | None = None
+        self.agent: AmcDDPG | AmcTD3 | None = None
 
     @property
     def best(self) -> dict | None:
@@ -120,7 +120,7 @@ class Search:
         if c.ray_address:
             from rlprune.agent.ray_workers import RayBackend
 
-            backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker,
+            backend: Backend = RayBackend(factory, threads=1, gpus=c.gpus_per_worker,
                                  timeout_s=c.ray_timeout_s)
         else:
             backend = ProcessBackend(factory, threads=max(1, torch.get_num_threads() // c.workers))
@@ -144,7 +144,7 @@ class Search:
             import_ray().shutdown()
             self._started_ray = False
 
-    def _new_agent(self, tb_dir: Path | None) -> AmcDDPG:
+    def _new_agent(self, tb_dir: Path | None) -> AmcDDPG | AmcTD3:
         c = self.config
         return make_agent(self._envs(), layers=len(self.env.agent_layers), warmup_episodes=c.warmup,
                           buffer_episodes=c.buffer_episodes, sigma0=c.noise_sigma,
@@ -172,9 +172,10 @@ class Search:
             raise DamagedCheckpoint(folder, exc) from None
         self._loaded = (folder, agent, state, rng)
 
-    def _resumed_agent(self, folder: Path, tb_dir: Path | None) -> AmcDDPG:
+    def _resumed_agent(self, folder: Path, tb_dir: Path | None) -> AmcDDPG | AmcTD3:
         if self._loaded is None or self._loaded[0] != folder:
             self.load(folder)
+        assert self._loaded is not None  # set by load()
         _, agent, self.state, self._pending_rng = self._loaded  # RNGs: at the first boundary
         self._loaded = None
         agent.set_env(self._envs())
@@ -217,6 +218,7 @@ class Search:
 
     def _at_boundary(self) -> bool:
         """Between two episodes: restore RNGs after a resume, checkpoint, honour a stop."""
+        assert self.agent is not None  # the hook of the agent run() made
         if self._pending_rng is not None:
             # After SB3's load and learn set-up have reseeded things, put back exactly the
             # generator states the interrupted run had at this boundary.
@@ -235,6 +237,7 @@ class Search:
     def _save(self) -> None:
         if self._checkpoints is None:
             return
+        assert self.agent is not None  # saved from run(), which made it
         state = {"search": self.state.__dict__,
                  "fingerprint": fingerprint(self.config, self.dense, self.env),
                  "rng": {"global": checkpoint.global_rng_state(),
@@ -247,6 +250,7 @@ class Search:
     def _on_episode_end(self, reward: float, info: dict) -> None:
         s = self.state
         s.record(reward, info)
+        assert self.agent is not None and s.best is not None  # in run(), after a recorded episode
         logger = self.agent.logger
         logger.record("search/reward", reward)
         logger.record("search/best_reward", s.best["reward"])

@@ -5,10 +5,10 @@ actions, and the agent's random stream."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
     c = config
     size = "channels" if c.granularity == "channel" else "params"
     # K = 1 and DDPG record nothing, so that older checkpoints stay resumable
-    workers = {"workers": c.workers} if c.workers > 1 else {}
+    workers: dict[str, Any] = {"workers": c.workers} if c.workers > 1 else {}
     workers.update({"agent": c.agent} if c.agent != "ddpg" else {})
     return {**workers, "model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
@@ -76,7 +76,9 @@ def seed_actions(env, names: tuple[str, ...]) -> list[np.ndarray]:
     the baseline's count, whichever action mapping the env uses."""
     demos = []
     for name in names:
-        counts = METHODS[name].allocate(env)
+        allocate = METHODS[name].allocate
+        assert allocate is not None  # a seed policy is a rule (SearchConfig checks the names)
+        counts = allocate(env)
         demos.append(np.array([env.action_for(t, counts[:t], count)
                                for t, count in enumerate(counts)]))
     return demos
@@ -122,6 +124,7 @@ class SearchState:
 
     def episode_record(self, episodes: int, info: dict) -> dict:
         """What `on_episode` gets for the episode just recorded."""
+        assert self.best is not None  # set by record()
         return {"episode": self.episode, "episodes": episodes, "reward": self.rewards[-1],
                 "best_reward": self.best["reward"], "best_episode": self.best["episode"],
                 "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"],
@@ -129,7 +132,7 @@ class SearchState:
 
     def history(self) -> list[dict]:
         """One row per episode: episode, reward, proxy_accuracy, proxy_loss."""
-        losses = self.proxy_loss or [None] * len(self.rewards)
+        losses: Sequence[float | None] = self.proxy_loss or [None] * len(self.rewards)
         return [{"episode": i + 1, "reward": r, "proxy_accuracy": a, "proxy_loss": lo}
                 for i, (r, a, lo) in enumerate(zip(self.rewards, self.proxy, losses))]
 

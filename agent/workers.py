@@ -17,7 +17,7 @@ and passes requests to it; a lost worker raises `WorkerLost`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import gymnasium as gym
 import numpy as np
@@ -132,7 +132,7 @@ class EnvWorkers(VecEnv):
                 pending[i] = self._send(i, request)
         replies: list[Any] = [None] * self.num_envs
         for i, token in pending.items():
-            replies[i] = self._receive(i, requests[i], token)
+            replies[i] = self._receive(i, cast(tuple, requests[i]), token)  # one that was sent
         return replies
 
     def _send(self, i: int, request: tuple) -> Any:

@@ -186,10 +186,10 @@ class ChannelGraph:
                     coefs.append(coef)
                     ins.append(a_in if both else np.zeros(G))
                     outs.append(a_out)
-        coefs = np.array(coefs, dtype=np.float64)
-        fixed = self.total[budget] - coefs.sum()
-        return {"coef": coefs, "in": np.array(ins).reshape(len(coefs), G),
-                "out": np.array(outs).reshape(len(coefs), G), "fixed": fixed}
+        coef_array = np.array(coefs, dtype=np.float64)
+        fixed = self.total[budget] - coef_array.sum()
+        return {"coef": coef_array, "in": np.array(ins).reshape(len(coef_array), G),
+                "out": np.array(outs).reshape(len(coef_array), G), "fixed": fixed}
 
     def cost(self, kept: np.ndarray | list[int], budget: str = "flops") -> float:
         """The network's FLOPs or params with `kept[g]` channels of each group kept."""

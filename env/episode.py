@@ -25,7 +25,7 @@ class EpisodeEnv(gym.Env):
     """A base for environments whose episode is one pass over a network's layers or groups,
     scored once at the end on the val split (see the subclasses for the specification)."""
 
-    metadata = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, model: nn.Module, val: Split, config: EnvConfig, *,
                  calibration: Split | None, device: str | torch.device):
@@ -49,7 +49,7 @@ class EpisodeEnv(gym.Env):
         self._counts = []
         return self._observation(), {}
 
-    def step(self, action):
+    def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t >= len(self.agent_layers):
             raise RuntimeError("episode is over; call reset()")
         t = self._t

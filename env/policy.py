@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from numbers import Integral, Real
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ def build_policy(*, model: str, dataset: str, fingerprint: str, method: str, tar
                  scope: str, net: Network, sparsities: dict[str, float], fc_k: float | None,
                  costs: dict, accuracy: dict, search: dict | None = None,
                  fc_rule: str = "3sigma") -> dict:
-    layers = [{"name": layer.name, "kind": layer.kind, "params": layer.params,
+    layers: list[dict[str, Any]] = [{"name": layer.name, "kind": layer.kind, "params": layer.params,
                "sparsity": sparsities.get(layer.name, 0.0), "owner": layer.owner}
               for layer in net.layers]
     pruned = sum(count_for(layer["params"], layer["sparsity"]) for layer in layers)
@@ -93,7 +94,7 @@ def group_entries(policy: dict) -> list[dict]:
              "size": g["channels"], "sparsity": g["sparsity"]} for g in policy["groups"]]
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[Real]:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
@@ -164,7 +165,7 @@ def validate_groups(policy: dict, bad: Callable[[str], Exception]) -> dict:
         if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
             raise bad(f"group {name}: \"channels\" must be a positive whole number, got {n!r}")
         if (not isinstance(removed, list) or not all(
-                isinstance(r, Integral) and not isinstance(r, bool) and 0 <= r < n
+                isinstance(r, Integral) and not isinstance(r, bool) and 0 <= int(r) < int(n)
                 for r in removed) or len(set(removed)) != len(removed)):
             raise bad(f"group {name}: \"removed\" must list distinct channels in [0, {n})")
         if len(removed) >= n:

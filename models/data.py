@@ -97,6 +97,7 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        assert self.spec is not None  # set by __post_init__
         return self.spec.input_shape
 
 
@@ -113,7 +114,9 @@ def spec_of(name: str) -> DataSpec:
                             "a classifier needs at least two (one folder of images per class)")
         return DataSpec(3, 32, 32, len(classes))
     if ":" in name:
-        return load_dataset(name).spec
+        spec = load_dataset(name).spec
+        assert spec is not None  # set by Data.__post_init__
+        return spec
     raise UserError(f"unknown dataset {name!r}; choose from {', '.join(LOADABLE)}")
 
 
@@ -131,10 +134,13 @@ def _stratified(y: np.ndarray, sizes: tuple[int, ...], seed: int) -> list[np.nda
     return [np.sort(dealt[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _split3(x: torch.Tensor, y: torch.Tensor, val: int, test: int) -> list[Split]:
+def _split3(x: torch.Tensor, y: torch.Tensor, val: int,
+            test: int) -> tuple[Split, Split, Split]:
     yn = y.numpy()
     tr, va, te = _stratified(yn, (len(yn) - val - test, val, test), SPLIT_SEED)
-    return [Split(x[i].contiguous(), y[i].contiguous()) for i in (tr, va, te)]
+    train, val_split, test_split = (Split(x[i].contiguous(), y[i].contiguous())
+                                    for i in (tr, va, te))
+    return train, val_split, test_split
 
 
 def mnist5k_path() -> Path:
@@ -229,7 +235,8 @@ def _load_factory(name: str) -> Data:
     if not isinstance(made, tuple | list) or len(made) != 3:
         raise UserError(f"dataset {name!r}: the factory returned {type(made).__name__}; it "
                         "must return (train, val, test) or an rlprune.Data")
-    return Data(*made, name=name)
+    train, val, test = made
+    return Data(train, val, test, name=name)
 
 
 def load_dataset(name: str, data_dir: str | Path = "data", download: bool = False) -> Data:

@@ -27,7 +27,7 @@ class Dense:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.data.spec.input_shape
+        return self.data.input_shape
 
     @classmethod
     def of(cls, model: nn.Module, data: Data, weights: Path | None = None) -> Dense:
@@ -56,6 +56,7 @@ def check_model(model: nn.Module, data: Data) -> None:
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UserError(f"the model's output is {shape}; expected logits, batch x classes")
+    assert data.spec is not None  # set by Data.__post_init__
     if out.shape[1] < data.spec.num_classes:
         raise UserError(f"the model gives {out.shape[1]} outputs but {data.name} has "
                         f"{data.spec.num_classes} classes; build it with num_classes="

@@ -31,6 +31,7 @@ def default_weights_path(model_name: str, dataset_name: str, seed: int = 0,
 
 def model_for(model_name: str, data: Data) -> nn.Module:
     """A fresh `model_name` shaped for `data` (its input shape and classes)."""
+    assert data.spec is not None  # set by Data.__post_init__
     return build_model(model_name, **data.spec.model_kwargs())
 
 
@@ -44,6 +45,7 @@ def pretrain(model_name: str, data: Data, out: str | Path, *, epochs: int | None
     start = time.perf_counter()
     train(model, data.train, config, on_epoch)
     seconds = time.perf_counter() - start
+    assert data.spec is not None  # set by Data.__post_init__
     meta = {
         "model": model_name, "dataset": data.name,
         "num_classes": data.spec.num_classes, "in_channels": data.spec.in_channels,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
 
 
 def _sides(image_size: Size) -> tuple[int, int]:
-    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return ((image_size, image_size) if isinstance(image_size, int)
+            else cast(tuple[int, int], tuple(image_size)))
 
 
 class LeNet5(nn.Module):

@@ -62,8 +62,9 @@ def decode(header: dict, blobs: dict[str, bytes]) -> torch.Tensor:
 
 
 def _signed(unsigned: type) -> type:
-    return {np.uint8: np.uint8, np.uint16: np.int16, np.uint32: np.int32,
-            np.uint64: np.int64}[unsigned]
+    signed: dict[type, type] = {np.uint8: np.uint8, np.uint16: np.int16, np.uint32: np.int32,
+                                np.uint64: np.int64}
+    return signed[unsigned]
 
 
 def pack(state: dict[str, torch.Tensor]) -> dict[str, bytes]:

@@ -191,3 +191,11 @@ def test_the_python_api_exports_a_result(finished):
     assert out.path.is_file() and json.loads(
         (finished / "deployment.json").read_text())["export"]["path"] == "api.pt"
     assert rlprune.load_model("api.pt")(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_the_python_api_refuses_a_model_without_its_data(finished):
+    """Dense.of(model, None) used to fail with an AttributeError deep in check_model."""
+    before = snapshot(finished.parent)
+    with pytest.raises(rlprune.UserError, match="give the data with the model"):
+        rlprune.export("a", "api.pt", model=nn.Linear(2, 2))
+    assert snapshot(finished.parent) == before

@@ -30,6 +30,7 @@ def run_cells_on_ray(cells: list[tuple[str, SearchConfig, Path]], dense: Dense,
     speed)` as each finishes. ^C cancels the rest (a cancelled search stays resumable:
     `rlprune bench --resume`)."""
     ray = import_ray()
+    assert base.ray_address is not None  # run_bench comes here only with an address
     started = connect(base.ray_address)
     try:
         task = ray.remote(num_cpus=base.workers, num_gpus=base.gpus_per_worker,

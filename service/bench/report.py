@@ -222,7 +222,7 @@ def plot_bench(report: dict, path: Path) -> None:
     summary = summarize(report["results"])
     methods = list(dict.fromkeys(m for m, _ in summary))
     dense = 100 * report["dense_test_accuracy"]
-    best = {}
+    best: dict[float, float] = {}
     for (_, target), s in summary.items():
         best[target] = max(best.get(target, 0.0), 100 * s["mean"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS
@@ -24,15 +25,24 @@ from rlprune.service.bench.plan import (  # noqa: F401 (bench_methods, default_m
     default_methods,
 )
 from rlprune.service.bench.report import speed_summary, write_bench
-from rlprune.service.jobs.events import Callback
+from rlprune.service.jobs.events import Callback, Event
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.lifecycle import JobRunner, Opened, run_job, settled
 from rlprune.service.jobs.resume import open_resume
 from rlprune.service.jobs.run_folder import DamagedRun, Job
 
 
+class CellProgress(Protocol):
+    """A cell's callback from `progress(label)`: called with each Event, closed when the cell
+    ends (the CLI's `Progress` bars)."""
+
+    def __call__(self, event: Event) -> bool | None: ...
+
+    def close(self) -> None: ...
+
+
 def run_one(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-            speed: list[dict], progress: Callable[[str], Callback] | None = None,
+            speed: list[dict], progress: Callable[[str], CellProgress] | None = None,
             on_runner: Callable[[JobRunner], None] | None = None) -> dict:
     """One bench cell in its own run folder, through the same lifecycle as `rlprune search`
     and `rlprune baseline`; its policy. `SEARCH_VARIANTS` are the search with other settings;
@@ -93,7 +103,7 @@ def _earlier_cell(run_dir: Path, config: SearchConfig, method: str, dense: Dense
 
 def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods: list[str],
               seeds: int, out: Path, log: Callable[[str], None] = lambda line: None,
-              first_seed: int = 0, progress: Callable[[str], Callback] | None = None,
+              first_seed: int = 0, progress: Callable[[str], CellProgress] | None = None,
               on_runner: Callable[[JobRunner], None] | None = None,
               resume: bool = False) -> dict:
     """Run seeds `first_seed` … `first_seed + seeds - 1` of every method at every target, each
@@ -113,7 +123,8 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
                            "or choose a new `out`", others=("resume",), lead=False)
     BenchConfig(targets=tuple(targets), methods=tuple(methods), seeds=seeds,
                 first_seed=first_seed, out=str(out), resume=resume).validate(base)
-    results, speed = [], []
+    results: list[dict] = []
+    speed: list[dict] = []
     try:
         _run_all(dense, base, targets, methods, range(first_seed, first_seed + seeds), out, log,
                  results, speed, progress, on_runner)
@@ -133,7 +144,8 @@ def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], se
     """(method, config, run folder) of every cell, in the bench's order: target, method, seed.
     A cell runs where it is put (a Ray task asks for the GPUs): its search never reaches for
     Ray itself."""
-    gpu = {"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker else {}
+    gpu: dict[str, Any] = ({"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker
+                           else {})
     return [(method, dataclasses.replace(base, target=target, seed=seed, ray_address=None,
                                          **gpu),
              out / "runs" / f"{method}-{target:g}-seed{seed}")
@@ -141,7 +153,7 @@ def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], se
 
 
 def run_cell(method: str, config: SearchConfig, dense: Dense, run_dir: Path,
-             progress: Callable[[str], Callback] | None = None,
+             progress: Callable[[str], CellProgress] | None = None,
              on_runner: Callable[[JobRunner], None] | None = None
              ) -> tuple[dict, dict | None]:
     """One cell: its result row and its speed record (None for a baseline or a kept cell)."""

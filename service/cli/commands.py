@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.cli import run_commands, service_commands
@@ -75,9 +76,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.granularity == "channel":
         return _inspect_groups(args, dataset, spec, model)
     net = describe(model, spec.input_shape, args.fc_rule)
+    rows: list[dict[str, Any]]
     rows = [{"name": layer.name, "kind": layer.kind, "shape": list(layer.shape),
              "params": layer.params, "flops": layer.flops, "owner": layer.owner}
             for layer in net.layers]
+    totals: dict[str, Any]
     totals = {"prunable_weights": net.prunable, "params": net.params_total,
               "flops": net.flops_total,
               "by_owner": {owner: sum(r["params"] for r in rows if r["owner"] == owner)
@@ -106,6 +109,7 @@ def _inspect_groups(args: argparse.Namespace, dataset: str, spec, model) -> int:
     from rlprune.service.cli.console import print_json
 
     graph = ChannelGraph(model, spec.input_shape)
+    rows: list[dict[str, Any]]
     rows = [{"name": g.name, "kind": g.kind, "channels": g.channels, "layers": g.layers,
              "flops": graph.group_cost(i, "flops"), "params": graph.group_cost(i, "params")}
             for i, g in enumerate(graph.groups)]

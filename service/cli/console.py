@@ -35,6 +35,7 @@ class Progress:
             return
         if event.kind == "episode":
             if self.episodes is None:
+                assert event.episode is not None  # an episode event carries its number
                 self.episodes = tqdm(total=event.episodes, initial=event.episode - 1,
                                      desc=self.label, unit="ep", file=sys.stderr,
                                      dynamic_ncols=True)

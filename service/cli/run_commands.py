@@ -99,6 +99,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise UserError("--finetune-epochs must be >= 0")
     dataset = args.dataset or policy["dataset"]
     data = load_dataset(dataset, args.data_dir, args.download)
+    assert data.spec is not None  # set by Data.__post_init__
     model = build_model(args.model, **data.spec.model_kwargs())
     load_weights(model, args.weights)
     check_model(model, data)

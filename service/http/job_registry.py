@@ -114,7 +114,9 @@ class Registry:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return self.get(job_id), True
+        record = self.get(job_id)
+        assert record is not None  # inserted above
+        return record, True
 
     def get(self, job_id: str) -> JobRecord | None:
         rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -141,6 +141,7 @@ def check_job(config: SearchConfig) -> None:
 
         data = load_dataset(config.dataset, config.data_dir)
         spec = data.spec
+        assert spec is not None  # set by Data.__post_init__
     else:
         data, spec = None, spec_of(config.dataset)
     model = build_model(config.model, **spec.model_kwargs())

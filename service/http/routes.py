@@ -207,6 +207,7 @@ async def _stream(registry: Registry, job_id: str, request: Request):
     offset, last_state, count = 0, None, 0
     while True:
         record = registry.get(job_id)
+        assert record is not None  # events() found it, and the registry never forgets a job
         path = Path(record.run_dir) / EVENTS
         if path.is_file():
             with open(path) as fh:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 from rlprune.service.http.job_registry import JobRecord, Registry
 
@@ -46,6 +47,17 @@ def start_worker(request: str | Path, log: str | Path,
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
+class RunningJob(Protocol):
+    """A started job as the executor sees it: a worker process, or a Ray task (`RayJob`)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+
 class LocalExecutor:
     """Worker processes on this machine (`python -m rlprune.service.http.worker`)."""
 
@@ -55,7 +67,7 @@ class LocalExecutor:
         self.runs, self.registry = Path(runs), registry
         self.max_running, self.auto_resume, self.poll_s = max_running, auto_resume, poll_s
         self.env = env
-        self.workers: dict[str, subprocess.Popen] = {}
+        self.workers: dict[str, RunningJob] = {}
         self.cancelling: set[str] = set()
         self._resumed_at: dict[str, object] = {}  # a job's progress at its last auto-resume
         self.peak_running = 0
@@ -126,7 +138,7 @@ class LocalExecutor:
         self.workers[job.id] = proc
         self.registry.update(job.id, pid=proc.pid)
 
-    def _spawn(self, job: JobRecord, request: Path, log: Path) -> subprocess.Popen:
+    def _spawn(self, job: JobRecord, request: Path, log: Path) -> RunningJob:
         """Start the job's worker; what it returns is polled for the exit code and
         terminate()d (SIGTERM) for a cancel."""
         return start_worker(request, log, self.env)
@@ -134,9 +146,10 @@ class LocalExecutor:
     def _ended(self, job_id: str, code: int) -> None:
         """The registry's state for a worker that exited with `code`."""
         job = self.registry.get(job_id)
+        assert job is not None  # the registry never forgets a job
         cancelled = job_id in self.cancelling
         self.cancelling.discard(job_id)
-        ended = {"ended": time.time(), "pid": None}
+        ended: dict[str, Any] = {"ended": time.time(), "pid": None}
         crashed = code < 0 and -code in CRASH_SIGNALS
         if code == 0:
             self.registry.set_state(job_id, "finished", **ended)
@@ -191,7 +204,9 @@ class LocalExecutor:
                 except ProcessLookupError:
                     pass
                 return "cancelling"
-        return self.registry.get(job.id).state
+        record = self.registry.get(job.id)
+        assert record is not None  # the registry never forgets a job
+        return record.state
 
     def resume(self, job: JobRecord) -> bool:
         return self.registry.set_state(job.id, "queued", expect=("interrupted", "cancelled"),

@@ -63,6 +63,7 @@ def _executor(kind: str, ray_address: str | None, runs: Path, registry: Registry
     if kind == "ray":
         from rlprune.service.http.ray_executor import RayExecutor
 
+        assert ray_address is not None  # check_executor refuses ray without an address
         return RayExecutor(runs, registry, address=ray_address, **kwargs)
     return LocalExecutor(runs, registry, **kwargs)
 

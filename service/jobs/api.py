@@ -110,7 +110,7 @@ def apply(policy: dict | str | Path | Result, model: nn.Module, data: Any = None
     scored them) and the copy is fine-tuned `finetune_epochs` (weight masks held); `model`
     itself is left as it is."""
     if isinstance(policy, Result):
-        policy = policy.policy
+        policy = policy.policy or {}  # a stopped run's None: refused below as no policy
     if isinstance(policy, str | Path):
         policy = load_policy(policy)
     policy = validate_policy(policy)

@@ -133,6 +133,7 @@ def _pruned_model(job: Job, config: SearchConfig, policy: dict, dense: Dense) ->
     if granularity_of(policy) == "channel":
         model, _ = load_program(job.path / "pruned.pt")
         return model
+    assert dense.data.spec is not None  # set by Data.__post_init__
     model = (copy.deepcopy(dense.model) if is_object_name(config.model)
              else build_model(config.model, **dense.data.spec.model_kwargs()))
     load_weights(model, job.path / "pruned.pt")
@@ -144,6 +145,7 @@ def _rebuild(config: SearchConfig, data: Data, policy: dict) -> dict | None:
     or a Python object): then a program is stored."""
     if granularity_of(policy) == "channel" or is_object_name(config.model):
         return None
+    assert data.spec is not None  # set by Data.__post_init__
     return {"model": config.model, "kwargs": data.spec.model_kwargs()}
 
 
@@ -170,13 +172,16 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     Python objects needs its `model` and `data` again."""
     ExportConfig.of(path=str(path), format=format, quantize=quantize, qat_epochs=qat_epochs,
                     force=force)  # the settings' checks, as the command line's
+    if model is not None and data is None:
+        raise UserError("give the data with the model to export (a run made from Python "
+                        "objects needs both again)")
     path = Path(path)
     refuse_existing(path, force, field="path")
     job, config, policy, deploy = _finished_run(run)
     if quantize == "int8":
         _check_int8()
     config.device = "cpu"
-    dense = Dense.of(model, data) if model is not None else load_dense(config)
+    dense = load_dense(config) if model is None or data is None else Dense.of(model, data)
     data = dense.data
     pruned = _pruned_model(job, config, policy, dense)
     rebuild = _rebuild(config, data, policy)

@@ -36,7 +36,8 @@ class CheckpointStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         write_text_atomic(self.folder / "latest", name + "\n")
-        for old in [p for p in self.saved() if episode_of(p) <= episode][:-KEEP]:
+        # (`or 0`: for mypy; saved() holds only folders whose name gives an episode)
+        for old in [p for p in self.saved() if (episode_of(p) or 0) <= episode][:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -45,7 +46,8 @@ class CheckpointStore:
         if not self.folder.is_dir():
             return []
         return sorted((p for p in self.folder.iterdir()
-                       if p.is_dir() and episode_of(p) is not None), key=episode_of)
+                       if p.is_dir() and episode_of(p) is not None),
+                      key=lambda p: episode_of(p) or 0)
 
     def candidates(self) -> list[Path]:
         """Where a resume may continue from, best first: the checkpoint `latest` names, then

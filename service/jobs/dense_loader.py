@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from rlprune.agent.config import SearchConfig
 from rlprune.env.make import check_prunable
@@ -46,7 +47,8 @@ def load_dense(config: SearchConfig,
     check_model(model, data)
     check_prunable(model, data.input_shape, config)  # before any pre-training
     path = Path(config.weights) if config.weights else default_weights_path(
-        config.model, config.dataset, **({} if cache is None else {"root": cache}))
+        config.model, config.dataset,
+        **cast(dict[str, Any], {} if cache is None else {"root": cache}))
     if config.weights or path.is_file():
         load_weights(model, path)
     else:

@@ -6,14 +6,15 @@ from __future__ import annotations
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS
 from rlprune.agent.search import Search
+from rlprune.agent.tpe import TpeSearch
 from rlprune.env.granularity import granularity_named
 from rlprune.models.dense import Dense
 from rlprune.models.errors import UserError
 from rlprune.models.registry import arch_fingerprint
 
 
-def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Search | None,
-               chosen: dict | None = None) -> dict:
+def job_policy(method: str, config: SearchConfig, dense: Dense, env,
+               search: Search | TpeSearch | None, chosen: dict | None = None) -> dict:
     """The policy of `method` on `env`'s problem: the allocation `chosen` (an episode's
     record: sparsities, reward, episode, proxy_accuracy), else the search's best episode when
     `search` is given, else the baseline's rule."""
@@ -38,6 +39,7 @@ def job_policy(method: str, config: SearchConfig, dense: Dense, env, search: Sea
                        "best_episode": best["episode"], "best_reward": best["reward"],
                        "seed": c.seed, "action_mapping": env.action_mapping, "s_max": env.s_max}
     else:
+        assert rule.allocate is not None  # a baseline's rule (a search gave `chosen`)
         sparsities = env.sparsities(rule.allocate(env))
     return granularity_named(c.granularity).build_policy(
         env, sparsities, config=c, model=c.model, dataset=c.dataset, fingerprint=fingerprint,

@@ -253,6 +253,7 @@ class JobRunner:
                                   on_epoch=on_epoch)
 
     def _write_outputs(self, policy: dict, model: nn.Module, timings: dict[str, float]) -> None:
+        assert self.job is not None  # outputs are written to the job's run folder
         c, path, dense = self.config, self.job.path, self.dense
         meta = {"model": c.model, "dataset": c.dataset,
                 "accuracy": {"test": policy["accuracy"]["finetuned"]},

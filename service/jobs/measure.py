@@ -6,6 +6,7 @@ import io
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,9 @@ def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]
     """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32) of both models,
     measured one after the other on the CPU, and the speedups."""
     dense, pruned = dense.cpu().eval(), pruned.cpu().eval()
-    out = {"size_mb": {"dense": state_bytes(dense) / 1e6, "pruned": state_bytes(pruned) / 1e6},
-           "latency_ms": {}}
+    out: dict[str, Any] = {
+        "size_mb": {"dense": state_bytes(dense) / 1e6, "pruned": state_bytes(pruned) / 1e6},
+        "latency_ms": {}}
     for batch in LATENCY_BATCHES:
         d = latency_ms(dense, input_shape, batch)
         p = latency_ms(pruned, input_shape, batch)

@@ -29,7 +29,9 @@ def candidates(config: SearchConfig, env, top: list[dict]) -> list[Candidate]:
     out = [Candidate(f"episode {e['episode']}", e["sparsities"], e["reward"], e["episode"])
            for e in top[:config.select_top_k]]
     for name in config.seed_policies_for():
-        sparsities = env.sparsities(METHODS[name].allocate(env))
+        allocate = METHODS[name].allocate
+        assert allocate is not None  # a seed policy is a rule (SearchConfig checks the names)
+        sparsities = env.sparsities(allocate(env))
         same = next((c for c in out if _same(c.sparsities, sparsities)), None)
         if same is None:
             out.append(Candidate(f"seed {name}", sparsities))
