@@ -140,7 +140,7 @@ class SearchState:
         return {"episode": self.episode, "episodes": episodes, "reward": self.rewards[-1],
                 "best_reward": self.best["reward"], "best_episode": self.best["episode"],
                 "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"],
-                "sparsities": info["sparsities"]}
+                "sparsities": info["sparsities"], "eval_s": info.get("eval_s")}
 
     def history(self) -> list[dict]:
         """One row per episode: episode, reward, proxy_accuracy, proxy_loss."""
@@ -177,7 +177,7 @@ class Search:
     :param config: every setting (the env's included)
     :param dense: the trained model and its data (never modified)
     :param on_episode: called after every episode with a dict (episode, episodes, reward,
-        best_reward, best_episode, proxy_accuracy, proxy_loss, noise_sigma)
+        best_reward, best_episode, proxy_accuracy, proxy_loss, eval_s, noise_sigma)
     :param should_stop: polled between episodes; True stops the search there (after a
         checkpoint, when checkpoints are kept)
     :param stream: which random stream the agent draws from for a seed: 0 (the search's),

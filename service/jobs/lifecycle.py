@@ -35,7 +35,7 @@ from rlprune.models.train import resolve_device, save_program, save_weights
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
-from rlprune.service.jobs.measure import deployment, proxy_speed
+from rlprune.service.jobs.measure import deployment, in_search, proxy_speed
 from rlprune.service.jobs.report import write_report
 from rlprune.service.jobs.run_folder import DamagedRun, Job, new_job_id
 from rlprune.service.jobs.selection_stage import select
@@ -95,7 +95,8 @@ class Result:
     checkpoint_episode: int | None = None
     """The episode of the search's last checkpoint (where a resume continues)."""
     proxy_speed: dict | None = None
-    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
+    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`), and its
+    own evaluations against its wall time once it has run (`measure.in_search`)."""
     reason: str | None = None
     """Why an `interrupted` search stopped, when it was not asked to (a lost Ray node)."""
 
@@ -141,6 +142,7 @@ class JobRunner:
         self.search: Search | None = None
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
+        self._evals_s: list[float] = []  # this run's episodes' own evaluation times
         if method == "tpe":  # Optuna's TPE over the same env: the black-box comparison
             self.search = TpeSearch(config, dense, on_episode=self._on_episode,
                                     should_stop=self.stop_requested)
@@ -203,6 +205,8 @@ class JobRunner:
 
     def _on_episode(self, record: dict) -> None:
         self._write_status("running")
+        if record.get("eval_s") is not None:
+            self._evals_s.append(record["eval_s"])
         keys = ("episode", "episodes", "reward", "best_reward", "best_episode",
                 "proxy_accuracy", "proxy_loss", "sparsities")
         self._emit(Event("episode", self._run_name(), **{k: record[k] for k in keys}))
@@ -238,6 +242,7 @@ class JobRunner:
             finally:
                 self.searching = False
             timings["search"] = time.perf_counter() - start
+            self.proxy_speed.update(in_search(timings["search"], self._evals_s))
             episodes = self.search.state.episode - self.search.episodes_at_start
             if episodes:
                 timings["one episode (search ÷ episodes, updates included)"] = (
