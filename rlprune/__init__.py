@@ -34,6 +34,8 @@ _EXPORTS = {
     "load_model": "rlprune.service.jobs.api",
     "load_policy": "rlprune.service.jobs.files",
     "save_policy": "rlprune.service.jobs.files",
+    # a named model (pre-trained once, cached) and its data, as `rlprune search` loads them
+    "load_dense": "rlprune.service.jobs.dense_loader",
 }
 __all__ = sorted(_EXPORTS)
 
