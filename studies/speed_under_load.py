@@ -21,7 +21,8 @@ ratio (the two divided, `Result.proxy_speed["overhead_ratio"]`, what a bench's s
 adds up), the ratio as it was computed before (wall time over episodes x one evaluation timed
 before the search), and the proxy efficiency (the proxy's GFLOP/s over a 2048x2048 matmul's,
 timed alternately round by round before the search). Then each loaded figure's relative
-difference from the mean of the `alone` ones. The dense model comes from runs/pretrained/
+difference from the mean of the `alone` ones. A 2-episode search runs first, unreported (the
+first search in a process pays one-off imports). The dense model comes from runs/pretrained/
 (trained once if absent).
 """
 
@@ -103,6 +104,9 @@ def main(argv: list[str]) -> None:
     print("| load | search s | evals s | overhead ratio | pre-measured ratio | proxy ms | "
           "matmul GFLOP/s | proxy efficiency |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    # unreported: the first search in a process also imports torch._dynamo (SB3's Adam, ~6 s
+    # here), which would fall on the first measured search's wall time alone
+    one_search(dense, {**settings, "episodes": 2, "warmup": 2}, "alone", core)
     rows = []
     for _ in range(pairs):
         for load in LOADS:
