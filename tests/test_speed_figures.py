@@ -62,10 +62,16 @@ def test_a_search_records_its_evaluations_against_its_own_wall_time(tiny_dense, 
     assert f"{sp['overhead_ratio']:.2f}x that (overhead ratio)" in report
 
 
-def test_worker_processes_carry_their_evaluation_times_back(tiny_dense):
-    result = JobRunner(tiny_config(workers=2, episodes=4), tiny_dense).run()
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_workers_carry_their_evaluation_times_back(tiny_dense, backend, request):
+    address = None
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")  # the tests' local Ray instance
+        address = "auto"
+    runner = JobRunner(tiny_config(workers=2, episodes=4, ray_address=address), tiny_dense)
+    result = runner.run()
     sp = result.proxy_speed
-    assert sp["evals"] == 4  # from the two workers' infos: the search's own env scored none
+    assert sp["evals"] == 4 and runner.env.evals == 0  # the workers' infos: not its own env
     assert 4 * SLEEP <= sp["evals_s"]
     assert sp["overhead_ratio"] == pytest.approx(result.timings["search"] / sp["evals_s"])
 
