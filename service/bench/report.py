@@ -72,11 +72,11 @@ def speed_summary(speed: list[dict]) -> dict:
     machine slows both alike; a record from before those were recorded counts `episodes`
     evaluations of its `proxy_eval_s`, timed before its search."""
     evals = sum(s.get("evals", s["episodes"]) for s in speed)
-    if not evals:
-        return {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
-    wall = sum(s["search_s"] for s in speed)
     evals_s = sum(s["evals_s"] if s.get("evals_s") is not None
                   else s["episodes"] * s["proxy_eval_s"] for s in speed)
+    if not evals or evals_s <= 0:
+        return {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
+    wall = sum(s["search_s"] for s in speed)
     out = {"episode_s": wall / evals, "proxy_eval_s": evals_s / evals,
            "overhead_ratio": wall / evals_s}
     rated = [s for s in speed if all(s.get(k) is not None for k in SPEED_RATES)]
