@@ -60,7 +60,7 @@ class Search:
     :param config: every setting (the env's included)
     :param dense: the trained model and its data (never modified)
     :param on_episode: called after every episode with a dict (episode, episodes, reward,
-        best_reward, best_episode, proxy_accuracy, proxy_loss, noise_sigma)
+        best_reward, best_episode, proxy_accuracy, proxy_loss, eval_s, noise_sigma)
     :param should_stop: polled between episodes; True stops the search there (after a
         checkpoint, when checkpoints are kept)
     :param stream: which random stream the agent draws from for a seed: 0 (the search's),

@@ -128,7 +128,7 @@ class SearchState:
         return {"episode": self.episode, "episodes": episodes, "reward": self.rewards[-1],
                 "best_reward": self.best["reward"], "best_episode": self.best["episode"],
                 "proxy_accuracy": info["proxy_accuracy"], "proxy_loss": info["proxy_loss"],
-                "sparsities": info["sparsities"]}
+                "sparsities": info["sparsities"], "eval_s": info.get("eval_s")}
 
     def history(self) -> list[dict]:
         """One row per episode: episode, reward, proxy_accuracy, proxy_loss."""

@@ -57,7 +57,8 @@ class ChannelPruningEnv(EpisodeEnv):
     Termination: after the last group; never truncated. Info: each step has `layer`,
     `sparsity` (removed fraction) and `requested`; the last adds `sparsities` (every group's
     removed fraction), `removed` (channels per group), `achieved_sparsity` (cost removed /
-    total), `proxy_accuracy`, `proxy_loss`, `reward`, `params` and `flops` (dense, remaining).
+    total), `proxy_accuracy`, `proxy_loss`, `reward`, `params` and `flops` (dense, remaining),
+    `eval_s` (the reward evaluation's wall time).
 
     The model passed in is copied once; it is never modified.
     """

@@ -41,6 +41,9 @@ class EpisodeEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._t, self._prev = 0, 0.0  # the step, and the last step's sparsity
         self._counts: list[int] = []  # what each step removed (weights or channels)
+        # the episodes' reward evaluations so far and their wall time (kept across episodes;
+        # each episode's is also its last step's info["eval_s"], which crosses workers)
+        self.evals, self.evals_s = 0, 0.0
 
     # -- the episode: one step per agent layer (or group), scored after the last ---------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -136,10 +139,14 @@ class EpisodeEnv(gym.Env):
     def _score_episode(self, info: dict[str, Any], costs: dict[str, dict[str, int]],
                        **extra: Any) -> float:
         """Score the masked model, fill the last step's info and return its reward."""
+        start = time.perf_counter()
         acc, loss = self.proxy_score()
         if self.config.simulated_eval_s:
             time.sleep(self.config.simulated_eval_s)
-        info.update(proxy_accuracy=acc, proxy_loss=loss, **extra, **costs)
+        seconds = time.perf_counter() - start
+        self.evals += 1
+        self.evals_s += seconds
+        info.update(proxy_accuracy=acc, proxy_loss=loss, eval_s=seconds, **extra, **costs)
         kind = self.config.reward_kind
         key = "flops" if "flops" in kind else "params"
         reward = reward_of(kind, acc, loss, costs[key]["nonzero"])

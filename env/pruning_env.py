@@ -70,8 +70,9 @@ class PruningEnv(EpisodeEnv):
     Info: each step has `layer`, `sparsity` (applied) and `requested` (asked for, before the
     clamp); the last step adds `sparsities` (every prunable layer), `achieved_sparsity`,
     `pruned`, `proxy_accuracy`, `proxy_loss` (val cross-entropy), `reward`, `params` and
-    `flops` (dense and non-zero). A search keeps the episode with the highest reward, and of
-    equal rewards the one with the lowest `proxy_loss`.
+    `flops` (dense and non-zero), `eval_s` (the reward evaluation's wall time). A search
+    keeps the episode with the highest reward, and of equal rewards the one with the lowest
+    `proxy_loss`.
 
     The model passed in is copied once; it is never modified.
     """

@@ -216,6 +216,16 @@ def check_width_speed(done: Done, cwd: Path) -> None:
     assert [r[3] for r in table] == ["1.00x", "2.00x", "3.94x"]  # the FLOPs of the widths
 
 
+def check_speed_under_load(done: Done, cwd: Path) -> None:
+    report = json.loads((cwd / "speed.json").read_text())
+    assert [r["load"] for r in report["rows"]] == ["alone", "loaded", "arrives"]
+    for row in report["rows"]:  # the ratio from the search's own times: its evaluations fit
+        assert row["evals"] == 4 and 0 < row["evals_s"] < row["search_s"], row
+        assert row["overhead_ratio"] > 1 and 0 < row["proxy_efficiency"], row
+    assert set(report["differences"]) == {"loaded", "arrives"}
+    assert "| load | search s | evals s | overhead ratio |" in done.out
+
+
 def check_service_load(done: Done, cwd: Path) -> None:
     report = json.loads((cwd / "load.json").read_text())
     assert (report["requests"], report["distinct_ids"], report["jobs_in_registry"]) == (2, 1, 1)
@@ -233,6 +243,7 @@ CHECKS = {
     "finetune_seeds": check_table_of_accuracies, "shift_sparsity": check_shift_sparsity,
     "reevaluate_policies": check_reevaluate_policies, "channel_speed": check_channel_speed,
     "time_search_parts": check_time_search_parts, "width_speed": check_width_speed,
+    "speed_under_load": check_speed_under_load,
     "bench_summary": check_bench_summary, "compare_allocations": check_compare_allocations,
     "pick_origin": check_pick_origin, "warmup_gain": check_warmup_gain,
     "reward_curves": check_reward_curves, "reward_curves tensorboard": check_reward_curves,

@@ -64,19 +64,27 @@ SPEED_RATES = ("proxy_gflops", "matmul_gflops", "proxy_efficiency")
 
 def speed_summary(speed: list[dict]) -> dict:
     """Searches' speed records joined: s per episode, one proxy evaluation, their ratio, and
-    the evaluation's GFLOP/s beside the matmul's (episode-weighted means; records from before
-    those were measured have none)."""
-    if not speed:
+    the evaluation's GFLOP/s beside the matmul's (evaluation-weighted means; records from
+    before those were measured have none).
+
+    The ratio (`overhead_ratio`) is the searches' wall time over their evaluations' own
+    durations, both taken inside the same searches (`evals`, `evals_s`), so a load on the
+    machine slows both alike; a record from before those were recorded counts `episodes`
+    evaluations of its `proxy_eval_s`, timed before its search."""
+    evals = sum(s.get("evals", s["episodes"]) for s in speed)
+    evals_s = sum(s["evals_s"] if s.get("evals_s") is not None
+                  else s["episodes"] * s["proxy_eval_s"] for s in speed)
+    if not evals or evals_s <= 0:
         return {"episode_s": None, "proxy_eval_s": None, "overhead_ratio": None}
-    episodes = sum(s["episodes"] for s in speed)
     wall = sum(s["search_s"] for s in speed)
-    evals = sum(s["episodes"] * s["proxy_eval_s"] for s in speed)
-    out = {"episode_s": wall / episodes, "proxy_eval_s": evals / episodes,
-           "overhead_ratio": wall / evals}
+    out = {"episode_s": wall / evals, "proxy_eval_s": evals_s / evals,
+           "overhead_ratio": wall / evals_s}
     rated = [s for s in speed if all(s.get(k) is not None for k in SPEED_RATES)]
     if rated:
-        weight = sum(s["episodes"] for s in rated)
-        out.update({k: sum(s["episodes"] * s[k] for s in rated) / weight for k in SPEED_RATES})
+        weight = sum(s.get("evals", s["episodes"]) for s in rated)
+        if weight:
+            out.update({k: sum(s.get("evals", s["episodes"]) * s[k] for s in rated) / weight
+                        for k in SPEED_RATES})
     return out
 
 
@@ -117,11 +125,13 @@ def bench_table(report: dict) -> str:
     if sp["overhead_ratio"] is not None:
         lines += ["", f"Search speed: {sp['episode_s']:.3f} s per episode, one proxy "
                   f"evaluation {sp['proxy_eval_s']:.3f} s, overhead ratio "
-                  f"{sp['overhead_ratio']:.3f}."]
+                  f"{sp['overhead_ratio']:.3f} (the searches' wall time over their "
+                  "evaluations' own)."]
         if sp.get("proxy_efficiency") is not None:
             lines[-1] += (f" The evaluation computes {sp['proxy_gflops']:.1f} GFLOP/s, "
                           f"{sp['proxy_efficiency']:.2f} of a 2048x2048 fp32 matmul "
-                          f"({sp['matmul_gflops']:.0f} GFLOP/s) timed beside it.")
+                          f"({sp['matmul_gflops']:.0f} GFLOP/s) timed round by round "
+                          "beside it before each search.")
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,7 @@ class Result:
     checkpoint_episode: int | None = None
     """The episode of the search's last checkpoint (where a resume continues)."""
     proxy_speed: dict | None = None
-    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`)."""
+    """A search's proxy evaluation timed before it starts (`measure.proxy_speed`), and its
+    own evaluations against its wall time once it has run (`measure.in_search`)."""
     reason: str | None = None
     """Why an `interrupted` search stopped, when it was not asked to (a lost Ray node)."""

@@ -40,7 +40,7 @@ from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import Callback, Event, Result
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
-from rlprune.service.jobs.measure import deployment, proxy_speed
+from rlprune.service.jobs.measure import deployment, in_search, proxy_speed
 from rlprune.service.jobs.report import write_report
 from rlprune.service.jobs.run_folder import Job, new_job_id
 from rlprune.service.jobs.selection_stage import select
@@ -95,6 +95,7 @@ class JobRunner:
         self.search: Search | TpeSearch | None = None
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
+        self._evals_s: list[float] = []  # this run's episodes' own evaluation times
         make_search = METHODS[method].search
         if make_search is not None:
             self.search = make_search(config, dense, on_episode=self._on_episode,
@@ -153,6 +154,8 @@ class JobRunner:
 
     def _on_episode(self, record: dict) -> None:
         self._write_status("running")
+        if record.get("eval_s") is not None:
+            self._evals_s.append(record["eval_s"])
         keys = ("episode", "episodes", "reward", "best_reward", "best_episode",
                 "proxy_accuracy", "proxy_loss", "sparsities")
         self._emit(Event("episode", self._run_name(), **{k: record[k] for k in keys}))
@@ -188,6 +191,7 @@ class JobRunner:
             finally:
                 self.searching = False
             timings["search"] = time.perf_counter() - start
+            self.proxy_speed.update(in_search(timings["search"], self._evals_s))
             episodes = self.search.state.episode - self.search.episodes_at_start
             if episodes:
                 timings["one episode (search ÷ episodes, updates included)"] = (

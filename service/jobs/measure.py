@@ -75,19 +75,63 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
-def proxy_speed(env, repeats: int = 10, budget_s: float = 3.0) -> dict:
-    """One reward computation as the env does it (`env.proxy_score()`: BatchNorm
-    recalibration + val), timed beside a matmul: the mean of `repeats` after a warm-up, or of
-    as many as fit in `budget_s` (at least 2), so a large model's search waits little for it.
+MATMUL_N = 2048  # the reference: a 2048x2048 fp32 matmul, what this machine computes at its best
+PANEL_ROWS = 128  # fewer rows of it run below the whole matmul's GFLOP/s (1 thread: 30 at 64)
 
-    `proxy_gflops` is the evaluation's FLOPs (`env.proxy_flops()`, 2 per multiply-add)
-    over its time, `proxy_efficiency` its ratio to `matmul_gflops`. The env's generator is put
-    back afterwards, so timing changes nothing in the search."""
+
+def proxy_speed(env, repeats: int = 9, budget_s: float = 2.0, least: int = 3) -> dict:
+    """One reward computation as the env does it (`env.proxy_score()`: BatchNorm
+    recalibration + val) and a 2048x2048 fp32 matmul, timed alternately round by round so that
+    a load that comes and goes (another job on the machine) slows both alike.
+
+    A round: the proxy `m` times, then a panel of the matmul (its first `rows` rows, as fast
+    per FLOP as the whole from 128 rows up), sized from the round before (the first from one
+    call of each, which also warms them up) so that the two take about as long. Up to
+    `repeats` rounds, fewer where they would take more than `budget_s`, but at least `least`.
+
+    Reported is the round with the median ratio: `proxy_eval_s` (one evaluation),
+    `proxy_gflops` (`env.proxy_flops()`, 2 per multiply-add, over that), `matmul_gflops`, and
+    `proxy_efficiency` = `proxy_gflops / matmul_gflops`; `rounds` counts them. The env's
+    generator is put back afterwards, so timing changes nothing in the search."""
     saved = env.np_random.bit_generator.state
-    seconds = float(np.mean(run_times(env.proxy_score, warmup=1, repeats=repeats,
-                                      budget_s=budget_s, least=2)))
+    flops = env.proxy_flops()
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(MATMUL_N, MATMUL_N, generator=generator) for _ in range(2))
+    out = torch.empty(MATMUL_N, MATMUL_N)
+
+    def panel(rows: int) -> float:  # the matmul's GFLOP/s on its first `rows` rows
+        start = time.perf_counter()
+        torch.mm(a[:rows], b, out=out[:rows])
+        return 2 * rows * MATMUL_N**2 / (time.perf_counter() - start) / 1e9
+
+    start = time.perf_counter()
+    proxy_s = run_times(env.proxy_score, warmup=0, repeats=1)[0]  # also the warm-up
+    rate = panel(PANEL_ROWS)
+    found: list[tuple[float, float, float]] = []  # (efficiency, proxy seconds, matmul GFLOP/s)
+    while len(found) < repeats and (len(found) < least
+                                    or time.perf_counter() - start < budget_s):
+        rows = _panel_rows(proxy_s, rate)
+        m = max(1, round(2 * rows * MATMUL_N**2 / (rate * 1e9) / proxy_s))
+        proxy_s = float(np.sum(run_times(env.proxy_score, warmup=0, repeats=m))) / m
+        rate = panel(rows)
+        found.append((flops / proxy_s / 1e9 / rate, proxy_s, rate))
     env.np_random.bit_generator.state = saved
-    gflops = env.proxy_flops() / seconds / 1e9
-    matmul = matmul_gflops()
+    _, seconds, matmul = sorted(found)[len(found) // 2]
+    gflops = flops / seconds / 1e9
     return {"proxy_eval_s": seconds, "proxy_gflops": gflops, "matmul_gflops": matmul,
-            "proxy_efficiency": gflops / matmul}
+            "proxy_efficiency": gflops / matmul, "rounds": len(found)}
+
+
+def _panel_rows(seconds: float, gflops: float) -> int:
+    """Rows of the matmul (a multiple of PANEL_ROWS, at most all) that take about `seconds`."""
+    rows = PANEL_ROWS * round(seconds * gflops * 1e9 / (2 * MATMUL_N**2) / PANEL_ROWS)
+    return int(min(MATMUL_N, max(PANEL_ROWS, rows)))
+
+
+def in_search(search_s: float, evals_s: list[float]) -> dict:
+    """A search's own evaluations against its wall time, both taken in the same run:
+    `evals` (count), `evals_s` (their durations summed) and `overhead_ratio` (search wall time
+    over that; None without evaluations). A load on the machine slows both alike."""
+    total = float(sum(evals_s))
+    return {"evals": len(evals_s), "evals_s": total,
+            "overhead_ratio": search_s / total if total > 0 else None}

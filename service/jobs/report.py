@@ -134,7 +134,12 @@ def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
         lines += ["", f"One proxy evaluation {1000 * proxy['proxy_eval_s']:.1f} ms: "
                   f"{proxy['proxy_gflops']:.1f} GFLOP/s, "
                   f"{proxy['proxy_efficiency']:.2f} of a 2048x2048 fp32 matmul's "
-                  f"{proxy['matmul_gflops']:.0f} GFLOP/s timed beside it."]
+                  f"{proxy['matmul_gflops']:.0f} GFLOP/s, the two timed round by round "
+                  "before the search."]
+        if proxy.get("overhead_ratio") is not None:
+            lines[-1] += (f" The search's {proxy['evals']} evaluations took "
+                          f"{proxy['evals_s']:.1f} s: its wall time is "
+                          f"{proxy['overhead_ratio']:.2f}x that (overhead ratio).")
     path = run / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

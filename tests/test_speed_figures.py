@@ -1,0 +1,121 @@
+"""The search's speed figures, each a ratio of two times taken at the same moment: the overhead
+ratio (a search's wall time over its own reward evaluations' durations, carried in each
+episode's last info, so from worker processes too) and the proxy efficiency (the proxy and a
+matmul timed alternately, round by round, before the search)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_INPUT, make_tiny, tiny_split
+
+from rlprune.agent.config import SearchConfig
+from rlprune.env.config import EnvConfig
+from rlprune.env.pruning_env import PruningEnv
+from rlprune.service.bench.report import merge_reports, speed_summary
+from rlprune.service.jobs.lifecycle import JobRunner
+from rlprune.service.jobs.measure import in_search, proxy_speed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SLEEP = 0.02  # simulated_eval_s: a floor under each evaluation's time, so the sums can fail
+
+
+def tiny_env(**config) -> PruningEnv:
+    return PruningEnv(make_tiny(0), tiny_split(64, seed=1), TINY_INPUT,
+                      EnvConfig(target=0.8, fc_k=3.0, eval_batch_size=16, **config),
+                      calibration=tiny_split(256, seed=2))
+
+
+def tiny_config(**settings) -> SearchConfig:
+    return SearchConfig(**{"model": "tiny", "dataset": "tiny", "fc_k": 1.0, "target": 0.5,
+                           "episodes": 6, "warmup": 2, "hidden": (16, 16), "batch_size": 4,
+                           "finetune_epochs": 0, "select_top_k": 0,
+                           "simulated_eval_s": SLEEP, **settings})
+
+
+def test_the_env_times_each_reward_evaluation_and_keeps_the_sum():
+    env = tiny_env(simulated_eval_s=SLEEP)
+    seconds = []
+    for episode in range(3):
+        env.reset(seed=episode)
+        infos = [env.step(np.array([0.0], np.float32))[4] for _ in env.agent_layers]
+        assert all("eval_s" not in info for info in infos[:-1])  # only the last step scores
+        seconds.append(infos[-1]["eval_s"])
+    assert all(s >= SLEEP for s in seconds)  # the evaluation (here with its sleep) is inside
+    assert env.evals == 3 and env.evals_s == pytest.approx(sum(seconds))
+    env.proxy_score()  # a score outside an episode (the speed measurement) is not counted
+    assert env.evals == 3
+
+
+def test_a_search_records_its_evaluations_against_its_own_wall_time(tiny_dense, tmp_path):
+    runner = JobRunner(tiny_config(), tiny_dense)
+    job = runner.create(tmp_path / "run")
+    with job:
+        result = runner.run(job)
+    sp, search_s = result.proxy_speed, result.timings["search"]
+    assert sp["evals"] == 6 == runner.env.evals
+    assert 6 * SLEEP <= sp["evals_s"] < search_s
+    assert sp["evals_s"] == pytest.approx(runner.env.evals_s)  # the episodes' infos, summed
+    assert sp["overhead_ratio"] == pytest.approx(search_s / sp["evals_s"])
+    report = (job.path / "report.md").read_text()
+    assert f"The search's 6 evaluations took {sp['evals_s']:.1f} s" in report
+    assert f"{sp['overhead_ratio']:.2f}x that (overhead ratio)" in report
+
+
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_workers_carry_their_evaluation_times_back(tiny_dense, backend, request):
+    address = None
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")  # the tests' local Ray instance
+        address = "auto"
+    runner = JobRunner(tiny_config(workers=2, episodes=4, ray_address=address), tiny_dense)
+    result = runner.run()
+    sp = result.proxy_speed
+    assert sp["evals"] == 4 and runner.env.evals == 0  # the workers' infos: not its own env
+    assert 4 * SLEEP <= sp["evals_s"]
+    assert sp["overhead_ratio"] == pytest.approx(result.timings["search"] / sp["evals_s"])
+
+
+def test_in_search_without_evaluations_has_no_ratio():
+    assert in_search(3.0, []) == {"evals": 0, "evals_s": 0.0, "overhead_ratio": None}
+    assert in_search(3.0, [0.5, 1.0]) == {"evals": 2, "evals_s": 1.5, "overhead_ratio": 2.0}
+
+
+def test_speed_summary_takes_the_overhead_ratio_from_the_searches_own_sums():
+    # proxy_eval_s (timed before each search) is far off: the in-search sums decide
+    new = [{"episodes": 10, "search_s": 15.0, "proxy_eval_s": 9.0, "evals": 10, "evals_s": 12.0},
+           {"episodes": 30, "search_s": 45.0, "proxy_eval_s": 9.0, "evals": 30, "evals_s": 30.0}]
+    speed = speed_summary(new)
+    assert speed == pytest.approx({"episode_s": 1.5, "proxy_eval_s": 42 / 40,
+                                   "overhead_ratio": 60 / 42})
+    # an older record (no in-search sums) counts its episodes x its evaluation timed before
+    mixed = speed_summary([new[0], {"episodes": 20, "search_s": 30.0, "proxy_eval_s": 1.0}])
+    assert mixed["overhead_ratio"] == pytest.approx(45 / 32)
+    # a resumed search: its wall time and evaluations are this run's, not all its episodes
+    resumed = speed_summary([{"episodes": 40, "search_s": 10.0, "proxy_eval_s": 1.0,
+                              "evals": 10, "evals_s": 8.0}])
+    assert resumed["episode_s"] == 1.0 and resumed["overhead_ratio"] == 1.25
+    assert speed_summary([{**new[0], "evals": 0, "evals_s": 0.0}])["overhead_ratio"] is None
+
+
+def test_a_merged_bench_keeps_its_part_s_in_search_ratio():
+    speed = speed_summary([{"episodes": 10, "search_s": 15.0, "proxy_eval_s": 9.0,
+                            "evals": 10, "evals_s": 12.0}])
+    row = {"method": "ddpg", "target": 0.9, "seed": 0, "test_accuracy": 0.9, "sparsity": 0.9}
+    part = {"model": "m", "dense_test_accuracy": 0.98, "episodes": 10, "speed": speed,
+            "results": [row]}
+    merged = merge_reports([("a", part)])
+    assert merged["speed"]["overhead_ratio"] == pytest.approx(15 / 12)
+
+
+def test_proxy_speed_times_rounds_within_its_budget():
+    env = tiny_env()
+    least = proxy_speed(env, repeats=5, budget_s=0.0, least=2)
+    assert least["rounds"] == 2
+    assert proxy_speed(env, repeats=4, budget_s=60.0, least=2)["rounds"] == 4
+    # the reported round's own figures: its efficiency is its GFLOP/s over its matmul's
+    assert least["proxy_efficiency"] == pytest.approx(least["proxy_gflops"]
+                                                      / least["matmul_gflops"])
+    assert least["proxy_gflops"] == pytest.approx(env.proxy_flops() / least["proxy_eval_s"]
+                                                  / 1e9)
+
