@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -185,8 +186,8 @@ class ScriptServer:
         try:
             self._wait_for(lambda: pid in self.codes, " ".join(argv))
         except AssertionError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
             raise
         return Done(argv, self.codes[pid], (self.logs / f"{rid}.out").read_text(),
                     (self.logs / f"{rid}.err").read_text(), time.perf_counter() - started,
@@ -206,6 +207,13 @@ class ScriptServer:
             return self.pids[handle[0]] in self.codes
 
     def close(self) -> None:
+        """Stop the server; children still running (a test stopped early) are killed with
+        their process groups (each child leads its own session)."""
+        with self.changed:
+            running = [pid for pid in self.pids.values() if pid not in self.codes]
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.proc.stdin.close()
         try:
