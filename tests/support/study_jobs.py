@@ -45,11 +45,12 @@ def tensorboard_only(cwd: Path) -> list[str]:
     return study("reward_curves", "oldbench", "every=2")
 
 
-# longest first: the service starts processes of its own, the searches time a matmul;
-# the rest in the order their inputs are ready
+# longest first: the service (cold: it starts with the script server, a real `python
+# studies/service_load.py`) waits on processes of its own, the searches time a matmul; the rest
+# in the order their inputs are ready
 JOBS = {
     "service_load": Job(study("service_load", "jobs=1", "clients=1", "max_running=1",
-                              "out=load.json", "runs=service")),
+                              "out=load.json", "runs=service"), cold=True),
     "pretrain": Job(["-m", "rlprune", "pretrain", "--model", "rlprune_agent_tinynet:make",
                      "--dataset", "digits", "--epochs", "3"]),
     "bench": Job(["-m", "rlprune", "bench", *BENCH, "--fc-k", "1", "--methods", "ddpg,uniform",
