@@ -52,7 +52,8 @@ def seed_actions(env, names: tuple[str, ...]) -> list[list[float]]:
 
 def short_score(dense, policy: dict, steps: int, lr: float) -> tuple[float, float]:
     """(val accuracy, val loss) after rlprune's masked fine-tune of one pass over `steps`
-    train batches drawn by seed 0 (BatchNorm re-estimated on them first)."""
+    train batches drawn by seed 0 (at most the whole train split; BatchNorm re-estimated on
+    them first)."""
     train = dense.data.train
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:steps * 128]
     part = rlprune.Data((train.x[idx], train.y[idx]), dense.data.val, dense.data.test,

@@ -91,6 +91,16 @@ def start_service(runs: Path, *extra: str) -> Service:
         proc = subprocess.Popen([sys.executable, "-m", "rlprune", "serve", "--port", str(port),
                                  "--runs", str(runs), *extra], env=env, stdout=out,
                                 stderr=out, cwd=runs.parent)
+    try:
+        _wait_until_up(proc, port, log)
+        return Service(runs, port, (runs / "service-token").read_text().strip(), proc)
+    except BaseException:
+        proc.kill()  # never leave a service behind
+        proc.wait()
+        raise
+
+
+def _wait_until_up(proc: subprocess.Popen, port: int, log: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -98,10 +108,7 @@ def start_service(runs: Path, *extra: str) -> Service:
                              f"{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                break
+                return
         except OSError:
             time.sleep(0.2)
-    else:
-        proc.kill()
-        raise SystemExit("rlprune serve did not come up within 120 s")
-    return Service(runs, port, (runs / "service-token").read_text().strip(), proc)
+    raise SystemExit("rlprune serve did not come up within 120 s")

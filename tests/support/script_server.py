@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -185,8 +186,8 @@ class ScriptServer:
         try:
             self._wait_for(lambda: pid in self.codes, " ".join(argv))
         except AssertionError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
             raise
         return Done(argv, self.codes[pid], (self.logs / f"{rid}.out").read_text(),
                     (self.logs / f"{rid}.err").read_text(), time.perf_counter() - started,
@@ -206,6 +207,13 @@ class ScriptServer:
             return self.pids[handle[0]] in self.codes
 
     def close(self) -> None:
+        """Stop the server; children still running (a test stopped early) are killed with
+        their process groups (each child leads its own session)."""
+        with self.changed:
+            running = [pid for pid in self.pids.values() if pid not in self.codes]
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.proc.stdin.close()
         try:
@@ -222,17 +230,52 @@ class Job:
 
     argv: list[str] | Callable[[Path], list[str]]
     after: tuple[str, ...] = ()
+    cold: bool = False
+    """Run as a plain `python ARGV` at once, beside the server's start-up and outside its
+    slots (a long job that waits mostly on processes of its own); `argv` a list, no `after`."""
 
 
 class Batch:
     """Jobs run in the server in `cwd`, at most `parallel` at a time, in the order given as
-    their `after` jobs allow; `result(name)` waits for one."""
+    their `after` jobs allow (cold jobs at once, as processes of their own); `result(name)`
+    waits for one."""
 
-    def __init__(self, server: ScriptServer, cwd: Path, jobs: dict[str, Job], parallel: int = 2):
-        self.server, self.cwd, self.jobs, self.parallel = server, cwd, jobs, parallel
+    def __init__(self, server: ScriptServer, cwd: Path, jobs: dict[str, Job], env: dict,
+                 parallel: int = 2):
+        self.server, self.cwd, self.parallel = server, cwd, parallel
+        self.jobs = {name: job for name, job in jobs.items() if not job.cold}
         self.results: dict[str, Done | str] = {}  # a str: why the job did not run
         self.done = threading.Condition()
+        self.cold: list[subprocess.Popen] = []
+        for name, job in jobs.items():
+            if job.cold:
+                self.cold.append(self._start_cold(name, job.argv, env))
         threading.Thread(target=self._run, daemon=True).start()
+
+    def _start_cold(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
+        logs = self.server.logs
+        with open(logs / f"{name}.out", "wb") as out, open(logs / f"{name}.err", "wb") as err:
+            proc = subprocess.Popen([sys.executable, *argv], cwd=self.cwd, env=env, stdout=out,
+                                    stderr=err, start_new_session=True)
+        started = time.perf_counter()
+
+        def reap() -> None:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            self._settle(name, Done(argv, proc.returncode, (logs / f"{name}.out").read_text(),
+                                    (logs / f"{name}.err").read_text(),
+                                    time.perf_counter() - started,
+                                    usage.ru_utime + usage.ru_stime, time.perf_counter()))
+
+        threading.Thread(target=reap, daemon=True).start()
+        return proc
+
+    def close(self) -> None:
+        """Kill the cold jobs still running, with their process groups."""
+        for proc in self.cold:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     def _settle(self, name: str, result: Done | str) -> None:
         with self.done:
