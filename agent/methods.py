@@ -97,7 +97,7 @@ def method_named(name: str, granularity: str, *, variants: bool = False) -> Meth
     """The method `name` for `granularity`, or a refusal listing the choices."""
     known = methods_for(granularity, variants=variants)
     if name not in known:
-        raise SettingError("method", f"{name!r} is not a method of granularity {granularity}; "
+        raise SettingError("method", f"{name!r} is not a method for granularity {granularity}; "
                            f"choose from {', '.join(known)}")
     return METHODS[name]
 

@@ -109,7 +109,7 @@ def validate_policy(policy: object, source: str = "policy") -> dict:
         raise bad(f"not an rlprune policy (no \"format\": \"{POLICY_FORMAT}\")")
     known = granularity_names()
     if granularity_of(policy) not in known:
-        raise bad(f"\"granularity\" must be one of {', '.join(known)}, got "
+        raise bad(f"\"granularity\" must be {' or '.join(known)}, got "
                   f"{policy.get('granularity')!r}")
     for key in ("model", "dataset", "method"):
         if not isinstance(policy.get(key), str) or not policy[key]:

@@ -79,7 +79,7 @@ def test_a_registered_method_runs_as_a_job_a_seed_policy_and_a_bench_cell(
 def test_an_unregistered_method_is_refused_with_the_choices(tiny_dense, toy_method):
     config = SearchConfig(**TINY, target=0.5)
     unregister("toy-rule")
-    with pytest.raises(UserError, match="^method 'toy-rule' is not a method of granularity "
+    with pytest.raises(UserError, match="^method 'toy-rule' is not a method for granularity "
                                         "weight; choose from ddpg, "):
         run_job(config, tiny_dense, "toy-rule", in_memory=True)
     with pytest.raises(UserError, match="seed_policies has unknown toy-rule"):
