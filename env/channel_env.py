@@ -91,7 +91,7 @@ class ChannelPruningEnv(EpisodeEnv):
 
     def _budget(self, s_max: float) -> ChannelBudget:
         c = self.config
-        return ChannelBudget(self.graph, c.budget, c.target, c.s_min, s_max)
+        return ChannelBudget(self.graph, c.budget, c.target, c.s_min, s_max, c.round_to)
 
     def _auto_s_max(self) -> float:
         """AMC's bound, a group keeps at least a fifth of its channels, where the target can be
@@ -121,10 +121,10 @@ class ChannelPruningEnv(EpisodeEnv):
         lo, hi = self._bounds(t, self._counts)
         a = unit(action)
         if self.action_mapping == "feasible":
-            return lo + int(round(a * (hi - lo))), float("nan")
+            return self.budget.snap(t, lo + int(round(a * (hi - lo))), lo, hi), float("nan")
         requested = self.config.s_min + a * (self.s_max - self.config.s_min)
         n = self.budget.sizes[t]
-        return min(hi, max(lo, count_for(n, requested))), requested
+        return self.budget.snap(t, count_for(n, requested), lo, hi), requested
 
     def _bounds(self, t: int, counts_before: list[int]) -> tuple[int, int]:
         return self.budget.bounds(t, list(counts_before))

@@ -50,4 +50,6 @@ CHANNEL = register(Granularity(
     name="channel", env_class=ChannelPruningEnv, check_prunable=check_prunable,
     build_policy=policy, entries=group_entries, validate=validate_groups,
     pruned_copy=slim_copy, save_model=save, summary=summary, unit="channels",
-    only_settings=CHANNEL_ONLY, proxy="slim", reward="acc", proxies=("plain", "fast", "slim")))
+    only_settings=CHANNEL_ONLY, proxy="slim", reward="acc", proxies=("plain", "fast", "slim"),
+    artifact="slim file",
+    export_hint="rlprune export-model {run} --out model.onnx --format onnx --quantize int8"))

@@ -20,7 +20,7 @@ SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 PROXY_PATHS = ("auto", "fast", "slim", "plain")
 # the settings one granularity reads and the other ignores
-CHANNEL_ONLY = ("budget", "criterion")
+CHANNEL_ONLY = ("budget", "criterion", "round_to")
 WEIGHT_ONLY = ("scope", "fc_rule", "fc_k", "fc_during_search")
 S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
 
@@ -61,6 +61,9 @@ class EnvConfig:
         "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
         "`taylor` (|activation x gradient|), `similarity` (decisions.md: Settings)",
         choices=CRITERIA)
+    round_to: int = setting(
+        1, "Channel mode: a group keeps a multiple of N channels (or all of them): widths "
+        "runtimes' vector kernels like (decisions.md: Settings).", min=1, max=1024, metavar="N")
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
         "layers only (the reference paper's setting).", choices=SCOPES)

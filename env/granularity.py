@@ -44,6 +44,9 @@ class Granularity:
     :param proxy: the proxy path `auto` stands for
     :param reward: the reward `auto` stands for
     :param proxies: the proxy paths it can use
+    :param artifact: what its deployable file holds, for the result table ("sparse file")
+    :param export_hint: the command that writes the deployable file (`{run}`: the run folder)
+    :param speed_note: what its pruning does to speed, in one line ("" if nothing to say)
     """
 
     name: str
@@ -60,6 +63,9 @@ class Granularity:
     proxy: str = "fast"
     reward: str = "loss"
     proxies: tuple[str, ...] = ("plain", "fast")
+    artifact: str = "pruned file"
+    export_hint: str = "rlprune export-model {run} --out model.pt"
+    speed_note: str = ""
 
 
 GRANULARITIES: dict[str, Granularity] = {}

@@ -49,4 +49,7 @@ WEIGHT = register(Granularity(
     name="weight", env_class=PruningEnv, check_prunable=check_prunable, build_policy=policy,
     entries=layer_entries, validate=validate_layers, pruned_copy=masked_copy, save_model=save,
     summary=summary, unit="params", only_settings=WEIGHT_ONLY, proxy="fast", reward="loss",
-    proxies=("plain", "fast")))
+    proxies=("plain", "fast"), artifact="sparse file",
+    export_hint="rlprune export-model {run} --out model.pt --quantize int8",
+    speed_note="weight sparsity keeps every layer's shape, so its zeros do not speed up dense "
+               "kernels; --granularity channel removes channels for real"))

@@ -89,8 +89,9 @@ def test_export_int8_keeps_every_zero_ptq_and_qat(finished, capsys):
                               "int8", "--qat-epochs", "1")
     assert code == 0, err
     rows = {r["variant"]: r for r in read_json(finished / "deployment.json")["export"]["rows"]}
-    assert set(rows) == {"dense fp32", "pruned fp32", "pruned + int8 (PTQ)",
-                         "pruned + int8 (QAT)"}
+    assert list(rows) == ["dense fp32", "pruned fp32", "dense + int8 (PTQ)",
+                          "pruned + int8 (PTQ)", "pruned + int8 (QAT)"]
+    assert all(set(r["latency_ms"]) == {"pytorch"} for r in rows.values())
     assert "| pruned + int8 (QAT) |" in out and "## Deployable artifact" in (
         finished / "report.md").read_text()
     policy = read_json(finished / "policy.json")
@@ -150,6 +151,27 @@ def test_export_of_a_channel_run_is_the_slim_network(fleet, tmp_path, monkeypatc
     dense_params = read_json(tmp_path / "ch" / "policy.json")["achieved"]["params_dense"]
     assert sum(p.numel() for p in model.parameters()) < dense_params
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # ONNX, fp32 and int8: ONNX Runtime runs the slim network as PyTorch does, smaller than
+    # the dense one's file, and int8 within 2 points of fp32 on the test split
+    code, out, err = run_main(capsys, "export-model", "ch", "--out", "ch.onnx", "--format",
+                              "onnx", "--quantize", "int8")
+    assert code == 0, err
+    export = read_json(tmp_path / "ch" / "deployment.json")["export"]
+    rows = {r["variant"]: r for r in export["rows"]}
+    assert rows["pruned fp32"]["onnx_agreement"] >= 0.995
+    assert rows["pruned fp32"]["onnx_mb"] < rows["dense fp32"]["onnx_mb"]
+    assert rows["pruned + int8 (PTQ)"]["onnx_mb"] < rows["pruned fp32"]["onnx_mb"]
+    assert (rows["pruned + int8 (PTQ)"]["onnx_accuracy"]
+            >= rows["pruned fp32"]["onnx_accuracy"] - 0.02)
+    assert export["onnx_agreement"] == rows["pruned + int8 (PTQ)"]["onnx_agreement"]
+    assert all(set(r["latency_ms"]) == {"pytorch", "onnxruntime"} for r in rows.values())
+    assert "| pruned + int8 (PTQ) |" in out and "ONNX Runtime ms, batch 32" in out
+    import numpy as np
+    import onnxruntime
+
+    fresh = onnxruntime.InferenceSession(str(tmp_path / "ch.onnx"))
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28), np.float32)
+    assert fresh.run(None, {"x": x})[0].shape == (3, 10)
 
 
 @pytest.mark.parametrize("argv, words", [

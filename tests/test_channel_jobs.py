@@ -16,7 +16,8 @@ import rlprune
 
 TINY = f"{MODEL_MODULE}:make"
 CHANNEL = ("--granularity", "channel", "--target", "0.5", "--dataset", "mnist5k")
-SHORT = ("--episodes", "6", "--warmup", "3", "--finetune-epochs", "0", "--quiet")
+SHORT = ("--episodes", "6", "--warmup", "3", "--finetune-epochs", "0", "--quiet",
+         "--select-top-k", "0")  # the selection stage is tested on its own
 
 
 @pytest.fixture
@@ -42,6 +43,14 @@ def test_a_channel_search_exports_and_applies_exactly(dense, workdir, capsys):
     deploy = read_json(workdir / "run" / "deployment.json")
     assert deploy["size_mb"]["pruned"] < deploy["size_mb"]["dense"]
     assert set(deploy["latency_ms"]) == {"batch1", "batch32"}
+    # the printed table shows the slim file's and its int8 file's sizes, and how to write it
+    assert deploy["int8_mb"] < deploy["file_mb"] < deploy["size_mb"]["dense"]
+    slim = next(line for line in out.splitlines() if "dense state_dict → slim file" in line)
+    assert f"{deploy['size_mb']['dense']:.3f} → {deploy['file_mb']:.3f}" in slim
+    int8 = next(line for line in out.splitlines() if "int8 slim file (MB)" in line)
+    assert f"{deploy['int8_mb']:.3f}" in int8
+    assert "rlprune export-model run --out model.onnx --format onnx --quantize int8" in out
+    assert "do not speed up" not in out
     code, _, err = run_main(capsys, "export", "run", "--out", "p.yaml", "--format", "yaml")
     assert code == 0, err
     code, out, err = run_main(capsys, "apply", "p.yaml", "--model", TINY, "--weights",
@@ -108,7 +117,7 @@ def test_a_residual_network_through_the_api(one_thread):
     model = build_model("resnet56", 10, 3, 32).eval()
     result = rlprune.search(model, data, target=0.5, granularity="channel", episodes=3,
                             warmup=2, finetune_epochs=0, bn_recalibration_batches=1,
-                            hidden=(16, 16), batch_size=8)
+                            hidden=(16, 16), batch_size=8, select_top_k=0)
     assert abs(result.policy["achieved"]["sparsity"] - 0.5) < 0.01
     groups = {g["name"]: g for g in result.policy["groups"]}
     assert len(groups) >= 28

@@ -107,13 +107,14 @@ def test_restoring_a_group_brings_back_its_dense_channels():
                                                  model.state_dict().values()))
 
 
-def _marginal(graph: ChannelGraph, budget: str) -> float:
-    """The most one channel of one group can cost (at the dense network, where it is most)."""
+def _marginal(graph: ChannelGraph, budget: str, step: int = 1) -> float:
+    """The most `step` channels of one group can cost (at the dense network, where it is
+    most)."""
     dense = [g.channels for g in graph.groups]
     worst = 0.0
     for i in range(len(dense)):
         kept = list(dense)
-        kept[i] -= 1
+        kept[i] -= min(step, kept[i] - 1)
         worst = max(worst, graph.cost(dense, budget) - graph.cost(kept, budget))
     return worst
 
@@ -122,11 +123,13 @@ def _marginal(graph: ChannelGraph, budget: str) -> float:
 @given(name=st.sampled_from(sorted(NETS)), budget=st.sampled_from(["flops", "params"]),
        target=st.floats(0.05, 0.6), actions=st.lists(st.floats(-1, 1), min_size=6,
                                                        max_size=6),
-       mapping=st.sampled_from(["absolute", "feasible"]))
+       mapping=st.sampled_from(["absolute", "feasible"]), round_to=st.sampled_from([1, 2, 4]))
 def test_every_episode_lands_on_the_target_within_one_channel(name, budget, target, actions,
-                                                              mapping):
+                                                              mapping, round_to):
+    """... within one rounding step of one group, where widths are rounded (`round_to`),
+    every group keeping a multiple of it or all its channels."""
     graph = GRAPHS[name]
-    b = ChannelBudget(graph, budget, target, 0.0, 0.99)
+    b = ChannelBudget(graph, budget, target, 0.0, 0.99, round_to)
     try:
         b.check()
     except UserError:
@@ -139,7 +142,9 @@ def test_every_episode_lands_on_the_target_within_one_channel(name, budget, targ
             a * 0.99 * b.sizes[t])
         removed.append(b.clamp(t, removed, want))
         assert b.lows[t] <= removed[-1] <= b.highs[t]
-    assert abs(b.cost(removed) - b.goal) <= _marginal(graph, budget) + 1e-6
+        kept = b.sizes[t] - removed[-1]
+        assert kept == b.sizes[t] or kept % round_to == 0
+    assert abs(b.cost(removed) - b.goal) <= _marginal(graph, budget, round_to) + 1e-6
 
 
 GRAPHS = {name: ChannelGraph(make(), SHAPE) for name, make in NETS.items()}

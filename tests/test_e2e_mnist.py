@@ -39,6 +39,16 @@ def test_pretrain_search_export_apply_on_mnist5k(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "test accuracy, fine-tuned" in done.stdout
     run = tmp_path / "runs" / "e2e"
+    # the printed table shows what a user ships: the sparse file's and the int8 file's sizes
+    deploy = json.loads((run / "deployment.json").read_text())
+    assert deploy["int8_mb"] < deploy["file_mb"] < deploy["size_mb"]["dense"]
+    lines = {line.split("  ")[1]: line for line in done.stdout.splitlines()
+             if line.startswith("  ") and "  " in line[2:]}
+    sparse = lines["size on disk, dense state_dict → sparse file (MB)"]
+    assert f"{deploy['size_mb']['dense']:.3f} → {deploy['file_mb']:.3f}" in sparse
+    assert f"{deploy['int8_mb']:.3f}" in lines["size on disk, int8 sparse file (MB)"]
+    assert "do not speed up dense kernels" in lines["speed"]
+    assert "rlprune export-model runs/e2e --out model.pt" in lines["deployable file"]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["episodes_done"] == 6
     policy = json.loads((run / "policy.json").read_text())

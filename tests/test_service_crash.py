@@ -11,7 +11,7 @@ import time
 
 from support.service import TINY_JOB, start_service
 
-LONG = {**TINY_JOB, "episodes": 150, "warmup": 10, "checkpoint_every": 5}
+LONG = {**TINY_JOB, "episodes": 40, "warmup": 10, "checkpoint_every": 5}
 
 
 def _episodes(svc, job_id: str) -> int:

@@ -109,8 +109,10 @@ def print_result(policy: dict, run: Path, method: str) -> None:
     print(f"\nrun {run}" if method == "ddpg" else f"run {run} ({method})")
     deploy = run / "deployment.json"
     measured = read_json(deploy) if deploy.is_file() else None
-    for key, value in result_rows(policy, measured):
-        print(f"  {key:<40}{value}")
+    rows = result_rows(policy, measured)
+    width = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:
+        print(f"  {key:<{width}}{value}")
     files = f"  policy {run / 'policy.json'}, report {run / 'report.md'}"
     if method == "ddpg":
         files += f", TensorBoard: tensorboard --logdir {run / 'tb'}"

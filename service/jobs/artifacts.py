@@ -1,15 +1,13 @@
-"""Deployable artifacts of a finished run: small on disk, int8 if asked, ONNX if asked.
+"""Deployable artifacts of a finished run, measured where they will run.
 
-`export(run, path, format=..., quantize=...)` writes one file and returns the table of every
-variant it measured: size on disk, test accuracy and CPU latency (batch 1, median after
-warm-up) for the dense fp32 model, the pruned one, pruned + int8 (post-training, and after
-quantization-aware training when asked) and the ONNX file when made. `load_model(path)`
-gives back a runnable `nn.Module` from an `rlprune.model/1` file.
-
-An `rlprune.model/1` file is a zip (LZMA-compressed) of `meta.json` and either the weights,
-stored sparse (`models.sparse_io`: a bitmask and the non-zero values, bit-exact) with the
-model's registry name or factory to rebuild it, or a `torch.export` program (a channel-pruned
-network, an int8 one, or a model given as a Python object that cannot be rebuilt by name).
+`export(run, path, format=..., quantize=...)` writes one file and returns the table of the
+variants it measured: the dense and the pruned model in fp32 and, with `quantize` int8, in
+int8 (post-training; after quantization-aware training too when asked). Each row gives the
+size of its `rlprune.model/1` file (`model_file`; the dense fp32 model: its state_dict, and
+gzipped), its test accuracy in PyTorch and its median CPU latency at batch 1 and 32 in
+PyTorch eager; with `format` onnx also its ONNX file's size, ONNX Runtime's test accuracy and
+latency (`onnx_runtime`). Every latency comes from one interleaved measurement on one thread
+(`measure.interleaved_ms`), so a load on a shared machine slows the variants alike.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ from __future__ import annotations
 import copy
 import gzip
 import io
-import json
-import os
-import zipfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +29,21 @@ from rlprune.models.data import Data
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.registry import build_model
-from rlprune.models.sparse_io import pack, unpack
-from rlprune.models.train import evaluate, fixed_mode, load_program, load_weights
+from rlprune.models.train import evaluate, load_program, load_weights
+from rlprune.service.jobs import onnx_runtime
 from rlprune.service.jobs.dense_loader import is_object_name, load_dense
 from rlprune.service.jobs.export_config import ExportConfig
 from rlprune.service.jobs.files import load_policy, refuse_existing
-from rlprune.service.jobs.measure import latency_ms, state_bytes
+from rlprune.service.jobs.measure import LATENCY_BATCHES, interleaved_ms, torch_runner
+from rlprune.service.jobs.model_file import (  # noqa: F401 (re-exported)
+    MODEL_FORMAT,
+    load_model,
+    model_file_bytes,
+    save_model,
+)
 from rlprune.service.jobs.run_folder import Job, read_mapping
 
-MODEL_FORMAT = "rlprune.model/1"
+RUNTIMES = ("pytorch", "onnxruntime")
 
 
 @dataclass
@@ -49,69 +51,10 @@ class Exported:
     """What `export` wrote and measured."""
 
     path: Path
-    rows: list[dict] = field(default_factory=list)  # variant, size_mb, test_accuracy, latency
-    onnx_agreement: float | None = None  # ONNX vs PyTorch predictions on the test split
-
-
-# -- the file format -------------------------------------------------------------------------
-def _write_zip(path: Path, meta: dict, files: dict[str, bytes]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as z:
-            z.writestr("meta.json", json.dumps({"format": MODEL_FORMAT, **meta}, indent=1))
-            for name, data in files.items():
-                z.writestr(name, data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _program_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(model.cpu(), (torch.zeros(2, *input_shape),),
-                                  dynamic_shapes=({0: batch},))
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
-
-
-def save_model(path: Path, model: nn.Module, meta: dict, *, rebuild: dict | None,
-               input_shape: tuple[int, ...]) -> None:
-    """`model` as an `rlprune.model/1` file: its weights stored sparse with `rebuild` (how
-    to build the architecture: registry name or factory and its arguments), or, without
-    `rebuild`, as a program."""
-    if rebuild is not None:
-        _write_zip(path, {**meta, "kind": "weights", "rebuild": rebuild},
-                   pack(model.state_dict()))
-    else:
-        _write_zip(path, {**meta, "kind": "program", "input_shape": list(input_shape)},
-                   {"program.pt2": _program_bytes(model, input_shape)})
-
-
-def load_model(path: str | Path) -> nn.Module:
-    """The runnable model in an `rlprune.model/1` file (in eval mode, on the CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as z:
-            meta = json.loads(z.read("meta.json"))
-            files = {name: z.read(name) for name in z.namelist() if name != "meta.json"}
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{path} is not an {MODEL_FORMAT} file ({type(exc).__name__})") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise UserError(f"{path} is not an {MODEL_FORMAT} file")
-    if meta["kind"] == "program":
-        if meta.get("quantize") == "int8":
-            from rlprune.models.quantize import register_int8_ops
-
-            register_int8_ops()
-        program = torch.export.load(io.BytesIO(files["program.pt2"]))
-        return fixed_mode(program.module())
-    spec = meta["rebuild"]
-    model = build_model(spec["model"], **spec["kwargs"])
-    model.load_state_dict(unpack(files))
-    return model.eval()
+    # variant, size_mb, test_accuracy, latency_ms[runtime][batch]; with ONNX: onnx_mb,
+    # onnx_accuracy, onnx_agreement (the file's predictions against its PyTorch model's)
+    rows: list[dict] = field(default_factory=list)
+    onnx_agreement: float | None = None  # the written ONNX file's, on the test split
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -155,15 +98,6 @@ def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
             if isinstance(m, nn.Conv2d | nn.Linear)}
 
 
-def _row(variant: str, size: int, model: nn.Module | None, data: Data,
-         accuracy: float | None = None, latency: float | None = None) -> dict:
-    if model is not None:
-        accuracy = evaluate(model, data.test) if accuracy is None else accuracy
-        latency = latency_ms(model, data.input_shape, 1) if latency is None else latency
-    return {"variant": variant, "size_mb": size / 1e6, "test_accuracy": accuracy,
-            "latency_ms": latency}
-
-
 def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A002
            quantize: str = "none", qat_epochs: int = 0, force: bool = False,
            model: nn.Module | None = None, data: Data | None = None,
@@ -184,55 +118,144 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     dense = load_dense(config) if model is None or data is None else Dense.of(model, data)
     data = dense.data
     pruned = _pruned_model(job, config, policy, dense)
-    rebuild = _rebuild(config, data, policy)
-    dense_bytes = state_bytes(dense.model)
-    out = Exported(path)
-    out.rows.append({**_row("dense fp32", dense_bytes, dense.model, data),
-                     "gzip_mb": len(gzip.compress(_state(dense.model))) / 1e6})
+    variants = _variants(dense.model, pruned, data, quantize, qat_epochs, config.seed, on_epoch)
     meta = {"model": config.model, "dataset": config.dataset,
             "granularity": granularity_of(policy), "run": str(job.path)}
-    variants = {"pruned fp32": pruned}
+    rebuild = _rebuild(config, data, policy)
+    out = Exported(path)
+    for name, variant in variants.items():
+        out.rows.append(_row(name, variant, data, meta, rebuild if variant is pruned else None))
+    final = list(variants)[-1]
     path.parent.mkdir(parents=True, exist_ok=True)  # refuse_existing checked it can be made
-    fp32 = _sized(lambda p: save_model(p, pruned, {**meta, "quantize": "none"},
-                                       rebuild=rebuild, input_shape=data.input_shape), path)
-    out.rows.append(_row("pruned fp32", fp32, pruned, data))
+    runners = {(name, "pytorch"): torch_runner(m) for name, m in variants.items()}
+    with tempfile.TemporaryDirectory(prefix=".rlprune-onnx-", dir=path.parent) as scratch:
+        if format == "onnx":
+            files = _with_onnx(out, variants, data, Path(scratch), runners)
+        _time(out.rows, runners, data.input_shape)
+        if format == "onnx":
+            files[final].replace(path)
+        else:
+            save_model(path, variants[final], {**meta, "quantize": quantize},
+                       input_shape=data.input_shape,
+                       rebuild=rebuild if variants[final] is pruned else None)
+    _record(job, out, deploy)
+    return out
+
+
+def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy: dict,
+                     run: Path | None) -> dict:
+    """What a finished search gives a user to ship, for its result table: the size of the
+    pruned model's `rlprune.model/1` file, and of its int8 one (post-training quantization,
+    when this torch build can), with the command that writes it and what it does to speed."""
+    from rlprune.env.granularity import granularity_named
+
+    kind = granularity_named(granularity_of(policy))
+    meta = {"model": config.model, "dataset": config.dataset, "granularity": kind.name}
+    pruned = pruned.cpu().eval()
+    out = {"artifact": kind.artifact, "note": kind.speed_note,
+           "command": kind.export_hint.format(run=run if run is not None else "RUN"),
+           "file_mb": model_file_bytes(pruned, {**meta, "quantize": "none"},
+                                       rebuild=_rebuild(config, data, policy),
+                                       input_shape=data.input_shape) / 1e6}
+    try:
+        _check_int8()
+    except SettingError:
+        return out  # no int8 kernels or no torchao here: the fp32 file only
+    from rlprune.models.quantize import ptq
+
+    out["int8_mb"] = model_file_bytes(ptq(pruned, data.train), {**meta, "quantize": "int8"},
+                                      rebuild=None, input_shape=data.input_shape) / 1e6
+    return out
+
+
+def _variants(dense: nn.Module, pruned: nn.Module, data: Data, quantize: str, qat_epochs: int,
+              seed: int, on_epoch) -> dict[str, nn.Module]:
+    """The models to measure, by row name; the last is the one written."""
+    variants = {"dense fp32": dense, "pruned fp32": pruned}
     if quantize == "int8":
         from rlprune.models.quantize import ptq, qat
 
+        variants["dense + int8 (PTQ)"] = ptq(dense, data.train)
         variants["pruned + int8 (PTQ)"] = ptq(pruned, data.train)
         if qat_epochs:
             variants["pruned + int8 (QAT)"] = qat(pruned, data.train, epochs=qat_epochs,
-                                                   masks=_masks(pruned), seed=config.seed,
+                                                   masks=_masks(pruned), seed=seed,
                                                    on_epoch=on_epoch)
-        for name in [n for n in variants if "int8" in n]:
-            size = _sized(lambda p, m=variants[name]: save_model(
-                p, m, {**meta, "quantize": "int8"}, rebuild=None,
-                input_shape=data.input_shape), path)
-            out.rows.append(_row(name, size, variants[name], data))
-    final = variants[list(variants)[-1]]
-    if format == "onnx":
-        out.onnx_agreement = _write_onnx(final, data, path, out)
+    return variants
+
+
+def _row(name: str, model: nn.Module, data: Data, meta: dict, rebuild: dict | None) -> dict:
+    if name == "dense fp32":  # what a user has before: the state_dict, as torch.save writes it
+        state = _state(model)
+        row = {"size_mb": len(state) / 1e6, "gzip_mb": len(gzip.compress(state)) / 1e6}
     else:
-        save_model(path, final, {**meta, "quantize": quantize}, input_shape=data.input_shape,
-                   rebuild=rebuild if final is pruned else None)
-    _record(job, out, deploy)
-    return out
+        quantize = "int8" if "int8" in name else "none"
+        row = {"size_mb": model_file_bytes(model, {**meta, "quantize": quantize},
+                                           rebuild=rebuild, input_shape=data.input_shape) / 1e6}
+    return {"variant": name, **row, "test_accuracy": evaluate(model, data.test)}
+
+
+def _with_onnx(out: Exported, variants: dict[str, nn.Module], data: Data, folder: Path,
+               runners: dict) -> dict[str, Path]:
+    """Every variant's ONNX file in `folder`, its size, ONNX Runtime's accuracy and agreement
+    with PyTorch in its row, its session among the `runners` to time."""
+    files = _onnx_files(variants, data, folder)
+    for row in out.rows:
+        runtime = onnx_runtime.session(files[row["variant"]])
+        runners[row["variant"], "onnxruntime"] = _ort_runner(runtime)
+        predicted = onnx_runtime.predict(runtime, data.test)
+        source = _predictions(_source(variants, row["variant"]), data)
+        row.update(onnx_mb=files[row["variant"]].stat().st_size / 1e6,
+                   onnx_accuracy=float((predicted == data.test.y.numpy()).mean()),
+                   onnx_agreement=float((predicted == source).mean()))
+    out.onnx_agreement = out.rows[-1]["onnx_agreement"]
+    return files
+
+
+def _onnx_files(variants: dict[str, nn.Module], data: Data, folder: Path) -> dict[str, Path]:
+    """Each variant's ONNX file: the float ones exported; a PTQ int8 one quantized by ONNX
+    Runtime from its float model's file (measured faster than exporting PyTorch's int8
+    graph: decisions.md); a QAT one exported from its trained int8 graph."""
+    files: dict[str, Path] = {}
+    for i, (name, model) in enumerate(variants.items()):
+        files[name] = folder / f"{i}.onnx"
+        if "(PTQ)" in name:
+            source = files[name.split(" + ")[0] + " fp32"]
+            onnx_runtime.quantize_onnx(source, files[name], data.train)
+        else:
+            onnx_runtime.write_onnx(model, data.input_shape, files[name])
+    return files
+
+
+def _ort_runner(runtime):
+    return lambda x: runtime.run(None, {onnx_runtime.INPUT: x})
+
+
+def _source(variants: dict[str, nn.Module], name: str) -> nn.Module:
+    """The PyTorch model a variant's ONNX file was made from (a PTQ file: the float model
+    ONNX Runtime quantized)."""
+    return variants[name.split(" + ")[0] + " fp32"] if "(PTQ)" in name else variants[name]
+
+
+@torch.no_grad()
+def _predictions(model: nn.Module, data: Data) -> np.ndarray:
+    return torch.cat([model(x) for x in data.test.x.split(500)]).argmax(1).numpy()
+
+
+def _time(rows: list[dict], runners: dict, input_shape: tuple[int, ...]) -> None:
+    """Every runner's latency, in one interleaved measurement, into its row."""
+    measured = interleaved_ms({f"{v}|{r}": run for (v, r), run in runners.items()},
+                              input_shape)
+    for row in rows:
+        row["latency_ms"] = {runtime: {str(b): measured[f"{row['variant']}|{runtime}"][b]
+                                       for b in LATENCY_BATCHES}
+                             for runtime in RUNTIMES if (row["variant"], runtime) in runners}
 
 
 def _state(model: nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getvalue()
-
-
-def _sized(write, near: Path) -> int:
-    """The size of the file `write(path)` makes (in a scratch file beside `near`)."""
-    scratch = near.with_name(f".{near.name}.size{os.getpid()}")
-    try:
-        write(scratch)
-        return scratch.stat().st_size
-    finally:
-        scratch.unlink(missing_ok=True)
 
 
 def quantized_engines() -> list[str]:
@@ -247,44 +270,6 @@ def _check_int8() -> None:
     from rlprune.models.quantize import _toolkit
 
     _toolkit()  # refuses a missing torchao before any work
-
-
-def _write_onnx(model: nn.Module, data: Data, path: Path, out: Exported) -> float:
-    """Export to ONNX, run it in ONNX Runtime on the test split: the share of test images
-    where its prediction agrees with PyTorch's."""
-    import onnxruntime as ort
-
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.onnx.export(model, (data.test.x[:2],), str(tmp), dynamo=True,
-                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        x = data.test.x.numpy()
-        predicted = np.concatenate([session.run(None, {name: x[i:i + 500]})[0].argmax(1)
-                                    for i in range(0, len(x), 500)])
-        with torch.no_grad():
-            reference = torch.cat([model(data.test.x[i:i + 500]).argmax(1)
-                                   for i in range(0, len(x), 500)]).numpy()
-        agreement = float((predicted == reference).mean())
-        accuracy = float((predicted == data.test.y.numpy()).mean())
-        one = x[:1]
-        for _ in range(3):
-            session.run(None, {name: one})
-        import time
-
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            session.run(None, {name: one})
-            times.append(time.perf_counter() - t)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    out.rows.append({**_row("ONNX (onnxruntime)", path.stat().st_size, None, data, accuracy,
-                            1000.0 * float(np.median(times))), "agreement": agreement})
-    return agreement
 
 
 def _record(job: Job, out: Exported, deploy: dict) -> None:
@@ -302,14 +287,46 @@ def _record(job: Job, out: Exported, deploy: dict) -> None:
 
 
 def table(out: Exported) -> str:
-    lines = ["| variant | size on disk (MB) | test accuracy | CPU latency, batch 1 (ms) |",
-             "|---|---:|---:|---:|"]
+    """The export's rows as a Markdown table, and what they say about speed."""
+    onnx = out.onnx_agreement is not None
+    heads = ["variant", "file (MB)", "test accuracy"]
+    if onnx:
+        heads += ["ONNX file (MB)", "ONNX Runtime accuracy"]
+    runtimes = RUNTIMES if onnx else RUNTIMES[:1]
+    names = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime"}
+    heads += [f"{names[r]} ms, batch {b}" for r in runtimes for b in LATENCY_BATCHES]
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
     for r in out.rows:
         size = f"{r['size_mb']:.4f}" + (f" (gzip {r['gzip_mb']:.4f})" if "gzip_mb" in r else "")
-        lines.append(f"| {r['variant']} | {size} | {100 * r['test_accuracy']:.2f}% | "
-                     f"{r['latency_ms']:.3f} |")
+        cells = [r["variant"], size, f"{100 * r['test_accuracy']:.2f}%"]
+        if onnx:
+            cells += [f"{r['onnx_mb']:.4f}", f"{100 * r['onnx_accuracy']:.2f}%"]
+        cells += [f"{r['latency_ms'][rt][str(b)]:.3f}" for rt in runtimes
+                  for b in LATENCY_BATCHES]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + _speed_notes(out.rows, runtimes, names)
     if out.onnx_agreement is not None:
-        lines.append("")
-        lines.append(f"ONNX Runtime agrees with PyTorch on {100 * out.onnx_agreement:.2f}% of "
-                     "the test images.")
+        lines.append(f"ONNX Runtime agrees with PyTorch on {100 * out.onnx_agreement:.2f}% "
+                     "of the test images (the written file against the PyTorch model it was "
+                     "made from).")
     return "\n".join(lines)
+
+
+def _speed_notes(rows: list[dict], runtimes: tuple[str, ...], names: dict) -> list[str]:
+    """Per runtime, at the largest batch: the pruned model against the dense one, and int8
+    against fp32 where it is slower (int8 is then for size, not speed, in that runtime)."""
+    by = {r["variant"]: r for r in rows}
+    batch = str(LATENCY_BATCHES[-1])
+    notes = []
+    for rt in runtimes:
+        ms = {v: r["latency_ms"][rt][batch] for v, r in by.items()}
+        text = (f"{names[rt]}, batch {batch}: pruned fp32 runs "
+                f"{ms['dense fp32'] / ms['pruned fp32']:.2f}x the dense model's speed")
+        int8 = ms.get("pruned + int8 (PTQ)")
+        if int8 is not None:
+            ratio = ms["pruned fp32"] / int8
+            text += (f"; its int8 {ratio:.2f}x the pruned fp32" + (
+                " (slower: on this machine int8 is for size here, not speed)"
+                if ratio < 1 else ""))
+        notes.append(text + ".")
+    return notes

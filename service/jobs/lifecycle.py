@@ -36,6 +36,7 @@ from rlprune.env.pruning_env import PruningEnv
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError
 from rlprune.models.train import resolve_device
+from rlprune.service.jobs.artifacts import artifact_summary
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import Callback, Event, Result
 from rlprune.service.jobs.files import save_policy, write_json
@@ -265,7 +266,8 @@ class JobRunner:
         granularity_named(c.granularity).save_model(path / "pruned.pt", model,
                                                     dense.input_shape, meta)
         measured = {**deployment(dense.model, model, dense.input_shape),
-                    "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6}
+                    "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6,
+                    **artifact_summary(model, c, dense.data, policy, path)}
         write_json(path / "deployment.json", measured)  # measured here: not part of the policy
         save_policy(policy, path / "policy.json")
         rewards = self.search.state.rewards if self.search is not None else []

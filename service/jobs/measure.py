@@ -51,6 +51,51 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
     return 1000.0 * float(np.median(times))
 
 
+def interleaved_ms(runners: dict[str, Callable[[np.ndarray], object]],
+                   input_shape: tuple[int, ...], batches: tuple[int, ...] = LATENCY_BATCHES, *,
+                   threads: int = 1, warmup: int = 2, rounds: int = 25,
+                   budget_s: float = 20.0) -> dict[str, dict[int, float]]:
+    """Median milliseconds of one call of each runner (a function of a float32 batch) per
+    batch size, the runners called in turn round by round so that a load that comes and goes
+    on a shared machine hits them alike; at most `rounds` rounds per batch size, fewer where
+    they would take more than `budget_s` (at least 5). PyTorch runs on `threads` threads (as
+    ONNX Runtime sessions are opened) and is put back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out: dict[str, dict[int, float]] = {name: {} for name in runners}
+    try:
+        for batch in batches:
+            x = np.random.default_rng(0).standard_normal((batch, *input_shape), np.float32)
+            for run in runners.values():
+                for _ in range(warmup):
+                    run(x)
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            start = time.perf_counter()
+            while len(times[next(iter(runners))]) < rounds and (
+                    len(times[next(iter(runners))]) < 5
+                    or time.perf_counter() - start < budget_s / len(batches)):
+                for name, run in runners.items():
+                    t = time.perf_counter()
+                    run(x)
+                    times[name].append(time.perf_counter() - t)
+            for name, seconds in times.items():
+                out[name][batch] = 1000.0 * float(np.median(seconds))
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def torch_runner(model: nn.Module) -> Callable[[np.ndarray], object]:
+    """`model` (on the CPU, in the mode it is in: an int8 graph has no train/eval switch) as
+    a function of a numpy batch, for `interleaved_ms`."""
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> object:
+        return model(torch.from_numpy(x))
+
+    return run
+
+
 def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32) of both models,
     measured one after the other on the CPU, and the speedups."""

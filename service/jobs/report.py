@@ -75,12 +75,32 @@ def result_rows(policy: dict, deploy: dict | None = None) -> list[tuple[str, str
         (f"FLOPs dense → {left}", f"{ach['flops_dense']:,} → {ach['flops_nonzero']:,}"),
     ]
     if deploy:
-        size = deploy["size_mb"]
-        rows.append(("size dense → pruned (MB, state_dict)",
-                     f"{size['dense']:.3f} → {size['pruned']:.3f}"))
-        for batch, t in deploy["latency_ms"].items():
-            rows.append((f"CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
-                         f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+        rows += _deploy_rows(deploy)
+    return rows
+
+
+def _deploy_rows(deploy: dict) -> list[tuple[str, str]]:
+    """Size on disk of what the user ships (the dense state_dict against the pruned model's
+    file, and its int8 file), PyTorch latency, and how to write the file."""
+    size = deploy["size_mb"]
+    if "file_mb" in deploy:
+        rows = [(f"size on disk, dense state_dict → {deploy['artifact']} (MB)",
+                 f"{size['dense']:.3f} → {deploy['file_mb']:.3f} "
+                 f"({size['dense'] / deploy['file_mb']:.1f}x smaller)")]
+        if deploy.get("int8_mb"):
+            rows.append((f"size on disk, int8 {deploy['artifact']} (MB)",
+                         f"{deploy['int8_mb']:.3f} ({size['dense'] / deploy['int8_mb']:.1f}x "
+                         "smaller)"))
+    else:  # a run folder written before the artifact was measured
+        rows = [("size dense → pruned (MB, state_dict)",
+                 f"{size['dense']:.3f} → {size['pruned']:.3f}")]
+    for batch, t in deploy["latency_ms"].items():
+        rows.append((f"PyTorch CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
+                     f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+    if deploy.get("note"):
+        rows.append(("speed", deploy["note"]))
+    if deploy.get("command"):
+        rows.append(("deployable file", deploy["command"]))
     return rows
 
 

@@ -28,7 +28,9 @@ EPISODES, WARMUP, EVERY = 10, 3, 3
 # (k=3 prunes all of f1 and every episode would score chance).
 SEARCH_FLAGS = ("--dataset", "digits", "--target", str(TARGET), "--fc-k", "1",
                 "--episodes", str(EPISODES), "--warmup", str(WARMUP),
-                "--checkpoint-every", str(EVERY), "--finetune-epochs", "0", "--quiet")
+                "--checkpoint-every", str(EVERY), "--finetune-epochs", "0", "--quiet",
+                # the selection stage is tested on its own (test_selection.py)
+                "--select-top-k", "0")
 PROCESS_TIMEOUT = 240.0
 
 

@@ -20,7 +20,8 @@ from support.assets import USER_MODELS
 # a job that takes a few seconds: LeNet-300 on digits, every layer by the agent
 TINY_JOB = {"model": "lenet300", "dataset": "digits", "fc_rule": "agent", "target": 0.8,
             "episodes": 6, "warmup": 2, "finetune_epochs": 0, "checkpoint_every": 2,
-            "hidden": [16, 16], "batch_size": 8}
+            "hidden": [16, 16], "batch_size": 8,
+            "select_top_k": 0}  # the selection stage is tested on its own (test_selection.py)
 
 
 def free_port() -> int:
