@@ -118,6 +118,9 @@ class SearchConfig(EnvConfig):
                                    max=MAX_EPOCHS)
     finetune_lr: float = setting(0.01, "Peak learning rate of the fine-tune.", min=0.0,
                                  max=10.0)
+    int8_size: bool = setting(
+        True, "The result table gives the int8 file's size too (a post-training quantization "
+        "after the fine-tune, seconds); --no-int8-size skips it.", negate="--no-int8-size")
     seed: int = setting(0, "Seed of the search and the fine-tune.", min=0,
                         max=MAX_SEED)
     device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)

@@ -63,7 +63,7 @@ class EnvConfig:
         choices=CRITERIA)
     round_to: int = setting(
         1, "Channel mode: a group keeps a multiple of N channels (or all of them): widths "
-        "runtimes' vector kernels like (decisions.md: Settings).", min=1, max=1024, metavar="N")
+        "runtimes' vector kernels like (decisions.md: Settings)", min=1, max=1024, metavar="N")
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
         "layers only (the reference paper's setting).", choices=SCOPES)

@@ -143,11 +143,11 @@ def bench_cells(base: SearchConfig, targets: list[float], methods: list[str], se
                 out: Path) -> list[tuple[str, SearchConfig, Path]]:
     """(method, config, run folder) of every cell, in the bench's order: target, method, seed.
     A cell runs where it is put (a Ray task asks for the GPUs): its search never reaches for
-    Ray itself."""
+    Ray itself. Cells skip the int8 size (a quantization each; the bench compares accuracy)."""
     gpu: dict[str, Any] = ({"device": "cuda", "gpus_per_worker": 0.0} if base.gpus_per_worker
                            else {})
     return [(method, dataclasses.replace(base, target=target, seed=seed, ray_address=None,
-                                         **gpu),
+                                         int8_size=False, **gpu),
              out / "runs" / f"{method}-{target:g}-seed{seed}")
             for target in targets for method in methods for seed in seeds]
 

@@ -157,6 +157,8 @@ def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy
            "file_mb": model_file_bytes(pruned, {**meta, "quantize": "none"},
                                        rebuild=_rebuild(config, data, policy),
                                        input_shape=data.input_shape) / 1e6}
+    if not config.int8_size:
+        return out
     try:
         _check_int8()
     except SettingError:

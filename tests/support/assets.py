@@ -30,7 +30,7 @@ SEARCH_FLAGS = ("--dataset", "digits", "--target", str(TARGET), "--fc-k", "1",
                 "--episodes", str(EPISODES), "--warmup", str(WARMUP),
                 "--checkpoint-every", str(EVERY), "--finetune-epochs", "0", "--quiet",
                 # the selection stage is tested on its own (test_selection.py)
-                "--select-top-k", "0")
+                "--select-top-k", "0", "--no-int8-size")
 PROCESS_TIMEOUT = 240.0
 
 

@@ -21,7 +21,8 @@ from support.assets import USER_MODELS
 TINY_JOB = {"model": "lenet300", "dataset": "digits", "fc_rule": "agent", "target": 0.8,
             "episodes": 6, "warmup": 2, "finetune_epochs": 0, "checkpoint_every": 2,
             "hidden": [16, 16], "batch_size": 8,
-            "select_top_k": 0}  # the selection stage is tested on its own (test_selection.py)
+            # the selection stage and the int8 size are tested on their own
+            "select_top_k": 0, "int8_size": False}
 
 
 def free_port() -> int:
