@@ -44,7 +44,9 @@ def fingerprint(config: SearchConfig, dense: Dense, env: PruningEnv | ChannelPru
     # K = 1 and DDPG record nothing, so that older checkpoints stay resumable
     workers: dict[str, Any] = {"workers": c.workers} if c.workers > 1 else {}
     workers.update({"agent": c.agent} if c.agent != "ddpg" else {})
-    workers.update({"round_to": c.round_to} if c.round_to != 1 else {})
+    # no rounding records nothing, so that checkpoints from before `round_to` stay resumable
+    round_to = getattr(env, "round_to", 1)
+    workers.update({"round_to": round_to} if round_to != 1 else {})
     return {**workers, "model": c.model, "dataset": c.dataset, "target": c.target, "scope": c.scope,
             "arch": arch_fingerprint(dense.model), "weights": weights_digest(dense.model),
             "data": data_digest(dense.data),

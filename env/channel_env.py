@@ -15,6 +15,7 @@ from rlprune.env.criteria import channel_scores, removal_orders
 from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
 from rlprune.env.layers import Network, describe
 from rlprune.env.masks import count_for
+from rlprune.models.errors import SettingError
 from rlprune.models.splits import Split
 
 CHANNEL_BASELINES = ("uniform", "global-l1", "global-taylor")
@@ -23,6 +24,7 @@ CHANNEL_BASELINES = ("uniform", "global-l1", "global-taylor")
 # fine-tuned accuracy far better (Spearman -0.80 to -0.94) than the proxy did (+0.64 to +0.77),
 # and half the searches at 0.99 cut a 16-channel layer to 1-3 channels.
 CHANNEL_S_MAX = 0.8
+ROUND_TO = 8  # `round_to` auto: ONNX Runtime's AVX2 kernels take 8 fp32 values at once
 
 
 class ChannelPruningEnv(EpisodeEnv):
@@ -72,7 +74,10 @@ class ChannelPruningEnv(EpisodeEnv):
         self.graph = ChannelGraph(self.model, input_shape)
         self.net: Network = describe(self.model, input_shape, "agent")
         self.agent_layers = self.graph.groups  # one step per group
+        self.round_to = 1
         self.s_max = self._auto_s_max() if config.s_max == "auto" else float(config.s_max)
+        self.round_to = (self._auto_round_to() if config.round_to == "auto"
+                         else int(config.round_to))
         self.budget = self._budget(self.s_max)
         self.budget.check()
         self.action_mapping = ("absolute" if config.action_mapping == "auto"
@@ -91,7 +96,21 @@ class ChannelPruningEnv(EpisodeEnv):
 
     def _budget(self, s_max: float) -> ChannelBudget:
         c = self.config
-        return ChannelBudget(self.graph, c.budget, c.target, c.s_min, s_max, c.round_to)
+        return ChannelBudget(self.graph, c.budget, c.target, c.s_min, s_max, self.round_to)
+
+    def _auto_round_to(self) -> int:
+        """ROUND_TO where every group has at least twice as many channels and the target can
+        still be reached and not overshot; else 1 (decisions.md: Settings)."""
+        if min((g.channels for g in self.graph.groups), default=0) < 2 * ROUND_TO:
+            return 1
+        self.round_to = ROUND_TO
+        try:
+            self._budget(self.s_max).check()
+        except SettingError:
+            return 1
+        finally:
+            self.round_to = 1
+        return ROUND_TO
 
     def _auto_s_max(self) -> float:
         """AMC's bound, a group keeps at least a fifth of its channels, where the target can be

@@ -43,7 +43,8 @@ def save(path: Path, model: nn.Module, input_shape: tuple[int, ...], meta: dict)
 def summary(config, env: ChannelPruningEnv) -> str:
     return (f"target {config.target:g} of the {config.budget}, {len(env.agent_layers)} "
             f"channel groups (criterion {config.criterion}), {env.action_mapping} actions "
-            f"(a group loses up to {env.s_max:.4g} of its channels)")
+            f"(a group loses up to {env.s_max:.4g} of its channels"
+            + (f", keeps a multiple of {env.round_to}" if env.round_to > 1 else "") + ")")
 
 
 CHANNEL = register(Granularity(

@@ -40,6 +40,11 @@ def parse_s_max(text: str) -> float | str:
     return text if text == "auto" else float(text)
 
 
+def parse_round_to(text: str) -> int | str:
+    """`auto` or a whole number (for --round-to)."""
+    return text if text == "auto" else int(text)
+
+
 def parse_target(text: str) -> float:
     """A number (for --target; its range is checked with the other settings)."""
     return float(text)
@@ -61,9 +66,10 @@ class EnvConfig:
         "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
         "`taylor` (|activation x gradient|), `similarity` (decisions.md: Settings)",
         choices=CRITERIA)
-    round_to: int = setting(
-        1, "Channel mode: a group keeps a multiple of N channels (or all of them): widths "
-        "runtimes' vector kernels like (decisions.md: Settings)", min=1, max=1024, metavar="N")
+    round_to: int | str = setting(
+        "auto", "Channel mode: a group keeps a multiple of N channels (or all); `auto`: 8 where "
+        "every group has 16+ and the target stays reachable, else 1 (decisions.md: Settings)",
+        parse=parse_round_to, metavar="N|auto")
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
         "layers only (the reference paper's setting).", choices=SCOPES)
@@ -142,6 +148,10 @@ class EnvConfig:
             raise SettingError("proxy", f"{self.proxy} needs `granularity` "
                                f"{' or '.join(users)} (this job is {self.granularity})",
                                others=("granularity",))
+        if (self.round_to != "auto" if isinstance(self.round_to, str)
+                else isinstance(self.round_to, bool) or not 1 <= self.round_to <= 1024):
+            raise SettingError("round_to", f"must be a whole number in [1, 1024] or auto, got "
+                               f"{self.round_to!r}")
         if (self.fc_k != "auto" if isinstance(self.fc_k, str) else not 0 < self.fc_k <= 10):
             raise SettingError("fc_k", f"must be a number in (0, 10] or auto, got {self.fc_k!r}")
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from rlprune.env.channel_budget import ChannelBudget
 from rlprune.env.channel_env import ChannelPruningEnv, _uniform
+from rlprune.env.channel_mode import summary as channel_summary
 from rlprune.env.channels import ChannelGraph, Masker, network_flops, prune_channels
 from rlprune.env.config import EnvConfig
 from rlprune.env.criteria import l1_scores, redundancy_scores, taylor_scores
@@ -298,3 +299,28 @@ def test_auto_s_max_keeps_a_fifth_of_every_group_where_the_target_allows():
                   if not ChannelBudget(graph, "flops", t, 0.0, 0.8).reachable())
     assert ChannelBudget(graph, "flops", beyond, 0.0, 0.99).reachable()
     assert channel_env(target=float(beyond)).s_max == 0.99
+
+
+def test_auto_round_to_keeps_multiples_of_8_where_every_group_has_16_channels():
+    """vgg-mini (groups of 16 to 128 channels): every group keeps a multiple of 8 or all its
+    channels, and the episode still lands on the target; the tests' small nets (groups of 4 to
+    8) are not rounded; an explicit round_to is kept."""
+    torch.manual_seed(0)
+    vgg = channel_nets._bn_init(build_model("vgg-mini", 10, 1, 28), 0)
+    config = EnvConfig(granularity="channel", target=0.5)
+    x = torch.randn(64, 1, 28, 28)
+    data = Split(x, torch.randint(0, 10, (64,)))
+    env = ChannelPruningEnv(vgg, data, (1, 28, 28), config, calibration=data)
+    assert env.round_to == 8 and "keeps a multiple of 8" in channel_summary(config, env)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        env.reset()
+        done = False
+        while not done:
+            *_, done, _, info = env.step(rng.uniform(-1, 1, 1))
+        for g, removed in zip(env.graph.groups, info["removed"]):
+            assert (g.channels - removed) % 8 == 0, g.name
+        assert abs(info["achieved_sparsity"] - 0.5) * env.budget.total <= _marginal(
+            env.graph, "flops", 8) + 1e-6
+    assert channel_env().round_to == 1
+    assert channel_env(round_to=2).round_to == 2

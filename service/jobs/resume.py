@@ -29,7 +29,7 @@ def open_resume(run: str | Path, load: Callable[[SearchConfig], Dense], *,
         raise UserError(f"run {job.path} is finished; start a new search instead")
     if job.is_running():
         raise UserError(f"run {job.path} is already running")
-    saved = job.config()
+    saved = {"round_to": 1, **job.config()}  # runs made before `round_to`: no rounding
     method = saved.get("method", "ddpg")  # runs made before `method` was recorded: searches
     if method not in METHODS or METHODS[method].kind == "variant":
         raise DamagedRun(f"{job.path / 'config.json'}: unknown method {method!r}")
