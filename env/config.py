@@ -68,7 +68,7 @@ class EnvConfig:
         choices=CRITERIA)
     round_to: int | str = setting(
         "auto", "Channel mode: a group keeps a multiple of N channels (or all); `auto`: 8 where "
-        "every group has 16+ and the target stays reachable, else 1 (decisions.md: Settings)",
+        "every group has 16+, else 1 (decisions.md: Settings)",
         parse=parse_round_to, metavar="N|auto")
     scope: str = setting(
         "total", "`total`: the target covers every prunable weight; `agent`: the agent's "

@@ -11,7 +11,9 @@ import time
 
 from support.service import TINY_JOB, start_service
 
-LONG = {**TINY_JOB, "episodes": 40, "warmup": 10, "checkpoint_every": 5}
+# long enough that neither job can finish while the other reaches episode 11, even on a busy
+# machine (40 was not, beside another job)
+LONG = {**TINY_JOB, "episodes": 80, "warmup": 10, "checkpoint_every": 5}
 
 
 def _episodes(svc, job_id: str) -> int:
