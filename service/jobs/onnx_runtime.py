@@ -24,14 +24,15 @@ CALIBRATION_BATCHES, CALIBRATION_BATCH = 4, 128  # as PyTorch's PTQ (models.quan
 
 
 def write_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
-    """`model` (float, or a PT2E int8 graph) as an ONNX file at `path` (written whole, then
-    renamed, so a failure leaves no partial file)."""
+    """`model` (float in eval mode, or a PT2E int8 graph, which has no train/eval switch) as
+    an ONNX file at `path` (written whole, then renamed, so a failure leaves no partial
+    file)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model.cpu().eval(), (torch.zeros(2, *input_shape),), str(tmp),
+            torch.onnx.export(model.cpu(), (torch.zeros(2, *input_shape),), str(tmp),
                               dynamo=True, dynamic_shapes=({0: batch},), input_names=[INPUT],
                               external_data=False, verbose=False)
         os.replace(tmp, path)
