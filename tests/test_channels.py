@@ -280,6 +280,15 @@ def test_the_auto_reward_is_accuracy_for_channels_and_loss_for_weights():
     assert info["reward"] == info["proxy_accuracy"]
 
 
+def random_episode(env: ChannelPruningEnv, rng: np.random.Generator) -> dict:
+    """One episode of uniform random actions; the last step's info."""
+    env.reset()
+    done = False
+    while not done:
+        *_, done, _, info = env.step(rng.uniform(-1, 1, 1))
+    return info
+
+
 def test_auto_s_max_keeps_a_fifth_of_every_group_where_the_target_allows():
     """AMC's bound (docs/decisions.md: the most-pruned group decided the fine-tuned accuracy);
     a target out of its reach falls back to the design's 0.99, an explicit cap is kept."""
@@ -287,10 +296,7 @@ def test_auto_s_max_keeps_a_fifth_of_every_group_where_the_target_allows():
     assert env.s_max == 0.8
     rng = np.random.default_rng(1)
     for _ in range(20):
-        env.reset()
-        done = False
-        while not done:
-            *_, done, _, info = env.step(rng.uniform(-1, 1, 1))
+        info = random_episode(env, rng)
         for g, removed in zip(env.graph.groups, info["removed"]):
             assert removed <= count_for(g.channels, 0.8), g.name
     assert channel_env(s_max=0.99).s_max == 0.99
@@ -314,10 +320,7 @@ def test_auto_round_to_keeps_multiples_of_8_where_every_group_has_16_channels():
     assert env.round_to == 8 and "keeps a multiple of 8" in channel_summary(config, env)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        env.reset()
-        done = False
-        while not done:
-            *_, done, _, info = env.step(rng.uniform(-1, 1, 1))
+        info = random_episode(env, rng)
         for g, removed in zip(env.graph.groups, info["removed"]):
             assert (g.channels - removed) % 8 == 0, g.name
         assert abs(info["achieved_sparsity"] - 0.5) * env.budget.total <= _marginal(
