@@ -97,15 +97,17 @@ def torch_runner(model: nn.Module) -> Callable[[np.ndarray], object]:
 
 
 def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32) of both models,
-    measured one after the other on the CPU, and the speedups."""
+    """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32, on torch's current
+    threads) of both models, timed interleaved round by round so that a load on the machine
+    slows both alike, and the speedups."""
     dense, pruned = dense.cpu().eval(), pruned.cpu().eval()
     out: dict[str, Any] = {
         "size_mb": {"dense": state_bytes(dense) / 1e6, "pruned": state_bytes(pruned) / 1e6},
         "latency_ms": {}}
+    ms = interleaved_ms({"dense": torch_runner(dense), "pruned": torch_runner(pruned)},
+                        input_shape, threads=torch.get_num_threads(), budget_s=8.0)
     for batch in LATENCY_BATCHES:
-        d = latency_ms(dense, input_shape, batch)
-        p = latency_ms(pruned, input_shape, batch)
+        d, p = ms["dense"][batch], ms["pruned"][batch]
         out["latency_ms"][f"batch{batch}"] = {"dense": d, "pruned": p, "speedup": d / p}
     return out
 
