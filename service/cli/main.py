@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from rlprune.models.errors import SettingError, UserError
@@ -147,11 +149,41 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    seen: list[int] = []
+    previous = _note_interrupts(seen)
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:  # ^C at any moment, imports and set-up included
         print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
+    except Exception:
+        # ^C inside a C extension's import can be swallowed there and leave a half-made
+        # module whose next use fails otherwise (numpy: no `_multiarray_umath`)
+        if not seen:
+            raise
+        print("rlprune: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _note_interrupts(seen: list[int]):
+    """While the command sets up, SIGINT is noted in `seen`, then raises KeyboardInterrupt as
+    by default (a search installs its own handler later). The handler it replaced, or None
+    where none can be set (not the main thread, or SIGINT ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None  # ignored (a background job) or already someone else's
+
+    def note(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    return previous
 
 
 def _main(argv: Sequence[str] | None) -> int:
