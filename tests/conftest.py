@@ -129,7 +129,7 @@ def tiny_dense():
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory):
-    """The crash/resume scenarios (support.fleet), run once per session."""
+    """The crash/resume scenarios (support.fleet), run once per session (all workers)."""
     from support import get_fleet
 
     return get_fleet(tmp_path_factory)

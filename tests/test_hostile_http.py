@@ -13,10 +13,12 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support.service import TINY_JOB, start_service
@@ -211,15 +213,48 @@ def test_a_job_whose_worker_aborts_fails_alone_and_the_next_job_runs(service):
     assert service.wait(service.submit())["state"] == "finished"
 
 
-def test_a_cancel_during_the_workers_start_up_is_resumable(service):
-    """SIGTERM at any moment of a worker's start-up: the job is cancelled (never failed) and
-    resume finishes it. It lost 4 jobs in 740 such calls before."""
+def _parent(service, job_id: str) -> int | None:
+    """The parent pid of a job's worker (read from the registry's SQLite file and /proc)."""
+    deadline, pid = time.monotonic() + 10, None
+    while pid is None and time.monotonic() < deadline:  # set just after the state
+        with sqlite3.connect(service.runs / "registry.sqlite3") as db:
+            (pid,) = db.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return None  # already ended
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("PPid:")))
+
+
+@pytest.fixture
+def fresh_service(tmp_path):
+    """A service whose workers are fresh interpreters (seconds of start-up each)."""
+    svc = start_service(tmp_path / "runs", "--no-warm-starts")
+    yield svc
+    svc.stop()
+
+
+@pytest.mark.parametrize("starts", ["warm", "fresh"])
+def test_a_cancel_during_the_workers_start_up_is_resumable(starts, request):
+    """SIGTERM at any moment of a worker's start-up, forked warm or a fresh interpreter: the
+    job is cancelled (never failed) and resume finishes it. It lost 4 jobs in 740 such calls
+    before."""
+    service = request.getfixturevalue("service" if starts == "warm" else "fresh_service")
+    deadline = time.monotonic() + 120
+    while (service.request("GET", "/version")[1]["worker_starts"] != starts
+           and time.monotonic() < deadline):
+        time.sleep(0.1)  # warm: until the warm server is ready
+    assert service.request("GET", "/version")[1]["worker_starts"] == starts
     ids = []
-    for i in range(4):
+    for i in range(4 if starts == "warm" else 2):
         job_id = service.submit({**TINY_JOB, "seed": 100 + i})
         deadline = time.monotonic() + 60
         while service.job(job_id)["state"] == "queued" and time.monotonic() < deadline:
             time.sleep(0.02)
+        parent = _parent(service, job_id)
+        if parent is not None:  # a warm worker is the warm server's child, not the service's
+            assert (parent == service.proc.pid) == (starts == "fresh"), (parent, starts)
         time.sleep(random.Random(i).uniform(0.0, 0.6))
         service.request("POST", f"/v1/jobs/{job_id}/cancel")
         ids.append(job_id)

@@ -58,6 +58,7 @@ class RayExecutor(LocalExecutor):
 
     def __init__(self, runs: Path, registry: Registry, *, address: str, **kwargs):
         super().__init__(runs, registry, **kwargs)
+        self.warm_starts = False  # its workers start on Ray's nodes
         self.ray = import_ray()
         self.started_ray = connect(address)
         self.task = self.ray.remote(max_retries=0)(_job_task)

@@ -68,10 +68,13 @@ def _get(request: Request, job_id: str) -> JobRecord:
 
 
 @router.get("/version")
-def version() -> dict:
+def version(request: Request) -> dict:
+    """Versions, and how the next job's worker starts (warm: forked in milliseconds; warming:
+    the warm server is still importing; fresh: a new interpreter)."""
     import torch
 
-    return {"rlprune": package_version(), "torch": torch.__version__, "api": "v1"}
+    return {"rlprune": package_version(), "torch": torch.__version__, "api": "v1",
+            "worker_starts": request.app.state.engine.worker_starts()}
 
 
 @router.post("/v1/jobs", status_code=202,

@@ -12,6 +12,7 @@ died with the service) and resumed the same way; queued jobs stay queued.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rlprune.service.http.job_registry import JobRecord, Registry
+from rlprune.service.http.warm_start import WarmStarter
 
 TERMINAL = ("finished", "failed", "cancelled")
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -59,14 +61,16 @@ class RunningJob(Protocol):
 
 
 class LocalExecutor:
-    """Worker processes on this machine (`python -m rlprune.service.http.worker`)."""
+    """Worker processes on this machine (`python -m rlprune.service.http.worker`), forked by
+    a warm server once it is ready (`warm_start`), fresh interpreters until then (or always,
+    with `warm_starts` False)."""
 
     def __init__(self, runs: Path, registry: Registry, *, max_running: int = 2,
                  auto_resume: bool = True, poll_s: float = 0.2,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, warm_starts: bool = True):
         self.runs, self.registry = Path(runs), registry
         self.max_running, self.auto_resume, self.poll_s = max_running, auto_resume, poll_s
-        self.env = env
+        self.env, self.warm_starts = env, warm_starts
         self.workers: dict[str, RunningJob] = {}
         self.cancelling: set[str] = set()
         self._resumed_at: dict[str, object] = {}  # a job's progress at its last auto-resume
@@ -74,11 +78,14 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warm: WarmStarter | None = None
         for folder in (".requests", ".logs"):
             (self.runs / folder).mkdir(parents=True, exist_ok=True)
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.warm_starts:
+            self._warm = WarmStarter(self.env)
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="rlprune-executor",
                                         daemon=True)
@@ -88,6 +95,15 @@ class LocalExecutor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._warm is not None:
+            self._warm.close()
+
+    def worker_starts(self) -> str:
+        """How the next job's worker starts: warm, warming (not ready yet) or fresh."""
+        warm = self._warm
+        if warm is None or not warm.alive():
+            return "fresh"
+        return "warm" if warm.ready else "warming"
 
     def recover(self) -> None:
         """Jobs left `running` by a service that died: their workers died with it."""
@@ -141,6 +157,14 @@ class LocalExecutor:
     def _spawn(self, job: JobRecord, request: Path, log: Path) -> RunningJob:
         """Start the job's worker; what it returns is polled for the exit code and
         terminate()d (SIGTERM) for a cancel."""
+        if self._warm is not None and not self._warm.alive():
+            self._warm = WarmStarter(self.env)  # warm again for the jobs after this one
+        elif self._warm is not None:
+            try:
+                return self._warm.spawn("worker", [str(request)], cwd=os.getcwd(), out=log,
+                                        err=log, append=True)
+            except OSError:  # not warm yet (the service just started): a fresh interpreter
+                pass
         return start_worker(request, log, self.env)
 
     def _ended(self, job_id: str, code: int) -> None:

@@ -76,7 +76,8 @@ def create_app(config: ServeConfig, token: str) -> FastAPI:
     runs.mkdir(parents=True, exist_ok=True)
     registry = Registry(runs / "registry.sqlite3")
     engine = _executor(config.executor, config.ray_address, runs, registry,
-                       max_running=config.max_running, auto_resume=config.auto_resume)
+                       max_running=config.max_running, auto_resume=config.auto_resume,
+                       warm_starts=config.warm_starts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -47,6 +47,9 @@ class ServeConfig:
         parse=parse_paths, metavar="DIR[:DIR]")
     allow_download: bool = setting(
         False, "Jobs may ask to download cifar10/100 (into the first --data-root).")
+    warm_starts: bool = setting(
+        True, "Fork job workers from a process that has done their imports (ms, not seconds, "
+        "per start); --no-warm-starts: a fresh interpreter each.", negate="--no-warm-starts")
     check_timeout_s: float = setting(
         120.0, "Seconds a job's user code (module:factory) gets to import, build and be "
         "checked in a child process before the job is refused.", min=1.0, max=3600.0,

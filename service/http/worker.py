@@ -28,7 +28,7 @@ PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: the service's restart still finds the job interrupted
@@ -116,12 +116,13 @@ def check(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        # The executor starts workers with SIGTERM and SIGINT blocked (`start_worker`), so a
+        # The executor starts workers with SIGTERM and SIGINT blocked (`start_worker`, and
+        # `warm_start` forks them so), so a
         # cancel that comes before this line waits here and stops the job cleanly (exit 130).
         for signum in STOP_SIGNALS:
             signal.signal(signum, _stop_now)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        _die_with_parent()
+        die_with_parent()
         if argv[:1] == ["--check"]:
             return check(sys.stdin.read())
         return run(json.loads(Path(argv[0]).read_text()))

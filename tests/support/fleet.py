@@ -5,7 +5,9 @@ that has done the imports, which cost several CPU-seconds per fresh process."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -78,17 +80,35 @@ def _interrupt(plans: dict[str, tuple], timeout: float = PROCESS_TIMEOUT) -> dic
 
 
 def get_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """The session's fleet: built by the first xdist worker that asks (under a file lock in
+    the folder the workers share), read back by the others."""
     if "fleet" in _CACHE:
         fleet = _CACHE["fleet"]
         if isinstance(fleet, BaseException):
             raise fleet
         return fleet  # type: ignore[return-value]
-    try:
-        fleet = _build_fleet(get_assets(tmp_path_factory), tmp_path_factory.mktemp("fleet"))
-    except BaseException as exc:  # every later user fails the same way, fast
-        _CACHE["fleet"] = RuntimeError(f"building the fleet failed: {exc!r}")
-        raise
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # basetemp/popen-gwN: the parent is the session's
+    saved = shared / "fleet.pickle"
+    with open(shared / "fleet.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits while the first builds
+        try:
+            if not saved.exists():
+                try:
+                    fleet = _build_fleet(get_assets(tmp_path_factory),
+                                         tmp_path_factory.mktemp("fleet"))
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # every later user fails the same way, fast
+                    fleet = RuntimeError(f"building the fleet failed: {exc!r}")
+                saved.write_bytes(pickle.dumps(fleet))
+            fleet = pickle.loads(saved.read_bytes())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     _CACHE["fleet"] = fleet
+    if isinstance(fleet, BaseException):
+        raise fleet
     return fleet
 
 

@@ -38,7 +38,7 @@ def serve() -> None:
     import rlprune.service.jobs.dense_loader
     import rlprune.service.jobs.lifecycle  # noqa: F401  (the point is to import them)
 
-    rlprune.models.data.load_dataset("digits")  # imports scikit-learn's loader; no threads
+    rlprune.models.data.load_dataset("digits")  # reads its file once; no threads
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
     out, lock = sys.stdout, threading.Lock()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 # what the children would import each time (seconds each); imported once, before they fork
 WARM = ("numpy", "torch", "rlprune", "rlprune.service.cli.main", "rlprune.service.cli.commands",
         "rlprune.service.cli.console", "rlprune.service.bench.runner",
-        "rlprune.service.bench.report", "sklearn.datasets", "matplotlib.pyplot",
+        "rlprune.service.bench.report", "matplotlib.pyplot",
         "torch.utils.tensorboard", "stable_baselines3", "gymnasium")
 
 

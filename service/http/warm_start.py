@@ -1,0 +1,252 @@
+"""Warm starts: a process that has done a job's imports once forks each job's worker.
+
+Every fresh `python -m rlprune.service.http.worker` pays about six CPU-seconds of imports
+(torch, stable-baselines3, matplotlib, torch._dynamo on the first optimizer) before its job
+does anything. The warm server (`python -m rlprune.service.http.warm_start`, started by the
+service) pays them once and forks one child per request; a job starts in a few milliseconds.
+It imports none of the user's code: each child imports what its job names, as a fresh worker
+would.
+
+Protocol, one JSON object per line. Requests on the server's stdin:
+{"id", "entry", "argv", "cwd", "out", "err", "append"}: `entry` names what the child runs
+(ENTRIES), its stdout and stderr go to the files `out` and `err` (appended to or truncated),
+its stdin is /dev/null, it has a session of its own and exits with the entry's return code.
+Replies on stdout: {"ready": true} once warm, {"id", "pid"} when forked, {"id", "code"} when
+reaped (code as subprocess reports it: negative for a signal). The server dies with its parent
+(PR_SET_PDEATHSIG) and ends when its stdin closes; a worker dies with the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _worker(argv: list[str]) -> int:
+    from rlprune.service.http.worker import main
+
+    return main(argv)
+
+
+def _cli(argv: list[str]) -> int:
+    from rlprune.service.cli.main import main
+
+    return main(argv)
+
+
+# name -> (what the child runs, whether it unblocks SIGTERM/SIGINT itself once its handlers
+# are in place: the worker does, so a cancel during its start-up stops it cleanly)
+ENTRIES = {"worker": (_worker, True), "cli": (_cli, False)}
+
+
+def _warm_up() -> None:
+    """The imports every job makes, made once here (no threads started, no user code)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import stable_baselines3  # noqa: F401
+    import torch
+    import torch.utils.tensorboard  # noqa: F401
+
+    import rlprune.service.cli.commands  # noqa: F401
+    import rlprune.service.http.worker  # noqa: F401
+    import rlprune.service.jobs.dense_loader  # noqa: F401
+    import rlprune.service.jobs.lifecycle  # noqa: F401
+    import rlprune.service.jobs.resume  # noqa: F401
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
+
+
+def serve() -> None:
+    """The server's main loop (see the module's docstring)."""
+    from rlprune.service.http.worker import die_with_parent
+
+    die_with_parent()
+    _warm_up()
+    out, lock = sys.stdout, threading.Lock()
+    ids: dict[int, int] = {}  # pid -> request id, for the reaper
+
+    def send(msg: dict) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                threading.Event().wait(0.05)
+                continue
+            with lock:
+                send({"id": ids.pop(pid), "code": os.waitstatus_to_exitcode(status)})
+
+    threading.Thread(target=reap, daemon=True).start()
+    with lock:
+        send({"ready": True})
+    for line in sys.stdin:
+        request = json.loads(line)
+        # Fork with the stop signals blocked (the child inherits the mask) and with the lock
+        # held (the reaper never writes, nor looks a pid up, while a child is being made).
+        with lock:
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            pid = os.fork()
+            if pid == 0:
+                _child(request)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            ids[pid] = request["id"]
+            send({"id": request["id"], "pid": pid})
+
+
+def _child(request: dict) -> None:
+    code = 1
+    try:
+        os.setsid()
+        os.chdir(request["cwd"])
+        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
+        for fd, name in ((1, "out"), (2, "err")):
+            if fd == 2 and request["err"] == request["out"]:
+                os.dup2(1, 2)  # one log for both, as subprocess's stderr=STDOUT
+                continue
+            target = os.open(request[name], mode, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        # fresh objects: the server's hold its pipe, and a lock another thread may have held
+        sys.stdin = open(0, closefd=False)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", closefd=False)
+        entry, unblocks = ENTRIES[request["entry"]]
+        if not unblocks:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        code = entry(list(request["argv"]))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code or 0)
+
+
+class WarmChild:
+    """A forked process, with the parts of `subprocess.Popen` the executor uses."""
+
+    def __init__(self, starter: WarmStarter, rid: int, pid: int):
+        self.starter, self.rid, self.pid = starter, rid, pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.starter.codes.get(self.rid)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # never a signal to a pid the system may have reused
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.starter.wait_for(lambda: self.rid in self.starter.codes, timeout):
+            raise subprocess.TimeoutExpired(f"warm child {self.pid}", timeout or 0)
+        return self.starter.codes[self.rid]
+
+
+class WarmStarter:
+    """The client side: starts the warm server and forks children through it.
+
+    :param env: the server's environment (its children inherit it); None: this process's
+    """
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.codes: dict[int, int] = {}
+        self._pids: dict[int, int] = {}
+        self._next = 0
+        self.ready = False
+        self.changed = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "rlprune.service.http.warm_start"],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        threading.Thread(target=self._read, name="rlprune-warm-start", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self.changed:
+                if "ready" in msg:
+                    self.ready = True
+                elif "pid" in msg:
+                    self._pids[msg["id"]] = msg["pid"]
+                else:
+                    self.codes[msg["id"]] = msg["code"]
+                self.changed.notify_all()
+        with self.changed:
+            self.ready = False
+            self.changed.notify_all()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for(self, predicate, timeout: float | None) -> bool:
+        """Wait until `predicate()` holds or the server ends; whether it holds."""
+        with self.changed:
+            self.changed.wait_for(lambda: predicate() or self.proc.poll() is not None, timeout)
+            return bool(predicate())
+
+    def spawn(self, entry: str, argv: list[str], *, cwd: str | Path, out: str | Path,
+              err: str | Path, append: bool = False, timeout: float = 30.0) -> WarmChild:
+        """Fork a child running ENTRIES[entry](argv). Raises OSError if the server is not
+        warm (not yet, or no longer): the caller starts a fresh process instead."""
+        with self.changed:
+            if not self.ready or self.proc.poll() is not None:
+                raise OSError("the warm server is not ready")
+            self._next += 1
+            rid = self._next
+        request = {"id": rid, "entry": entry, "argv": list(argv), "cwd": str(cwd),
+                   "out": str(out), "err": str(err), "append": append}
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise OSError(f"the warm server is gone ({exc})") from None
+        if not self.wait_for(lambda: rid in self._pids, timeout):
+            raise OSError("the warm server did not fork within "
+                          f"{timeout:g} s")
+        return WarmChild(self, rid, self._pids[rid])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+if __name__ == "__main__":
+    serve()
