@@ -3,6 +3,7 @@ plain torch loads), baselines and random search, and a residual network through 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from support import MODEL_MODULE, USER_MODELS, read_json, run_main
+from support import MODEL_MODULE, USER_MODELS, one_torch_thread, read_json, run_main
 
 import rlprune
 
@@ -20,14 +21,37 @@ SHORT = ("--episodes", "6", "--warmup", "3", "--finetune-epochs", "0", "--quiet"
          "--select-top-k", "0")  # the selection stage is tested on its own
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tests' tiny net, trained one epoch on mnist5k, once for the module (read-only)."""
+    from rlprune.service.cli.main import main
+
+    out = tmp_path_factory.mktemp("channel-dense") / "dense.pt"
+    with pytest.MonkeyPatch.context() as mp, one_torch_thread():
+        mp.syspath_prepend(str(USER_MODELS))
+        assert main(["pretrain", "--model", TINY, "--dataset", "mnist5k", "--epochs", "1",
+                     "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
-def dense(workdir, capsys, monkeypatch, one_thread):
-    """The tests' tiny net, trained one epoch on mnist5k."""
+def dense(trained, workdir, monkeypatch, one_thread):
     monkeypatch.syspath_prepend(str(USER_MODELS))
-    code, _, err = run_main(capsys, "pretrain", "--model", TINY, "--dataset", "mnist5k",
-                            "--epochs", "1", "--out", "dense.pt")
-    assert code == 0, err
-    return workdir / "dense.pt"
+    return trained
+
+
+@pytest.fixture(scope="module")
+def uniform_policy(trained, tmp_path_factory) -> dict:
+    """A uniform channel baseline's policy of the trained net."""
+    from rlprune.service.cli.main import main
+
+    run = tmp_path_factory.mktemp("channel-uniform") / "b"
+    with pytest.MonkeyPatch.context() as mp, one_torch_thread():
+        mp.syspath_prepend(str(USER_MODELS))
+        assert main(["baseline", "--method", "uniform", "--model", TINY, "--weights",
+                     str(trained), *CHANNEL, "--finetune-epochs", "0", "--quiet", "--run-dir",
+                     str(run)]) == 0
+    return read_json(run / "policy.json")
 
 
 def test_a_channel_search_exports_and_applies_exactly(dense, workdir, capsys):
@@ -141,12 +165,9 @@ def test_a_residual_network_through_the_api(one_thread):
     (lambda p: p.update(granularity="pixel"), "weight or channel"),
     (lambda p: p["groups"][0].update(name="nope"), "not a channel group of the model"),
 ])
-def test_a_malformed_channel_policy_is_refused(edit, words, dense, workdir, capsys):
-    code, _, err = run_main(capsys, "baseline", "--method", "uniform", "--model", TINY,
-                            "--weights", str(dense), *CHANNEL, "--finetune-epochs", "0",
-                            "--quiet", "--run-dir", "b")
-    assert code == 0, err
-    policy = read_json(workdir / "b" / "policy.json")
+def test_a_malformed_channel_policy_is_refused(edit, words, dense, uniform_policy, workdir,
+                                               capsys):
+    policy = copy.deepcopy(uniform_policy)
     edit(policy)
     (workdir / "bad.json").write_text(json.dumps(policy))
     code, out, err = run_main(capsys, "apply", "bad.json", "--model", TINY, "--weights",

@@ -247,7 +247,7 @@ def test_a_cancel_during_the_workers_start_up_is_resumable(starts, request):
         time.sleep(0.1)  # warm: until the warm server is ready
     assert service.request("GET", "/version")[1]["worker_starts"] == starts
     ids = []
-    for i in range(4 if starts == "warm" else 2):
+    for i in range(4 if starts == "warm" else 1):
         job_id = service.submit({**TINY_JOB, "seed": 100 + i})
         deadline = time.monotonic() + 60
         while service.job(job_id)["state"] == "queued" and time.monotonic() < deadline:

@@ -112,12 +112,14 @@ def _check_install(run_root: Path, pythonpath: list[Path], rlprune: list[str],
     assert (cwd / "run" / "policy.json").is_file()
 
 
+@pytest.mark.slow  # an install and a search in a fresh folder: run with -m slow
 def test_editable_install_beside_a_users_models_and_env(user_project, tmp_path):
     """The checkout's own install (editable, as the README's commands make it)."""
     _check_install(tmp_path / "editable", [user_project],
                    [sys.executable, "-m", "rlprune"], REPO)
 
 
+@pytest.mark.slow
 def test_wheel_install_beside_a_users_models_and_env(user_project, wheel, tmp_path):
     """The wheel installed into a folder of its own, put on the path after the user's
     project (and before the editable install, which it then hides)."""

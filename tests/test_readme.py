@@ -20,7 +20,8 @@ def python_blocks(section: str) -> list[str]:
 def test_the_python_api_example_runs(tmp_path):
     (code,) = python_blocks("Python API")
     (tmp_path / "example.py").write_text(code)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # one thread: beside the other xdist worker, two would only fight over the cores
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

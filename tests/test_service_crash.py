@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+import pytest
 from support.service import TINY_JOB, start_service
 
 # long enough that neither job can finish while the other reaches episode 11, even on a busy
@@ -24,6 +25,7 @@ def _policy(svc, job_id: str) -> dict:
     return json.loads((svc.runs / job_id / "policy.json").read_text())
 
 
+@pytest.mark.slow  # a minute or two (three jobs, the service killed and restarted)
 def test_a_killed_service_resumes_its_jobs_to_the_same_result(tmp_path):
     runs = tmp_path / "runs"
     svc = start_service(runs, "--max-running", "2")

@@ -161,8 +161,9 @@ class LocalExecutor:
             self._warm = WarmStarter(self.env)  # warm again for the jobs after this one
         elif self._warm is not None:
             try:
-                return self._warm.spawn("worker", [str(request)], cwd=os.getcwd(), out=log,
-                                        err=log, append=True)
+                return self._warm.spawn("rlprune.service.http.worker", [str(request)],
+                                        cwd=os.getcwd(), out=log, err=log, append=True,
+                                        blocked=True)
             except OSError:  # not warm yet (the service just started): a fresh interpreter
                 pass
         return start_worker(request, log, self.env)

@@ -7,18 +7,22 @@ service) pays them once and forks one child per request; a job starts in a few m
 It imports none of the user's code: each child imports what its job names, as a fresh worker
 would.
 
-Protocol, one JSON object per line. Requests on the server's stdin:
-{"id", "entry", "argv", "cwd", "out", "err", "append"}: `entry` names what the child runs
-(ENTRIES), its stdout and stderr go to the files `out` and `err` (appended to or truncated),
-its stdin is /dev/null, it has a session of its own and exits with the entry's return code.
-Replies on stdout: {"ready": true} once warm, {"id", "pid"} when forked, {"id", "code"} when
-reaped (code as subprocess reports it: negative for a signal). The server dies with its parent
-(PR_SET_PDEATHSIG) and ends when its stdin closes; a worker dies with the server.
+Protocol, one JSON object per line. Requests on the server's stdin: {"id", "main", "argv",
+"cwd", "out", "err", "append", "blocked"}: the child runs `main(argv)` of the module named
+`main` (one of rlprune's), its stdout and stderr go to the files `out` and `err` (appended to
+or truncated), its stdin is /dev/null, it has a session of its own and exits with main's
+return code. With `blocked` SIGTERM and SIGINT stay blocked until main unblocks them (as the
+worker does once its handlers are in place, so a cancel during its start-up stops it
+cleanly). Replies on stdout: {"ready": true} once warm, {"id", "pid"} when forked, {"id",
+"code"} when reaped (code as subprocess reports it: negative for a signal). The server dies
+with its parent (PR_SET_PDEATHSIG) and ends when its stdin closes; a worker dies with the
+server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -28,23 +32,6 @@ import threading
 from pathlib import Path
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def _worker(argv: list[str]) -> int:
-    from rlprune.service.http.worker import main
-
-    return main(argv)
-
-
-def _cli(argv: list[str]) -> int:
-    from rlprune.service.cli.main import main
-
-    return main(argv)
-
-
-# name -> (what the child runs, whether it unblocks SIGTERM/SIGINT itself once its handlers
-# are in place: the worker does, so a cancel during its start-up stops it cleanly)
-ENTRIES = {"worker": (_worker, True), "cli": (_cli, False)}
 
 
 def _warm_up() -> None:
@@ -57,7 +44,6 @@ def _warm_up() -> None:
     import torch
     import torch.utils.tensorboard  # noqa: F401
 
-    import rlprune.service.cli.commands  # noqa: F401
     import rlprune.service.http.worker  # noqa: F401
     import rlprune.service.jobs.dense_loader  # noqa: F401
     import rlprune.service.jobs.lifecycle  # noqa: F401
@@ -126,10 +112,11 @@ def _child(request: dict) -> None:
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
-        entry, unblocks = ENTRIES[request["entry"]]
-        if not unblocks:
+        if not request.get("blocked"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        code = entry(list(request["argv"]))
+        if not request["main"].startswith("rlprune."):
+            raise ValueError(f"not one of rlprune's modules: {request['main']}")
+        code = importlib.import_module(request["main"]).main(list(request["argv"]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -215,17 +202,19 @@ class WarmStarter:
             self.changed.wait_for(lambda: predicate() or self.proc.poll() is not None, timeout)
             return bool(predicate())
 
-    def spawn(self, entry: str, argv: list[str], *, cwd: str | Path, out: str | Path,
-              err: str | Path, append: bool = False, timeout: float = 30.0) -> WarmChild:
-        """Fork a child running ENTRIES[entry](argv). Raises OSError if the server is not
-        warm (not yet, or no longer): the caller starts a fresh process instead."""
+    def spawn(self, main: str, argv: list[str], *, cwd: str | Path, out: str | Path,
+              err: str | Path, append: bool = False, blocked: bool = False,
+              timeout: float = 30.0) -> WarmChild:
+        """Fork a child running `main(argv)` of the module named `main` (see the module's
+        docstring). Raises OSError if the server is not warm (not yet, or no longer): the
+        caller starts a fresh process instead."""
         with self.changed:
             if not self.ready or self.proc.poll() is not None:
                 raise OSError("the warm server is not ready")
             self._next += 1
             rid = self._next
-        request = {"id": rid, "entry": entry, "argv": list(argv), "cwd": str(cwd),
-                   "out": str(out), "err": str(err), "append": append}
+        request = {"id": rid, "main": main, "argv": list(argv), "cwd": str(cwd),
+                   "out": str(out), "err": str(err), "append": append, "blocked": blocked}
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")

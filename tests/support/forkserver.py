@@ -1,7 +1,7 @@
 """A fork server for the tests: `rlprune` processes without paying the imports each time.
 
-It is the service's own warm server (`rlprune.service.http.warm_start`), asked for `cli`
-children: each runs `rlprune.service.cli.main(argv)` in its own session."""
+It is the service's own warm server (`rlprune.service.http.warm_start`), asked for children that
+each run `rlprune.service.cli.main(argv)` in a session of their own."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class ForkServer:
                         f"(exit code {self.starter.proc.poll()})")
         rid = next(self._ids)
         out, err = self.logs / f"{rid}.out", self.logs / f"{rid}.err"
-        return Child(self.starter.spawn("cli", list(argv), cwd=cwd, out=out, err=err),
-                     list(argv), out, err)
+        child = self.starter.spawn("rlprune.service.cli.main", list(argv), cwd=cwd, out=out,
+                                   err=err)
+        return Child(child, list(argv), out, err)
 
     def finish(self, child: Child, timeout: float = PROCESS_TIMEOUT) -> Done:
         try:
