@@ -13,6 +13,7 @@ from rlprune.env.channels import ChannelGraph, Masker, prune_channels
 from rlprune.env.config import S_MAX_FLOOR, EnvConfig
 from rlprune.env.criteria import channel_scores, removal_orders
 from rlprune.env.episode import EpisodeEnv, normalise_columns, unit
+from rlprune.env.latency_table import LatencyModel
 from rlprune.env.layers import Network, describe
 from rlprune.env.masks import count_for
 from rlprune.models.errors import SettingError
@@ -39,8 +40,9 @@ class ChannelPruningEnv(EpisodeEnv):
     (0 conv, 1 fc), in channels, channels, kernel, stride, output height·width, params of its
     root layer, its cost (what removing all of it would save; each min-max normalised over
     the groups), then reduced (cost removed so far / total), rest (the later groups' cost /
-    total) and the previous group's removed fraction. Cost is `budget`: fvcore's FLOPs or
-    the parameters.
+    total) and the previous group's removed fraction. Cost is `budget`: fvcore's FLOPs, the
+    parameters, or the latency estimated from a measured per-layer table
+    (`env.latency_table`).
 
     Action: `Box(-1, 1, (1,), float32)`: `absolute` maps it onto a removed fraction in
     [s_min, s_max] (`env.s_max`: `auto` is 0.8 where the target allows it, else 0.99), then
@@ -72,6 +74,13 @@ class ChannelPruningEnv(EpisodeEnv):
         super().__init__(model, val, config, calibration=calibration, device=device)
         self.input_shape = tuple(input_shape)
         self.graph = ChannelGraph(self.model, input_shape)
+        if config.budget == "latency":
+            if config.latency_table is None:
+                raise SettingError("latency_table", "budget latency needs a latency table "
+                                   "(a job measures one; rlprune.measure_latency_table)",
+                                   lead=False)
+            self.graph.add_cost("latency", LatencyModel(self.graph.shares(),
+                                                        config.latency_table))
         self.net: Network = describe(self.model, input_shape, "agent")
         self.agent_layers = self.graph.groups  # one step per group
         self.round_to = 1

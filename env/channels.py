@@ -125,6 +125,7 @@ class ChannelGraph:
         self.total = {"flops": float(flops[""]),
                       "params": float(sum(p.numel() for p in model.parameters()))}
         self._terms = {budget: self._cost_terms(budget) for budget in BUDGETS}
+        self._models: dict[str, object] = {}  # budgets added with add_cost
 
     def _describe(self, name: str, root: nn.Module, full, graph, names: dict,
                   modules: dict) -> tuple[ChannelGroup, dict]:
@@ -162,11 +163,10 @@ class ChannelGraph:
         return group, counts
 
     # -- cost ------------------------------------------------------------------------------
-    def _cost_terms(self, budget: str) -> dict:
-        """cost(kept) = fixed + sum_l coef_l * (1 - in_l . r) * (1 - out_l . r), r the removed
-        fraction of each group (`in_l`/`out_l`: the share of l's inputs/outputs per group)."""
+    def shares(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per costed layer, the share of its inputs and of its outputs each group holds."""
         G = len(self.groups)
-        coefs, ins, outs = [], [], []
+        out = {}
         for name, module in self._costed.items():
             n_in, n_out = _channels(module)
             a_in, a_out = np.zeros(G), np.zeros(G)
@@ -174,6 +174,16 @@ class ChannelGraph:
                 a_out[gi] += n / n_out
             for gi, n in self._in.get(name, []):
                 a_in[gi] += n / n_in
+            out[name] = (a_in, a_out)
+        return out
+
+    def _cost_terms(self, budget: str) -> dict:
+        """cost(kept) = fixed + sum_l coef_l * (1 - in_l . r) * (1 - out_l . r), r the removed
+        fraction of each group (`in_l`/`out_l`: the share of l's inputs/outputs per group)."""
+        G = len(self.groups)
+        coefs, ins, outs = [], [], []
+        for name, (a_in, a_out) in self.shares().items():
+            module = self._costed[name]
             bilinear = isinstance(module, nn.Conv2d | nn.Linear) and not _depthwise(module)
             if budget == "flops":
                 parts = [(self._flops.get(name, 0.0), bilinear)]
@@ -191,11 +201,20 @@ class ChannelGraph:
         return {"coef": coef_array, "in": np.array(ins).reshape(len(coef_array), G),
                 "out": np.array(outs).reshape(len(coef_array), G), "fixed": fixed}
 
+    def add_cost(self, budget: str, model) -> None:
+        """Another budget, whose cost `model.cost(removed)` is a function of each group's
+        removed fraction (a `latency_table.LatencyModel`)."""
+        self._models[budget] = model
+        self.total[budget] = float(model.cost(np.zeros(len(self.groups))))
+
     def cost(self, kept: np.ndarray | list[int], budget: str = "flops") -> float:
-        """The network's FLOPs or params with `kept[g]` channels of each group kept."""
-        t = self._terms[budget]
+        """The network's FLOPs or params (or an added budget) with `kept[g]` channels of each
+        group kept."""
         sizes = np.array([g.channels for g in self.groups], dtype=np.float64)
         removed = 1.0 - np.asarray(kept, dtype=np.float64) / sizes
+        if budget in self._models:
+            return float(self._models[budget].cost(removed))
+        t = self._terms[budget]
         return float(t["fixed"] + np.sum(t["coef"] * (1.0 - t["in"] @ removed)
                                           * (1.0 - t["out"] @ removed)))
 
@@ -314,33 +333,3 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
             raise UserError(f"channel policy names {name}, which has no channels to prune")
         graph.get_pruning_group(root, pruner.prune_out_channels, idxs=list(idxs)).prune()
     return slim
-
-
-def check_fingerprint(model: nn.Module, policy: dict) -> None:
-    """Refuse a channel policy searched on another architecture: it removes channels by
-    index, so it fits only the network it was found on (parameter names and shapes)."""
-    from rlprune.models.registry import arch_fingerprint
-
-    theirs, mine = policy.get("arch_fingerprint"), arch_fingerprint(model)
-    if theirs is not None and theirs != mine:
-        raise UserError(f"channel policy does not fit the model: it was found on another "
-                        f"architecture (fingerprint {str(theirs)[:19]}..., the model's "
-                        f"{mine[:19]}...)")
-
-
-def check_channel_policy(model: nn.Module, input_shape: tuple[int, ...], policy: dict) -> None:
-    """Refuse a channel policy whose architecture or groups are not `model`'s (fingerprint,
-    group names and channel counts)."""
-    check_fingerprint(model, policy)
-    graph = ChannelGraph(model, input_shape)
-    mine = {g.name: g.channels for g in graph.groups}
-    problems = []
-    for group in policy["groups"]:
-        if group["name"] not in mine:
-            problems.append(f"{group['name']} (not a channel group of the model)")
-        elif mine[group["name"]] != group["channels"]:
-            problems.append(f"{group['name']} ({mine[group['name']]} channels, policy says "
-                            f"{group['channels']})")
-    if problems:
-        raise UserError("channel policy does not fit the model: " + ", ".join(problems[:5])
-                        + (" …" if len(problems) > 5 else ""))

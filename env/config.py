@@ -12,7 +12,7 @@ from rlprune.env.granularity import (
 from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import check, setting
 
-BUDGETS = ("flops", "params")
+BUDGETS = ("flops", "params", "latency")
 CRITERIA = ("l1", "taylor", "similarity")
 FC_RULES = ("3sigma", "agent", "none")
 REWARDS = ("auto", "loss", "acc", "-err*log(flops)", "-err*log(params)")
@@ -20,7 +20,7 @@ SCOPES = ("total", "agent")
 ACTION_MAPPINGS = ("auto", "absolute", "feasible")
 PROXY_PATHS = ("auto", "fast", "slim", "plain")
 # the settings one granularity reads and the other ignores
-CHANNEL_ONLY = ("budget", "criterion", "round_to")
+CHANNEL_ONLY = ("budget", "criterion", "round_to", "latency_table", "latency_batch")
 WEIGHT_ONLY = ("scope", "fc_rule", "fc_k", "fc_during_search")
 S_MAX_FLOOR = 0.99  # the design's s_max; `auto` never goes below it
 
@@ -45,6 +45,21 @@ def parse_round_to(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
 
+def read_latency_table(path: str) -> dict:
+    """A latency table file (for --latency-table): its contents, checked."""
+    import json
+    from pathlib import Path
+
+    from rlprune.env.latency_table import check_table
+
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"latency table {path}: cannot be read as JSON "
+                        f"({type(exc).__name__})") from None
+    return check_table(table, f"latency table {path}")
+
+
 def parse_target(text: str) -> float:
     """A number (for --target; its range is checked with the other settings)."""
     return float(text)
@@ -60,8 +75,14 @@ class EnvConfig:
         0.9, "In (0, 1): the fraction removed of the prunable weights (Conv2d and Linear; "
         "weight mode) or of the --budget (FLOPs or params; channel mode).", parse=parse_target)
     budget: str = setting(
-        "flops", "Channel mode: what the target removes a fraction of, fvcore's FLOPs or "
-        "the parameters.", choices=BUDGETS)
+        "flops", "Channel mode: what the target removes a fraction of: fvcore's FLOPs, the "
+        "parameters, or the latency in ONNX Runtime (a per-layer table).", choices=BUDGETS)
+    latency_table: dict | None = setting(
+        None, "With --budget latency: per-layer latencies (rlprune.latency/1 JSON) to use; "
+        "default: measured here once per job (the run keeps it).", parse=read_latency_table,
+        metavar="FILE")
+    latency_batch: int = setting(32, "With --budget latency: the batch size it is measured at.",
+                                 min=1, max=4096)
     criterion: str = setting(
         "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
         "`taylor` (|activation x gradient|), `similarity` (decisions.md: Settings)",

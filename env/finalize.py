@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from rlprune.env.channels import check_fingerprint, prune_channels
+from rlprune.env.channel_checks import check_fingerprint
+from rlprune.env.channels import prune_channels
 from rlprune.env.evaluate import recalibrate_bn
 from rlprune.env.granularity import granularity_named
 from rlprune.env.masks import apply_masks, hold_masks, make_permanent

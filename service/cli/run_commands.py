@@ -79,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from rlprune.env.channels import check_channel_policy
+    from rlprune.env.channel_checks import check_channel_policy
     from rlprune.env.finalize import prune_and_finetune
     from rlprune.env.policy import granularity_of, policy_masks, policy_sparsity
     from rlprune.models.data import load_dataset

@@ -41,6 +41,7 @@ from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import Callback, Event, Result
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
+from rlprune.service.jobs.latency_lut import estimate_check, with_latency_table
 from rlprune.service.jobs.measure import deployment, in_search, proxy_speed
 from rlprune.service.jobs.report import write_report
 from rlprune.service.jobs.run_folder import Job, new_job_id
@@ -87,7 +88,7 @@ class JobRunner:
 
     def __init__(self, config: SearchConfig, dense: Dense, method: str = "ddpg", *,
                  callback: Callback | None = None):
-        config = settled(config, method)
+        config = with_latency_table(settled(config, method), dense)
         self.config, self.dense, self.method = config, dense, method
         self.callback = callback
         self.job: Job | None = None
@@ -268,6 +269,9 @@ class JobRunner:
         measured = {**deployment(dense.model, model, dense.input_shape),
                     "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6,
                     **artifact_summary(model, c, dense.data, policy, path)}
+        if c.latency_table is not None and policy.get("budget") == "latency":
+            measured["latency_budget"] = estimate_check(dense.model, model, dense.input_shape,
+                                                        c.latency_table, policy)
         write_json(path / "deployment.json", measured)  # measured here: not part of the policy
         save_policy(policy, path / "policy.json")
         rewards = self.search.state.rewards if self.search is not None else []

@@ -73,9 +73,9 @@ def quantize_onnx(source: Path, path: Path, calibration: Split) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def session(path: Path, threads: int = 1):
-    """An ONNX Runtime CPU session of `path` on `threads` threads (one: latencies compare
-    across variants and with PyTorch pinned the same way)."""
+def session(path: Path | bytes, threads: int = 1):
+    """An ONNX Runtime CPU session of the file `path` (or a serialized model) on `threads`
+    threads (one: latencies compare across variants and with PyTorch pinned the same way)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -83,7 +83,8 @@ def session(path: Path, threads: int = 1):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def predict(runtime, split: Split, batch: int = 500) -> np.ndarray:

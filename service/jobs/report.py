@@ -97,6 +97,12 @@ def _deploy_rows(deploy: dict) -> list[tuple[str, str]]:
     for batch, t in deploy["latency_ms"].items():
         rows.append((f"PyTorch CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
                      f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+    check = deploy.get("latency_budget")
+    if check:
+        rows.append((f"ONNX Runtime latency, batch {check['batch']} (ms, median)",
+                     f"{check['dense_ms']:.2f} → {check['pruned_ms']:.2f} "
+                     f"({check['speedup']:.2f}x; the latency budget's estimate "
+                     f"{check['estimated_speedup']:.2f}x, {100 * check['error']:+.1f}%)"))
     if deploy.get("note"):
         rows.append(("speed", deploy["note"]))
     if deploy.get("command"):
