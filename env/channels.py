@@ -19,6 +19,7 @@ import copy
 import logging
 import warnings
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,12 @@ with warnings.catch_warnings():  # fvcore's import trips torch.jit deprecation w
 
 BUDGETS = ("flops", "params")
 COSTED = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+class CostModel(Protocol):
+    """A budget's cost as a function of each group's removed fraction."""
+
+    def cost(self, removed: np.ndarray) -> float: ...
 
 
 @dataclass
@@ -125,7 +132,7 @@ class ChannelGraph:
         self.total = {"flops": float(flops[""]),
                       "params": float(sum(p.numel() for p in model.parameters()))}
         self._terms = {budget: self._cost_terms(budget) for budget in BUDGETS}
-        self._models: dict[str, object] = {}  # budgets added with add_cost
+        self._models: dict[str, CostModel] = {}  # budgets added with add_cost
 
     def _describe(self, name: str, root: nn.Module, full, graph, names: dict,
                   modules: dict) -> tuple[ChannelGroup, dict]:
@@ -201,7 +208,7 @@ class ChannelGraph:
         return {"coef": coef_array, "in": np.array(ins).reshape(len(coef_array), G),
                 "out": np.array(outs).reshape(len(coef_array), G), "fixed": fixed}
 
-    def add_cost(self, budget: str, model) -> None:
+    def add_cost(self, budget: str, model: CostModel) -> None:
         """Another budget, whose cost `model.cost(removed)` is a function of each group's
         removed fraction (a `latency_table.LatencyModel`)."""
         self._models[budget] = model

@@ -157,6 +157,10 @@ class EnvConfig:
         if isinstance(self.target, bool) or not 0.0 < self.target < 1.0:
             raise SettingError("target", f"must be in (0, 1), got {self.target}")
         check(self)
+        if self.latency_table is not None:
+            from rlprune.env.latency_table import check_table
+
+            check_table(self.latency_table, "`latency_table`")
         s_max = S_MAX_FLOOR if self.s_max == "auto" else self.s_max
         if isinstance(s_max, str) or not 0.0 <= self.s_min < s_max <= 1.0:
             raise UserError(f"need 0 <= s_min < s_max <= 1 (or s_max auto), got {self.s_min}, "

@@ -27,6 +27,7 @@ from rlprune.service.bench.plan import (  # noqa: F401 (bench_methods, default_m
 from rlprune.service.bench.report import speed_summary, write_bench
 from rlprune.service.jobs.events import Callback, Event
 from rlprune.service.jobs.files import read_json
+from rlprune.service.jobs.latency_lut import with_latency_table
 from rlprune.service.jobs.lifecycle import JobRunner, Opened, run_job, settled
 from rlprune.service.jobs.resume import open_resume
 from rlprune.service.jobs.run_folder import DamagedRun, Job
@@ -123,6 +124,7 @@ def run_bench(dense: Dense, base: SearchConfig, *, targets: list[float], methods
                            "or choose a new `out`", others=("resume",), lead=False)
     BenchConfig(targets=tuple(targets), methods=tuple(methods), seeds=seeds,
                 first_seed=first_seed, out=str(out), resume=resume).validate(base)
+    base = with_latency_table(base, dense)  # one table for every cell: one budget compared
     results: list[dict] = []
     speed: list[dict] = []
     try:

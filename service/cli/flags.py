@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlprune.agent.config import SearchConfig
-from rlprune.models.errors import SettingError
+from rlprune.models.errors import SettingError, UserError
 from rlprune.models.settings import choices_of, setting
 from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.http.settings import ServeConfig
@@ -43,6 +43,8 @@ def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str]
         except (TypeError, ValueError):
             expected = f"; expected {metavar}" if metavar else ""
             raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected}") from None
+        except UserError as exc:  # a parse that reads a file says what is wrong with it
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 

@@ -70,7 +70,7 @@ def measure_latency_table(model: nn.Module, input_shape: tuple[int, ...], *,
     """
     model = model.cpu().eval()
     shares = ChannelGraph(model, input_shape).shares()
-    layers = {}
+    layers: dict[str, dict] = {}
     for layer in layer_shapes(model, input_shape):
         a_in, a_out = shares.get(layer.name, (np.zeros(0), np.zeros(0)))
         ins = GRID if a_in.any() else (1.0,)
