@@ -33,6 +33,7 @@ _EXPORTS = {
     "apply": "rlprune.service.jobs.api",
     "export": "rlprune.service.jobs.api",
     "load_model": "rlprune.service.jobs.api",
+    "measure_latency_table": "rlprune.service.jobs.latency_lut",
     "load_policy": "rlprune.service.jobs.files",
     "save_policy": "rlprune.service.jobs.files",
     # for scripts that study rlprune by hand (studies/): a registry model's dense model and

@@ -164,3 +164,16 @@ def test_a_bad_latency_table_is_one_line_and_exit_2(content, words, workdir, cap
                             "--run-dir", "r")
     assert words in assert_one_line_error(code, err)
     assert not (workdir / "r").exists()
+
+
+def test_a_measured_table_estimates_the_dense_network_at_its_measured_time():
+    import rlprune
+
+    model = net()
+    table = rlprune.measure_latency_table(model, SHAPE, batch=2, budget_s=0.01)
+    assert table["format"] == FORMAT and table["batch"] == 2 and table["dense_ms"] > 0
+    graph = ChannelGraph(model, SHAPE)
+    graph.add_cost("latency", LatencyModel(graph.shares(), table))
+    # the dense estimate is the measured whole (up to the grid's monotone fix-up)
+    assert graph.total["latency"] >= table["dense_ms"] * (1 - 1e-9)
+    assert graph.total["latency"] <= table["dense_ms"] * 1.5
