@@ -195,6 +195,40 @@ TERMINAL_LAUNCH = (  # the CLI as a shell in a terminal starts it: SIGINT at its
     "sys.argv[1:]; runpy.run_module('rlprune', run_name='__main__')")
 
 
+SWALLOWED = """
+import signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+import rlprune.service.cli.main as cli
+
+def command(argv):  # set-up whose import swallows a ^C (a library's bare except), then work
+    open(sys.argv[1], "w").close()  # the test's cue: ^C now
+    try:
+        time.sleep(30)
+    except:  # noqa: E722
+        pass
+    time.sleep(5)
+    print("ran to the end")
+    return 0
+
+cli._main = command
+sys.exit(cli.main([]))
+"""
+
+
+def test_a_ctrl_c_that_an_import_swallows_still_stops_the_command(tmp_path):
+    """A ^C noted during set-up is delivered again until something acts on it: exit 130,
+    one line, and the command does not run to its end."""
+    cue = tmp_path / "cue"
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWED, str(cue)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not cue.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (130, "", "rlprune: interrupted\n")
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_ctrl_c_at_a_random_moment_of_set_up_is_one_line_and_130(seed, tmp_path):
     """^C anywhere between the interpreter's start and the first episode (imports, data,

@@ -148,12 +148,16 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+REDELIVER_S = 0.5  # how often a ^C noted during set-up is delivered again
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     seen: list[int] = []
     previous = _note_interrupts(seen)
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:  # ^C at any moment, imports and set-up included
+        _stop_redelivery()
         print(f"rlprune: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
     except Exception:
@@ -165,13 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if previous is not None:
+            _stop_redelivery()
             signal.signal(signal.SIGINT, previous)
 
 
 def _note_interrupts(seen: list[int]):
     """While the command sets up, SIGINT is noted in `seen`, then raises KeyboardInterrupt as
-    by default (a search installs its own handler later). The handler it replaced, or None
-    where none can be set (not the main thread, or SIGINT ignored)."""
+    by default (a search installs its own handler later). An import that swallows that
+    KeyboardInterrupt (a library's bare `except`) would let the command run on as if no ^C
+    came, so a noted ^C is delivered again every REDELIVER_S until a handler acts on it: this
+    one (raising again) or, once the search's own is in place, that one, once. The handler it
+    replaced, or None where none can be set (not the main thread, or SIGINT ignored)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     previous = signal.getsignal(signal.SIGINT)
@@ -180,10 +188,23 @@ def _note_interrupts(seen: list[int]):
 
     def note(signum, frame):
         seen.append(signum)
+        signal.signal(signal.SIGALRM, redeliver)
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S, REDELIVER_S)
         raise KeyboardInterrupt
+
+    def redeliver(signum, frame):
+        if signal.getsignal(signal.SIGINT) is not note:  # the search's handler: once
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGINT, note)
     return previous
+
+
+def _stop_redelivery() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _main(argv: Sequence[str] | None) -> int:
