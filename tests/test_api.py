@@ -19,7 +19,9 @@ from torch import nn
 import rlprune
 
 SMALL = {"episodes": 8, "warmup": 3, "finetune_epochs": 1, "hidden": (16, 16),
-         "batch_size": 8}
+         "batch_size": 8,
+         # the selection stage and the int8 size are tested on their own
+         "select_top_k": 0, "int8_size": False}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import userproject
 import rlprune
 
 SETTINGS = {"episodes": 24, "warmup": 6, "checkpoint_every": 4, "finetune_epochs": 0,
-            "hidden": (16, 16), "batch_size": 8}
+            "hidden": (16, 16), "batch_size": 8, "select_top_k": 0, "int8_size": False}
 
 
 def slow(event: rlprune.Event) -> None:
