@@ -158,7 +158,8 @@ def test_cli_takes_the_users_data_factory(project, workdir, capsys, monkeypatch)
     code, out, err = run_main(capsys, "search", "--model", "userproject:make", "--dataset",
                               "userproject:data", "--weights", "dense.pt", "--target", "0.7",
                               "--episodes", "4", "--warmup", "2", "--finetune-epochs", "0",
-                              "--quiet", "--run-dir", "r")
+                              "--quiet", "--run-dir", "r", "--select-top-k", "0",
+                              "--no-int8-size")
     assert code == 0, err
     config = json.loads((workdir / "r" / "config.json").read_text())
     assert config["dataset"] == "userproject:data"

@@ -145,7 +145,8 @@ def test_search_without_run_dir_makes_a_folder_under_runs(inprocess, capsys, wor
     code, out, err = run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make",
                               "--dataset", "digits", "--checkpoint", str(inprocess.dense),
                               "--target", "0.5", "--fc-k", "1", "--episodes", "2",
-                              "--warmup", "1", "--finetune-epochs", "0", "--quiet")
+                              "--warmup", "1", "--finetune-epochs", "0", "--quiet",
+                              "--select-top-k", "0", "--no-int8-size")
     assert code == 0, err
     runs = list((workdir / "runs").iterdir())
     assert len(runs) == 1
@@ -177,7 +178,8 @@ def test_search_seeded_with_the_uniform_policy_plays_it_first(inprocess, capsys,
                             "--dataset", "digits", "--checkpoint", str(inprocess.dense),
                             "--target", "0.5", "--fc-k", "1", "--episodes", "1",
                             "--warmup", "1", "--seed-policies", "uniform",
-                            "--finetune-epochs", "0", "--quiet", "--run-dir", "r")
+                            "--finetune-epochs", "0", "--quiet", "--run-dir", "r",
+                            "--select-top-k", "0", "--no-int8-size")
     assert code == 0, err
     policy = read_json(workdir / "r" / "policy.json")
     assert policy["search"]["best_episode"] == 1
@@ -195,7 +197,7 @@ def _tiny_search(inprocess, capsys, *extra: str) -> tuple[int, str, str]:
     return run_main(capsys, "search", "--model", f"{MODEL_MODULE}:make", "--dataset", "digits",
                     "--checkpoint", str(inprocess.dense), "--target", "0.5", "--fc-k", "1",
                     "--warmup", "1", "--finetune-epochs", "0", "--quiet", "--run-dir", "r",
-                    *extra)
+                    "--select-top-k", "0", "--no-int8-size", *extra)
 
 
 @pytest.mark.parametrize("where", ["before the first episode", "during the fine-tune"])

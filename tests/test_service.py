@@ -215,7 +215,8 @@ def test_the_cli_is_a_client(service, tmp_path):
                               capture_output=True, text=True, timeout=120)
 
     flags = ["--model", "lenet300", "--dataset", "digits", "--fc-rule", "agent", "--episodes",
-             "4", "--warmup", "2", "--finetune-epochs", "0"]
+             "4", "--warmup", "2", "--finetune-epochs", "0", "--select-top-k", "0",
+             "--no-int8-size"]
     done = rlprune("submit", "--server", service.url, *flags)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.split()[1]
