@@ -235,7 +235,8 @@ def fresh_service(tmp_path):
     svc.stop()
 
 
-@pytest.mark.parametrize("starts", ["warm", "fresh"])
+# fresh: half a minute of a worker's cold start (the path before the warm server is ready)
+@pytest.mark.parametrize("starts", ["warm", pytest.param("fresh", marks=pytest.mark.slow)])
 def test_a_cancel_during_the_workers_start_up_is_resumable(starts, request):
     """SIGTERM at any moment of a worker's start-up, forked warm or a fresh interpreter: the
     job is cancelled (never failed) and resume finishes it. It lost 4 jobs in 740 such calls
