@@ -130,12 +130,17 @@ class LatencyModel:
                                ms))
         self.scale = float(table["scale"])
 
-    def cost(self, removed: np.ndarray) -> float:
-        """Estimated ms with each group's removed fraction `removed`."""
+    def per_layer(self, removed: np.ndarray) -> dict[str, float]:
+        """Estimated ms of each table layer with each group's removed fraction `removed`
+        (where the time goes: a profile of the pruned network in the table's runtime)."""
         f_in = 1.0 - self.a_in @ removed
         f_out = 1.0 - self.a_out @ removed
-        return self.scale * sum(_bilinear(g, fi, fo)
-                                for g, fi, fo in zip(self.grids, f_in, f_out))
+        return {name: self.scale * _bilinear(g, fi, fo)
+                for name, g, fi, fo in zip(self.names, self.grids, f_in, f_out)}
+
+    def cost(self, removed: np.ndarray) -> float:
+        """Estimated ms with each group's removed fraction `removed`."""
+        return sum(self.per_layer(removed).values())
 
 
 def _bilinear(grid: tuple[np.ndarray, np.ndarray, np.ndarray], f_in: float,
