@@ -127,6 +127,26 @@ def tiny_dense():
     return make_tiny_dense()
 
 
+FLEET_WANTED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(session, config, items):
+    """Whether this session's tests use the fleet (support.fleet): then it is started in the
+    background as the session begins (see `fleet_in_background`)."""
+    config.stash[FLEET_WANTED] = any(
+        "fleet" in item.fixturenames or hasattr(getattr(item, "module", None), "get_fleet")
+        for item in items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fleet_in_background(request, tmp_path_factory):
+    if request.config.stash.get(FLEET_WANTED, False):
+        from support.fleet import build_in_background
+
+        build_in_background(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory):
     """The crash/resume scenarios (support.fleet), run once per session (all workers)."""

@@ -11,6 +11,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,37 +80,69 @@ def _interrupt(plans: dict[str, tuple], timeout: float = PROCESS_TIMEOUT) -> dic
     return seen
 
 
-def get_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
-    """The session's fleet: built by the first xdist worker that asks (under a file lock in
-    the folder the workers share), read back by the others."""
-    if "fleet" in _CACHE:
-        fleet = _CACHE["fleet"]
-        if isinstance(fleet, BaseException):
-            raise fleet
-        return fleet  # type: ignore[return-value]
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every xdist worker of the session shares (basetemp's parent under xdist)."""
     shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # basetemp/popen-gwN: the parent is the session's
-    saved = shared / "fleet.pickle"
-    with open(shared / "fleet.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits while the first builds
+    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+
+
+def _build_and_save(tmp_path_factory: pytest.TempPathFactory, assets: Assets,
+                    saved: Path) -> None:
+    """Build the fleet and pickle it (or the reason it failed: every user then fails fast)."""
+    if saved.exists():
+        return
+    try:
+        fleet: object = _build_fleet(assets, tmp_path_factory.mktemp("fleet"))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        fleet = RuntimeError(f"building the fleet failed: {exc!r}")
+    saved.write_bytes(pickle.dumps(fleet))
+
+
+def build_in_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start building the fleet in a thread of this worker, unless another worker is
+    building it: its searches (other processes) run while this worker's first tests do,
+    instead of a test waiting for them."""
+    shared = _shared(tmp_path_factory)
+    assets = get_assets(tmp_path_factory)  # here: it sets torch's thread count
+    lock = open(shared / "fleet.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return
+
+    def build() -> None:
         try:
-            if not saved.exists():
-                try:
-                    fleet = _build_fleet(get_assets(tmp_path_factory),
-                                         tmp_path_factory.mktemp("fleet"))
-                except KeyboardInterrupt:
-                    raise
-                except BaseException as exc:  # every later user fails the same way, fast
-                    fleet = RuntimeError(f"building the fleet failed: {exc!r}")
-                saved.write_bytes(pickle.dumps(fleet))
-            fleet = pickle.loads(saved.read_bytes())
+            _build_and_save(tmp_path_factory, assets, shared / "fleet.pickle")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _CACHE["fleet"] = fleet
+            lock.close()
+
+    _CACHE["fleet_thread"] = threading.Thread(target=build, name="fleet", daemon=True)
+    _CACHE["fleet_thread"].start()  # type: ignore[attr-defined]
+
+
+def get_fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """The session's fleet: built by the first xdist worker that starts it or asks for it
+    (under a file lock in the folder the workers share), read back by the others."""
+    if "fleet" not in _CACHE:
+        if "fleet_thread" in _CACHE:
+            _CACHE["fleet_thread"].join()  # type: ignore[attr-defined]
+        shared = _shared(tmp_path_factory)
+        saved = shared / "fleet.pickle"
+        with open(shared / "fleet.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # while another worker builds it
+            try:
+                _build_and_save(tmp_path_factory, get_assets(tmp_path_factory), saved)
+                _CACHE["fleet"] = pickle.loads(saved.read_bytes())
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    fleet = _CACHE["fleet"]
     if isinstance(fleet, BaseException):
         raise fleet
-    return fleet
+    return fleet  # type: ignore[return-value]
 
 
 def _build_fleet(assets: Assets, root: Path) -> Fleet:
