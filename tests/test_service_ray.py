@@ -21,6 +21,7 @@ def ray_service(tmp_path_factory, ray_cluster):
     svc.stop()
 
 
+@pytest.mark.slow  # three jobs in turn on Ray (the cancel/resume test below runs on Ray too)
 def test_jobs_run_on_ray_in_order_one_at_a_time(ray_service):
     """The second job's search has two env workers (its Ray task holds both CPUs)."""
     ids = [ray_service.submit(), ray_service.submit({**TINY_JOB, "workers": 2})]
