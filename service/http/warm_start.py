@@ -29,7 +29,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -93,32 +95,50 @@ def serve() -> None:
 
 
 def _child(request: dict) -> None:
-    code = 1
-    try:
+    def body() -> int:
         os.setsid()
         os.chdir(request["cwd"])
-        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if request.get("append") else os.O_TRUNC)
-        for fd, name in ((1, "out"), (2, "err")):
-            if fd == 2 and request["err"] == request["out"]:
-                os.dup2(1, 2)  # one log for both, as subprocess's stderr=STDOUT
-                continue
-            target = os.open(request[name], mode, 0o644)
-            os.dup2(target, fd)
-            os.close(target)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        # fresh objects: the server's hold its pipe, and a lock another thread may have held
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", closefd=False)
-        sys.stderr = open(2, "w", closefd=False)
+        redirect(request["out"], request["err"], append=bool(request.get("append")))
         if not request.get("blocked"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if not request["main"].startswith("rlprune."):
             raise ValueError(f"not one of rlprune's modules: {request['main']}")
-        code = importlib.import_module(request["main"]).main(list(request["argv"]))
+        return importlib.import_module(request["main"]).main(list(request["argv"]))
+
+    run_and_exit(body)
+
+
+def redirect(out: str, err: str, *, append: bool = False) -> None:
+    """A forked child's stdout and stderr into the files `out` and `err` (one file if they
+    are the same, as subprocess's stderr=STDOUT), its stdin from /dev/null."""
+    mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    for fd, name in ((1, out), (2, err)):
+        if fd == 2 and err == out:
+            os.dup2(1, 2)
+            continue
+        target = os.open(name, mode, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    # fresh objects: the server's hold its pipe, and a lock another thread may have held
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False)
+
+
+def run_and_exit(body: Callable[[], int | None]) -> NoReturn:
+    """Run a forked child's `body` and end the process with its code as the interpreter
+    would (SystemExit's code: None is 0, text is printed and 1; an exception's traceback and
+    1), its output flushed, without running the parent's exit handlers."""
+    code = 1
+    try:
+        code = body() or 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
     except BaseException:
         import traceback
 
@@ -128,7 +148,7 @@ def _child(request: dict) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(code or 0)
+        os._exit(code)
 
 
 class WarmChild:

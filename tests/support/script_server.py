@@ -79,19 +79,13 @@ def serve() -> None:
 
 def _child(request: dict) -> None:
     import runpy
-    import traceback
 
-    code = 1
-    try:
+    from rlprune.service.http.warm_start import redirect, run_and_exit
+
+    def body() -> int:
         os.setsid()
         os.chdir(request["cwd"])
-        for fd, name in ((1, "out"), (2, "err")):
-            target = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(target, fd)
-            os.close(target)
-        sys.stdout = open(1, "w", closefd=False)  # fresh objects: no lock held by another
-        sys.stderr = open(2, "w", closefd=False)  # thread of the server
-        sys.stdin = open(os.devnull)
+        redirect(request["out"], request["err"])
         argv = request["argv"]
         if argv[0] == "-m":
             sys.argv = argv[1:]
@@ -101,19 +95,9 @@ def _child(request: dict) -> None:
             sys.argv = list(argv)
             sys.path[0] = str(Path(argv[0]).resolve().parent)
             runpy.run_path(argv[0], run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if not isinstance(exc.code, int | None):
-            print(exc.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        return 0
+
+    run_and_exit(body)
 
 
 @dataclass
