@@ -5,12 +5,13 @@ weights) on its own input size, at every kept fraction of `GRID` for its input c
 (where a channel group feeds them) and its output channels (where a group owns them): one
 thread, warmed up, the median of repeated runs. The dense network is timed whole (exported
 with `torch.onnx`) and `scale` is its time over the sum of its layers' at full width.
-Measured once per job; the run keeps the table in its config, so a resume, a worker and
-`rlprune apply` read the same numbers.
+Measured once per job; the run keeps the table in its config, so a resume and a worker read
+the same numbers.
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 import tempfile
 from pathlib import Path
@@ -68,7 +69,7 @@ def measure_latency_table(model: nn.Module, input_shape: tuple[int, ...], *,
 
     :param budget_s: seconds of timed runs per grid point (at least 5 runs each)
     """
-    model = model.cpu().eval()
+    model = copy.deepcopy(model).cpu().eval()  # the job's own model keeps its device and mode
     shares = ChannelGraph(model, input_shape).shares()
     layers: dict[str, dict] = {}
     for layer in layer_shapes(model, input_shape):
@@ -115,7 +116,8 @@ def estimate_check(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
     from rlprune.env.latency_table import LatencyModel
     from rlprune.service.jobs.measure import interleaved_ms
 
-    graph = ChannelGraph(dense.cpu().eval(), input_shape)
+    dense, pruned = (copy.deepcopy(m).cpu().eval() for m in (dense, pruned))
+    graph = ChannelGraph(dense, input_shape)
     graph.add_cost("latency", LatencyModel(graph.shares(), table))
     removed = {g["name"]: len(g["removed"]) for g in policy["groups"]}
     kept = [g.channels - removed.get(g.name, 0) for g in graph.groups]
@@ -124,7 +126,7 @@ def estimate_check(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
         runners = {}
         for name, model in (("dense", dense), ("pruned", pruned)):
             path = Path(folder) / f"{name}.onnx"
-            write_onnx(model.cpu().eval(), tuple(input_shape), path)
+            write_onnx(model, tuple(input_shape), path)
             runtime = session(path)
             runners[name] = (lambda rt: lambda x: rt.run(None, {INPUT: x}))(runtime)
         measured = interleaved_ms(runners, tuple(input_shape), (batch,))
