@@ -45,6 +45,17 @@ class Candidate:
 Score = Callable[[Candidate, int], tuple[float, float]]
 
 
+def halving_scorings(candidates: int, rungs: int = 64) -> int:
+    """How many scorings `successive_halving` makes of `candidates` fresh candidates."""
+    total, alive = 0, candidates
+    for rung in range(rungs):
+        if alive <= 1:
+            break
+        total += alive
+        alive = 1 if rung == rungs - 1 else -(-alive // 2)
+    return total
+
+
 def successive_halving(candidates: list[Candidate], score: Score, first_steps: int, *,
                        rungs: int = 64,
                        on_scored: Callable[[Candidate], None] | None = None) -> Candidate:

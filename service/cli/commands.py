@@ -150,9 +150,9 @@ def _dense(config):
     from rlprune.service.jobs.dense_loader import load_dense
 
     config.validate()  # before any pre-training
-    progress = PretrainProgress(config.model, config.dataset)
+    progress = PretrainProgress()
     try:
-        return load_dense(config, on_pretrain_epoch=progress)
+        return load_dense(config, on_pretrain=progress)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("interrupted while loading or pre-training the dense model "
                                 "(nothing was kept); run the same command again") from None

@@ -60,23 +60,20 @@ class Progress:
 
 
 class PretrainProgress:
-    """An epoch callback that says why, and opens a bar, the first time pre-training reports;
-    `close()` when loading ends, however it ends."""
+    """The pre-training's events (`load_dense`'s `on_pretrain`): says why at the stage's
+    start and opens a bar; `close()` when loading ends, however it ends."""
 
-    def __init__(self, model: str, dataset: str):
-        self.model, self.dataset = model, dataset
+    def __init__(self) -> None:
         self.bar: tqdm | None = None
 
-    def __call__(self, epoch: int, loss: float) -> None:
-        if self.bar is None:
-            from rlprune.models.pretrain import default_epochs
-
-            print(f"no cached dense {self.model} for {self.dataset}: pre-training it once",
-                  file=sys.stderr)
-            self.bar = tqdm(desc="pretrain", unit="epoch", total=default_epochs(self.model),
-                            file=sys.stderr, leave=False)
-        self.bar.set_postfix(loss=f"{loss:.4f}")
-        self.bar.update()
+    def __call__(self, event: Event) -> None:
+        if event.kind == "stage":
+            print(event.message, file=sys.stderr)
+            self.bar = tqdm(desc="pretrain", unit="epoch", total=event.steps, file=sys.stderr,
+                            leave=False)
+        elif event.kind == "pretrain_epoch" and self.bar is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.4f}")
+            self.bar.update()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -37,6 +37,7 @@ def die_with_parent() -> None:
 
 def run(request: dict) -> int:
     from rlprune.service.jobs.dense_loader import load_dense
+    from rlprune.service.jobs.events import append_event
     from rlprune.service.jobs.lifecycle import run_job
     from rlprune.service.jobs.resume import resume_job
     from rlprune.service.jobs.stop import SignalStop
@@ -46,7 +47,8 @@ def run(request: dict) -> int:
     cache = run_dir.parent / "pretrained"  # the service's own cache of dense models
 
     def dense_for(config: SearchConfig):
-        return load_dense(config, cache=cache)
+        run_dir.mkdir(parents=True, exist_ok=True)  # its event log shows the pre-training
+        return load_dense(config, lambda event: append_event(run_dir, event), cache=cache)
 
     if kind == "bench":
         return _bench(settings, run_dir, cache, resume=bool(request.get("resume")))

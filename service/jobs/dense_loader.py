@@ -15,8 +15,9 @@ from rlprune.env.make import check_prunable
 from rlprune.models.data import load_dataset
 from rlprune.models.dense import Dense, check_model
 from rlprune.models.errors import UserError
-from rlprune.models.pretrain import default_weights_path, model_for, pretrain
+from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
 from rlprune.models.train import evaluate, load_weights
+from rlprune.service.jobs.events import Event
 from rlprune.service.jobs.files import refuse_existing
 
 
@@ -29,12 +30,11 @@ def is_object_name(name: str) -> bool:
     return name.startswith("<") and name.endswith(">")
 
 
-def load_dense(config: SearchConfig,
-               on_pretrain_epoch: Callable[[int, float], None] | None = None, *,
+def load_dense(config: SearchConfig, on_pretrain: Callable[[Event], object] | None = None, *,
                cache: Path | None = None) -> Dense:
     """Load the data and the dense model from `config.weights`, or the cached pre-trained one
-    (under `cache`, default runs/pretrained; training it once, reporting each epoch to
-    `on_pretrain_epoch`).
+    (under `cache`, default runs/pretrained; training it once, telling `on_pretrain` of the
+    stage (a `stage` event) and of each epoch (`pretrain_epoch`)).
 
     `config.weights` is then pinned to the weights' absolute path, so that a saved config
     (and a resume from it) finds the same file from any working folder."""
@@ -53,8 +53,25 @@ def load_dense(config: SearchConfig,
         load_weights(model, path)
     else:
         refuse_existing(path, force=True, field="weights")  # writable? (else: give weights)
-        model, _ = pretrain(config.model, data, path, on_epoch=on_pretrain_epoch)
+        model, _ = pretrain(config.model, data, path, on_epoch=_pretrain_events(
+            config, on_pretrain))
         model = model.cpu()
     model.eval()
     config.weights = str(path.resolve())
     return Dense(data, model, path, evaluate(model, data.test))
+
+
+def _pretrain_events(config: SearchConfig, on_pretrain: Callable[[Event], object] | None
+                     ) -> Callable[[int, float], None] | None:
+    """The pre-training's epoch callback as events, the stage announced first."""
+    if on_pretrain is None:
+        return None
+    epochs = default_epochs(config.model)
+    on_pretrain(Event("stage", stage="pretrain", steps=epochs, message=(
+        f"no cached dense {config.model} for {config.dataset}: pre-training it once "
+        f"({epochs} epochs)")))
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        on_pretrain(Event("pretrain_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))
+
+    return on_epoch

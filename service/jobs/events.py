@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,8 +13,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Event:
-    """Progress of a job. `kind`: `state` (the job's state changed), `episode` (a search
-    episode ended), `finetune_epoch` or `pretrain_epoch`; the other fields that apply are set."""
+    """Progress of a job. `kind`: `state` (the job's state changed), `stage` (a stage began:
+    `stage` is one of `STAGES`, `steps` how many steps it has, `message` what it does),
+    `episode` (a search episode ended), `selection_step` (a selection candidate scored),
+    `finetune_epoch` or `pretrain_epoch`; the other fields that apply are set. `accuracy`
+    carries the test accuracies known so far (dense, pruned, fine-tuned)."""
 
     kind: str
     run: str | None = None
@@ -29,12 +34,28 @@ class Event:
     epoch: int | None = None
     epochs: int | None = None
     loss: float | None = None
+    stage: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    message: str | None = None
+    accuracy: dict | None = None
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 Callback = Callable[[Event], "bool | None"]
+
+# a job's stages, in order (a baseline has no search or selection; a resume no pretrain)
+STAGES = ("pretrain", "search", "selection", "finetune", "export")
+EVENTS = "events.jsonl"
+"""The run folder's event log: one JSON line per event (the service streams it)."""
+
+
+def append_event(run: Path, event: Event) -> None:
+    """One line of the run's event log."""
+    with open(Path(run) / EVENTS, "a") as fh:
+        fh.write(json.dumps({"time": time.time(), **event.to_json()}) + "\n")
 
 
 @dataclass

@@ -15,7 +15,6 @@ here prints or handles signals. Resuming is `rlprune.service.jobs.resume`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from rlprune.models.errors import SettingError
 from rlprune.models.train import resolve_device
 from rlprune.service.jobs.artifacts import artifact_summary
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
-from rlprune.service.jobs.events import Callback, Event, Result
+from rlprune.service.jobs.events import EVENTS, Callback, Event, Result, append_event
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
 from rlprune.service.jobs.latency_lut import estimate_check, with_latency_table
@@ -48,7 +47,6 @@ from rlprune.service.jobs.run_folder import Job, new_job_id
 from rlprune.service.jobs.selection_stage import select
 
 # every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
-EVENTS = "events.jsonl"
 RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
              "sparsity.png", "deployment.json", EVENTS)
 
@@ -97,6 +95,7 @@ class JobRunner:
         self.search: Search | TpeSearch | None = None
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
+        self.stage: dict = {}  # the stage now: stage, step, steps (in status.json)
         self._evals_s: list[float] = []  # this run's episodes' own evaluation times
         make_search = METHODS[method].search
         if make_search is not None:
@@ -117,12 +116,24 @@ class JobRunner:
         return self._stop
 
     def _emit(self, event: Event) -> None:
-        if self.job is not None and event.kind in ("state", "episode"):
-            # the run's event log (the service streams it): one line per episode and state
-            with open(self.job.path / EVENTS, "a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event.to_json()}) + "\n")
+        if self.job is not None:  # the run's event log (the service streams it)
+            append_event(self.job.path, event)
         if self.callback is not None and self.callback(event) is False:
             self._stop = True
+
+    def _stage(self, stage: str, steps: int, message: str, **accuracy: float | None) -> None:
+        """A stage begins (`events.STAGES`): status.json and the event log say which."""
+        self.stage = {"stage": stage, "step": 0, "steps": steps}
+        self._write_status("running")
+        known = {k: v for k, v in accuracy.items() if v is not None}
+        self._emit(Event("stage", self._run_name(), stage=stage, steps=steps, message=message,
+                         accuracy=known or None))
+
+    def _step(self, kind: str, done: int, **fields) -> None:
+        """A step of the stage now (an epoch, a scored candidate) done."""
+        self.stage["step"] = done
+        self._write_status("running")
+        self._emit(Event(kind, self._run_name(), **fields))
 
     # -- the run folder ----------------------------------------------------------------
     def create(self, run_dir: str | Path | None = None) -> Job:
@@ -139,7 +150,7 @@ class JobRunner:
     def _write_status(self, state: str, **extra) -> None:
         if self.job is None:
             return
-        fields = {"method": self.method, "target": self.config.target}
+        fields = {"method": self.method, "target": self.config.target, **self.stage}
         if self.search is not None:
             s = self.search.state
             fields.update(episodes_done=s.episode, episodes=self.config.episodes,
@@ -155,6 +166,7 @@ class JobRunner:
         return None if self.job is None else str(self.job.path)
 
     def _on_episode(self, record: dict) -> None:
+        self.stage["step"] = record["episode"]
         self._write_status("running")
         if record.get("eval_s") is not None:
             self._evals_s.append(record["eval_s"])
@@ -180,7 +192,11 @@ class JobRunner:
     def _run(self, resume_from: Path | None) -> Result:
         self._set_state("running")
         timings: dict[str, float] = {}
+        c, dense = self.config, self.dense
         if self.search is not None:
+            self._stage("search", c.episodes, f"searching: {c.episodes} episodes, each "
+                        "a per-layer allocation scored on the proxy split",
+                        dense=dense.test_accuracy)
             self.proxy_speed = proxy_speed(self.env)
             start = time.perf_counter()
             self.searching = True
@@ -204,18 +220,33 @@ class JobRunner:
         selection = None
         if self.search is not None and self.config.select_top_k:
             start = time.perf_counter()
-            selection = select(self.config, self.dense, self.env, self.method,
-                               self.search.state.top, None if self.job is None else self.job.path)
+
+            def progress(done: int, total: int) -> None:
+                if not self.stage or self.stage["stage"] != "selection":
+                    self._stage("selection", total, f"selecting: the top {c.select_top_k} "
+                                "allocations and the seed policies after short fine-tunes")
+                if done:
+                    self._step("selection_step", done, step=done, steps=total)
+
+            selection = select(c, dense, self.env, self.method, self.search.state.top,
+                               None if self.job is None else self.job.path, progress=progress)
             timings["selection"] = time.perf_counter() - start
         start = time.perf_counter()
         policy = self._policy(selection)
+        self._stage("finetune", c.finetune_epochs, f"pruning to the policy, fine-tuning "
+                    f"{c.finetune_epochs} epoch(s) with the masks held", dense=dense.test_accuracy)
         done = self._finalize(policy)
         timings["prune + fine-tune"] = time.perf_counter() - start
+        if self.job is not None:
+            self._stage("export", 1, "measuring size and latency, writing the model file and "
+                        "the report", dense=dense.test_accuracy, pruned=done.pruned_accuracy,
+                        finetuned=done.finetuned_accuracy)
         if self.search is None or selection:  # measured as the search's proxy would be
             policy["accuracy"]["proxy"] = done.proxy_accuracy
         policy["accuracy"].update(pruned=done.pruned_accuracy, finetuned=done.finetuned_accuracy)
         if self.job is not None:
             self._write_outputs(policy, done.model, timings)
+        self.stage = {}
         self._set_state("finished", achieved_sparsity=policy["achieved"]["sparsity"])
         return self._result("finished", policy, done.model, timings)
 
@@ -249,8 +280,7 @@ class JobRunner:
         epochs = c.finetune_epochs
 
         def on_epoch(epoch: int, loss: float) -> None:
-            self._emit(Event("finetune_epoch", self._run_name(), epoch=epoch + 1, epochs=epochs,
-                             loss=loss))
+            self._step("finetune_epoch", epoch + 1, epoch=epoch + 1, epochs=epochs, loss=loss)
 
         return prune_and_finetune(self.dense.model, policy, self.dense.data, epochs=epochs,
                                   lr=c.finetune_lr, seed=c.seed,

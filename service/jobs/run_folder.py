@@ -20,10 +20,13 @@ from rlprune.service.jobs.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
 STATES = ("running", "finished", "failed", "interrupted")
+# what a run folder may hold before its job is made: its lock, and the event log of the
+# set-up (the service's worker logs a pre-training there)
+SETUP_FILES = (".lock", "events.jsonl")
 # status.json fields that readers format, and the types they must have
 STATUS_FIELDS = {"episodes_done": int, "episodes": int, "best_episode": int,
                  "best_reward": float, "achieved_sparsity": float, "target": float,
-                 "method": str}
+                 "method": str, "stage": str, "step": int, "steps": int}
 
 
 class DamagedRun(UserError):
@@ -89,12 +92,12 @@ class Job:
         else:
             path = Path(run_dir)
             path.mkdir(parents=True, exist_ok=True)
-            if any(p.name != ".lock" for p in path.iterdir()):
+            if any(p.name not in SETUP_FILES for p in path.iterdir()):
                 raise SettingError("run_dir", f"run folder {path} is not empty; choose "
                                    "another `run_dir` or `rlprune resume` it", lead=False)
         job = cls(path)
         job.acquire()
-        if run_dir is not None and any(p.name != ".lock" for p in path.iterdir()):
+        if run_dir is not None and any(p.name not in SETUP_FILES for p in path.iterdir()):
             job.release()  # another job filled it between our check and our lock
             raise UserError(f"run folder {path} is in use by another job")
         (path / "checkpoints").mkdir(exist_ok=True)

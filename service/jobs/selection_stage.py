@@ -10,12 +10,18 @@ allocation and the seed, so the pick is the same either way).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from rlprune.agent.config import SearchConfig
 from rlprune.agent.methods import METHODS
 from rlprune.env.finalize import pruned_copy
-from rlprune.env.selection import Candidate, short_finetune, successive_halving
+from rlprune.env.selection import (
+    Candidate,
+    halving_scorings,
+    short_finetune,
+    successive_halving,
+)
 from rlprune.models.dense import Dense
 from rlprune.service.jobs.files import read_json, write_json
 from rlprune.service.jobs.job_policy import job_policy
@@ -45,12 +51,19 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def select(config: SearchConfig, dense: Dense, env, method: str, top: list[dict],
-           folder: Path | None = None) -> tuple[Candidate, list[Candidate]]:
-    """The selected candidate and every candidate with its scores."""
+           folder: Path | None = None, *,
+           progress: Callable[[int, int], None] | None = None
+           ) -> tuple[Candidate, list[Candidate]]:
+    """The selected candidate and every candidate with its scores; `progress(done, total)`
+    hears of the scorings (first with done 0; a resumed selection counts the saved ones)."""
     pool = candidates(config, env, top)
     path = None if folder is None else Path(folder) / SELECTION_FILE
     if path is not None and path.is_file():
         _restore(pool, read_json(path))
+    total = halving_scorings(len(pool), config.select_rungs)
+    done = [min(total, sum(len(c.scores) for c in pool))]
+    if progress is not None:
+        progress(done[0], total)
     data = dense.data
 
     def score(candidate: Candidate, steps: int) -> tuple[float, float]:
@@ -65,6 +78,9 @@ def select(config: SearchConfig, dense: Dense, env, method: str, top: list[dict]
         if path is not None:
             write_json(path, {"candidates": [{**c.to_json(), "sparsities": c.sparsities}
                                              for c in pool]})
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total)
 
     chosen = successive_halving(pool, score, config.select_steps, rungs=config.select_rungs,
                                 on_scored=save)
