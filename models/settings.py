@@ -9,6 +9,7 @@ limit exists once.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -125,6 +126,14 @@ def _describe(hint: Any) -> str:
     return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+def received(value: Any) -> str:
+    """A value as the JSON (or the page's form) that sent it: null, true, 'text', 3."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def typed_fields(cls: type, data: dict) -> dict:
     """`data`'s values for `cls`'s dataclass fields, each checked against the field's type
     (unknown keys are left out); a SettingError names the first that does not fit."""
@@ -135,6 +144,6 @@ def typed_fields(cls: type, data: dict) -> dict:
             ok, value = _fits(data[f.name], hints[f.name])
             if not ok:
                 raise SettingError(f.name, f"must be {_describe(hints[f.name])}, got "
-                                   f"{data[f.name]!r}")
+                                   f"{received(data[f.name])}")
             out[f.name] = value
     return out

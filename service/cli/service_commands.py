@@ -27,9 +27,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_writable_folder(token_path.parent, "--token-file")
     token = make_token(token_path)
     app = create_app(config, token)
-    print(f"rlprune service on http://{config.host}:{config.port}/ (runs in {runs}, at most "
-          f"{config.max_running} jobs at once); token in {token_path}", file=sys.stderr,
-          flush=True)
+    base = f"http://{config.host}:{config.port}"
+    # the page's address with its token on a terminal only: a log file never holds the token
+    page = f"{base}/?token={token if sys.stderr.isatty() else 'TOKEN'}"
+    print(f"rlprune service on {base}/ (runs in {runs}, at most {config.max_running} jobs at "
+          f"once); token in {token_path}\n  open the page: {page}"
+          + ("" if sys.stderr.isatty() else f" (TOKEN: the text of {token_path})")
+          + f"\n  API docs: {base}/docs", file=sys.stderr, flush=True)
     # h11 reads up to 1 MB of headers so that the app can answer an oversized request with
     # one message (431) instead of a reset connection; the token travels in headers and
     # nothing logs it

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key sent again with another job than the one it made."""
+
+
 @dataclass
 class JobRecord:
     id: str
@@ -68,6 +72,15 @@ class JobRecord:
         return {"id": self.id, "kind": self.kind, "state": self.state, "run_dir": self.run_dir,
                 "config": self.config, "error": self.error, "created": self.created,
                 "started": self.started, "ended": self.ended}
+
+
+def _same_job(made: JobRecord, kind: str, config: dict, key: str) -> JobRecord:
+    """The job `key` made, if it is this one."""
+    if (made.kind, made.config) != (kind, json.loads(json.dumps(config))):
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was used for another job ({made.id}, {made.kind} of "
+            f"{made.config.get('model')}); send a new key for a different job")
+    return made
 
 
 class Registry:
@@ -93,27 +106,28 @@ class Registry:
     def submit(self, kind: str, config: dict, runs: Path, key: str | None) -> tuple[JobRecord,
                                                                                    bool]:
         """A new queued job, or (with an idempotency key seen before) the one it made; the
-        flag says whether it is new."""
+        flag says whether it is new. IdempotencyConflict: the key made a different job."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if key is not None:
-                    row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
-                                           (key,)).fetchone()
-                    if row is not None:
-                        self._db.execute("COMMIT")
-                        return _record(row), False
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-                job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-                run_dir = str(Path(runs) / job_id)
-                self._db.execute(
-                    "INSERT INTO jobs (id, seq, kind, config, state, run_dir, idempotency_key,"
-                    " created) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-                    (job_id, seq, kind, json.dumps(config), run_dir, key, time.time()))
+                row = None if key is None else self._db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+                if row is None:
+                    seq = self._db.execute(
+                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+                    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+                    run_dir = str(Path(runs) / job_id)
+                    self._db.execute(
+                        "INSERT INTO jobs (id, seq, kind, config, state, run_dir, "
+                        "idempotency_key, created) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                        (job_id, seq, kind, json.dumps(config), run_dir, key, time.time()))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        if row is not None:
+            assert key is not None  # found by its key
+            return _same_job(_record(row), kind, config, key), False
         record = self.get(job_id)
         assert record is not None  # inserted above
         return record, True

@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlprune.service.http.guard import check_idempotency_key, read_json_body
-from rlprune.service.http.job_registry import JobRecord, Registry
+from rlprune.service.http.job_registry import IdempotencyConflict, JobRecord, Registry
+from rlprune.service.http.job_view import INLINE, JobView, content_type, job_view
 from rlprune.service.http.jobcheck import check_request
 from rlprune.service.http.scheduler import TERMINAL
 from rlprune.service.http.uploads import receive_weights
@@ -32,19 +33,6 @@ class JobRequest(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-class JobView(BaseModel):
-    id: str
-    kind: str
-    state: str
-    run_dir: str
-    config: dict[str, Any]
-    error: str | None = None
-    created: float
-    started: float | None = None
-    ended: float | None = None
-    progress: dict[str, Any] = Field(default_factory=dict)
-
-
 def authorized(request: Request) -> None:
     request.app.state.auth.require_bearer(request)
 
@@ -54,6 +42,9 @@ def page_session(request: Request) -> None:
 
 
 router = APIRouter(dependencies=[Depends(authorized)])
+# what a run wrote, read with the bearer header or the page's session cookie (the page links
+# its files and shows its plots as plain links and images)
+files_router = APIRouter(dependencies=[Depends(page_session)])
 
 
 def _registry(request: Request) -> Registry:
@@ -86,18 +77,21 @@ async def submit(request: Request, idempotency_key: str | None = Header(default=
     state = request.app.state
     # checking runs user code in a child process: not on the event loop
     checked = await asyncio.to_thread(check_request, job.kind, job.config, state.config)
-    record, _ = state.registry.submit(job.kind, checked, state.runs, idempotency_key)
+    try:
+        record, _ = state.registry.submit(job.kind, checked, state.runs, idempotency_key)
+    except IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc)) from None
     return {"id": record.id, "state": record.state}
 
 
 @router.get("/v1/jobs")
 def jobs(request: Request) -> list[JobView]:
-    return [_view(record) for record in _registry(request).all()]
+    return [job_view(record) for record in _registry(request).all()]
 
 
 @router.get("/v1/jobs/{job_id}")
 def job(request: Request, job_id: str) -> JobView:
-    return _view(_get(request, job_id))
+    return job_view(_get(request, job_id))
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202)
@@ -120,13 +114,14 @@ def resume(request: Request, job_id: str) -> dict:
 
 @router.get("/v1/jobs/{job_id}/events")
 async def events(request: Request, job_id: str) -> StreamingResponse:
-    _get(request, job_id)
-    return StreamingResponse(_stream(_registry(request), job_id, request),
+    record = _get(request, job_id)
+    offset = _last_event_id(request, Path(record.run_dir) / EVENTS)
+    return StreamingResponse(_stream(_registry(request), job_id, request, offset),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store"})
 
 
-@router.get("/v1/jobs/{job_id}/policy")
+@files_router.get("/v1/jobs/{job_id}/policy")
 def policy(request: Request, job_id: str, format: Literal["json", "yaml"] = "json"):  # noqa: A002
     path = Path(_get(request, job_id).run_dir) / "policy.json"
     if not path.is_file():
@@ -138,11 +133,29 @@ def policy(request: Request, job_id: str, format: Literal["json", "yaml"] = "jso
     return HTMLResponse(text, media_type=media)
 
 
-@router.get("/v1/jobs/{job_id}/artifacts/{name:path}")
+@files_router.get("/v1/jobs/{job_id}/artifacts/{name:path}")
 def artifact(request: Request, job_id: str, name: str) -> FileResponse:
     run = Path(_get(request, job_id).run_dir).resolve()
     path = _inside(run, name)
-    return FileResponse(path, filename=path.name)
+    inline = path.suffix.lower() in INLINE
+    return FileResponse(path, filename=path.name, media_type=content_type(path.name),
+                        content_disposition_type="inline" if inline else "attachment",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/v1/jobs/{job_id}/episodes")
+def episodes(request: Request, job_id: str) -> dict:
+    """The search's episodes so far, for a chart: episode numbers, rewards, proxy accuracies
+    (a resumed search's repeated episodes counted once, the last time), and the warm-up."""
+    record = _get(request, job_id)
+    by_episode: dict[int, dict] = {}
+    for event in _events(Path(record.run_dir) / EVENTS):
+        if event.get("kind") == "episode" and isinstance(event.get("episode"), int):
+            by_episode[event["episode"]] = event
+    order = sorted(by_episode)
+    return {"episode": order, "reward": [by_episode[e].get("reward") for e in order],
+            "proxy_accuracy": [by_episode[e].get("proxy_accuracy") for e in order],
+            "warmup": record.config.get("warmup"), "episodes": record.config.get("episodes")}
 
 
 @router.post("/v1/checkpoints", status_code=201)
@@ -177,20 +190,6 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def _view(record: JobRecord) -> JobView:
-    status_path = Path(record.run_dir) / "status.json"
-    progress: dict = {}
-    if status_path.is_file():
-        try:
-            status = json.loads(status_path.read_text())
-            progress = {k: status.get(k) for k in ("episodes_done", "episodes", "best_reward",
-                                                  "best_episode", "achieved_sparsity",
-                                                  "method")}
-        except (OSError, ValueError):
-            progress = {"damaged": "status.json cannot be read"}
-    return JobView(**record.to_json(), progress=progress)
-
-
 def _inside(run: Path, name: str) -> Path:
     """`name` as a file of the run folder; refuses what would leave it."""
     if not name or name.startswith("/") or "\\" in name or not name.isprintable() or any(
@@ -204,28 +203,62 @@ def _inside(run: Path, name: str) -> Path:
     return path
 
 
-async def _stream(registry: Registry, job_id: str, request: Request):
-    """Server-sent events: every line of the run's event log, then the registry's state
-    changes, until the job is over (or the client goes)."""
-    offset, last_state, count = 0, None, 0
+def _events(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def _last_event_id(request: Request, log: Path) -> int:
+    """Where a reconnecting client left off: its `Last-Event-ID` (the offset in the run's event
+    log after the last event it got), 0 without one."""
+    given = request.headers.get("last-event-id", "").strip()
+    if not given:
+        return 0
+    offset = int(given) if given.isdigit() and len(given) < 16 else -1
+    if offset > 0:
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(offset - 1)
+                if fh.read(1) != b"\n":
+                    offset = -1
+        except OSError:
+            offset = -1
+    if offset < 0:
+        raise HTTPException(400, f"Last-Event-ID {given[:40]!r} is not an event id of this "
+                                 "job's stream")
+    return offset
+
+
+async def _stream(registry: Registry, job_id: str, request: Request, offset: int):
+    """Server-sent events: the run's event log from `offset` (each event's id is the offset
+    after it, so a client that reconnects with Last-Event-ID misses and repeats nothing), and
+    the registry's state changes, until the job stops (or the client goes)."""
+    last_state = None
     while True:
         record = registry.get(job_id)
         assert record is not None  # events() found it, and the registry never forgets a job
         path = Path(record.run_dir) / EVENTS
         if path.is_file():
-            with open(path) as fh:
+            with open(path, "rb") as fh:
                 fh.seek(offset)
                 chunk = fh.read()
-            complete = chunk[: chunk.rfind("\n") + 1]
-            offset += len(complete.encode())
-            for line in complete.splitlines():
-                count += 1
-                yield f"id: {count}\nevent: run\ndata: {line}\n\n"
+            for line in chunk[: chunk.rfind(b"\n") + 1].splitlines(keepends=True):
+                offset += len(line)
+                text = line.decode(errors="replace").rstrip()
+                yield f"id: {offset}\nevent: run\ndata: {text}\n\n"
         if record.state != last_state:
             last_state = record.state
-            count += 1
             data = json.dumps({"kind": "job", "state": record.state, "id": job_id})
-            yield f"id: {count}\nevent: job\ndata: {data}\n\n"
+            yield f"id: {offset}\nevent: job\ndata: {data}\n\n"
         if record.state in (*TERMINAL, "interrupted") or await request.is_disconnected():
             return
         await asyncio.sleep(0.2)

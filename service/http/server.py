@@ -19,7 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from rlprune.models.errors import SettingError, UserError
 from rlprune.service.http.guard import SESSION_COOKIE, Auth, HeaderLimit
 from rlprune.service.http.job_registry import Registry
-from rlprune.service.http.routes import package_version, page_session, router
+from rlprune.service.http.page import static_file
+from rlprune.service.http.routes import files_router, package_version, page_session, router
 from rlprune.service.http.scheduler import LocalExecutor
 from rlprune.service.http.settings import ServeConfig
 
@@ -99,6 +100,9 @@ def create_app(config: ServeConfig, token: str) -> FastAPI:
     app.add_exception_handler(Exception, _crashed)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.include_router(router)
+    app.include_router(files_router)
+    app.add_api_route("/static/{name:path}", static_file, methods=["GET"],
+                      include_in_schema=False)
     page_only = [Depends(page_session)]
     app.add_api_route("/openapi.json", lambda: app.openapi(), methods=["GET"],
                       include_in_schema=False, dependencies=page_only)
@@ -114,9 +118,14 @@ def healthz() -> dict:
 
 
 def docs() -> HTMLResponse:
+    """Swagger UI from the installed swagger-ui-py wheel (`/static/swagger/`): the docs
+    work with no network."""
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="rlprune API")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="rlprune API",
+                               swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                               swagger_css_url="/static/swagger/swagger-ui.css",
+                               swagger_favicon_url="/static/swagger/favicon-32x32.png")
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:

@@ -96,6 +96,7 @@ class JobRunner:
         self.env: PruningEnv | None = None
         self.proxy_speed: dict | None = None
         self.stage: dict = {}  # the stage now: stage, step, steps (in status.json)
+        self.accuracy: dict[str, float] = {}  # test accuracies known so far (in status.json)
         self._evals_s: list[float] = []  # this run's episodes' own evaluation times
         make_search = METHODS[method].search
         if make_search is not None:
@@ -124,10 +125,10 @@ class JobRunner:
     def _stage(self, stage: str, steps: int, message: str, **accuracy: float | None) -> None:
         """A stage begins (`events.STAGES`): status.json and the event log say which."""
         self.stage = {"stage": stage, "step": 0, "steps": steps}
+        self.accuracy.update({k: v for k, v in accuracy.items() if v is not None})
         self._write_status("running")
-        known = {k: v for k, v in accuracy.items() if v is not None}
         self._emit(Event("stage", self._run_name(), stage=stage, steps=steps, message=message,
-                         accuracy=known or None))
+                         accuracy=dict(self.accuracy) or None))
 
     def _step(self, kind: str, done: int, **fields) -> None:
         """A step of the stage now (an epoch, a scored candidate) done."""
@@ -151,6 +152,8 @@ class JobRunner:
         if self.job is None:
             return
         fields = {"method": self.method, "target": self.config.target, **self.stage}
+        if self.accuracy:
+            fields["accuracy"] = self.accuracy
         if self.search is not None:
             s = self.search.state
             fields.update(episodes_done=s.episode, episodes=self.config.episodes,
