@@ -17,7 +17,7 @@ from rlprune.models.dense import Dense, check_model
 from rlprune.models.errors import UserError
 from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
 from rlprune.models.train import evaluate, load_weights
-from rlprune.service.jobs.events import Event
+from rlprune.service.jobs.events import STAGES, Event
 from rlprune.service.jobs.files import refuse_existing
 
 
@@ -67,9 +67,8 @@ def _pretrain_events(config: SearchConfig, on_pretrain: Callable[[Event], object
     if on_pretrain is None:
         return None
     epochs = default_epochs(config.model)
-    on_pretrain(Event("stage", stage="pretrain", steps=epochs, message=(
-        f"no cached dense {config.model} for {config.dataset}: pre-training it once "
-        f"({epochs} epochs)")))
+    message = STAGES["pretrain"].format(steps=epochs, **config.to_json())
+    on_pretrain(Event("stage", stage="pretrain", steps=epochs, message=message))
 
     def on_epoch(epoch: int, loss: float) -> None:
         on_pretrain(Event("pretrain_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))

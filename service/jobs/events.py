@@ -46,8 +46,16 @@ class Event:
 
 Callback = Callable[[Event], "bool | None"]
 
-# a job's stages, in order (a baseline has no search or selection; a resume no pretrain)
-STAGES = ("pretrain", "search", "selection", "finetune", "export")
+# a job's stages, in order, with what each does (a baseline has no search or selection; a
+# resume no pretrain); the message is formatted with the job's settings and the stage's steps
+STAGES = {
+    "pretrain": "no cached dense {model} for {dataset}: pre-training it once ({steps} epochs)",
+    "search": "searching: {steps} episodes, each an allocation scored on the proxy split",
+    "selection": "selecting: the top {select_top_k} allocations and the seed policies, "
+                 "after short fine-tunes",
+    "finetune": "pruning to the policy, fine-tuning {steps} epoch(s) with the masks held",
+    "export": "measuring size and latency, writing the model file and the report",
+}
 EVENTS = "events.jsonl"
 """The run folder's event log: one JSON line per event (the service streams it)."""
 

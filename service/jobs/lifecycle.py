@@ -1,15 +1,12 @@
 """One lifecycle for every job, whoever starts it (CLI, Python API, bench, service):
-
 settings -> allocation (a DDPG search, or a baseline's rule) -> policy -> pruned, fine-tuned
-model -> the run folder's files (config.json, status.json, policy.json, pruned.pt, report.md,
-and for a search checkpoints/ and tb/). Without a run folder the same steps run in memory.
-
-`run_job(config, dense, method)` is the whole sequence: `JobRunner(config, dense, method)`
-checks everything it can before a folder exists (the settings, the target's feasibility);
-`create()` makes the folder and locks it; `run()` does the work and reports progress as
-`Event`s. A stop is asked for one way: `request_stop()` (a signal handler calls it), or a
-callback that returns False; a search stops at the next episode boundary (resumable). Nothing
-here prints or handles signals. Resuming is `rlprune.service.jobs.resume`.
+model -> the run folder's files (`RUN_FILES`; a search adds checkpoints/ and tb/), or the same
+in memory. `run_job(config, dense, method)` is the whole sequence: `JobRunner` checks all it
+can before a folder exists; `create()` makes the folder and locks it; `run()` does the work,
+reporting stages and progress as `Event`s. A stop is asked for one way: `request_stop()` (a
+signal handler calls it), or a callback that returns False; a search stops at the next
+episode boundary (resumable). Nothing here prints or handles signals. Resuming is
+`rlprune.service.jobs.resume`.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ from rlprune.models.errors import SettingError
 from rlprune.models.train import resolve_device
 from rlprune.service.jobs.artifacts import artifact_summary
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
-from rlprune.service.jobs.events import EVENTS, Callback, Event, Result, append_event
+from rlprune.service.jobs.events import EVENTS, STAGES, Callback, Event, Result, append_event
 from rlprune.service.jobs.files import save_policy, write_json
 from rlprune.service.jobs.job_policy import job_policy
 from rlprune.service.jobs.latency_lut import estimate_check, with_latency_table
@@ -122,8 +119,9 @@ class JobRunner:
         if self.callback is not None and self.callback(event) is False:
             self._stop = True
 
-    def _stage(self, stage: str, steps: int, message: str, **accuracy: float | None) -> None:
+    def _stage(self, stage: str, steps: int, **accuracy: float | None) -> None:
         """A stage begins (`events.STAGES`): status.json and the event log say which."""
+        message = STAGES[stage].format(steps=steps, **self.config.to_json())
         self.stage = {"stage": stage, "step": 0, "steps": steps}
         self.accuracy.update({k: v for k, v in accuracy.items() if v is not None})
         self._write_status("running")
@@ -197,9 +195,7 @@ class JobRunner:
         timings: dict[str, float] = {}
         c, dense = self.config, self.dense
         if self.search is not None:
-            self._stage("search", c.episodes, f"searching: {c.episodes} episodes, each "
-                        "a per-layer allocation scored on the proxy split",
-                        dense=dense.test_accuracy)
+            self._stage("search", c.episodes, dense=dense.test_accuracy)
             self.proxy_speed = proxy_speed(self.env)
             start = time.perf_counter()
             self.searching = True
@@ -225,9 +221,8 @@ class JobRunner:
             start = time.perf_counter()
 
             def progress(done: int, total: int) -> None:
-                if not self.stage or self.stage["stage"] != "selection":
-                    self._stage("selection", total, f"selecting: the top {c.select_top_k} "
-                                "allocations and the seed policies after short fine-tunes")
+                if self.stage.get("stage") != "selection":
+                    self._stage("selection", total)
                 if done:
                     self._step("selection_step", done, step=done, steps=total)
 
@@ -236,13 +231,11 @@ class JobRunner:
             timings["selection"] = time.perf_counter() - start
         start = time.perf_counter()
         policy = self._policy(selection)
-        self._stage("finetune", c.finetune_epochs, f"pruning to the policy, fine-tuning "
-                    f"{c.finetune_epochs} epoch(s) with the masks held", dense=dense.test_accuracy)
+        self._stage("finetune", c.finetune_epochs, dense=dense.test_accuracy)
         done = self._finalize(policy)
         timings["prune + fine-tune"] = time.perf_counter() - start
         if self.job is not None:
-            self._stage("export", 1, "measuring size and latency, writing the model file and "
-                        "the report", dense=dense.test_accuracy, pruned=done.pruned_accuracy,
+            self._stage("export", 1, dense=dense.test_accuracy, pruned=done.pruned_accuracy,
                         finetuned=done.finetuned_accuracy)
         if self.search is None or selection:  # measured as the search's proxy would be
             policy["accuracy"]["proxy"] = done.proxy_accuracy
