@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -231,3 +232,96 @@ def test_the_cli_is_a_client(service, tmp_path):
                          env={k: v for k, v in env.items() if k != "RLPRUNE_TOKEN"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "token" in bad.stderr
+
+
+def _stream(service, job_id: str, last_id: str | None = None) -> list[tuple[str, str, dict]]:
+    """(id, event, data) of every event the job's stream sends, from `last_id` on."""
+    headers = {"Authorization": f"Bearer {service.token}"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    req = urllib.request.Request(f"{service.url}/v1/jobs/{job_id}/events", headers=headers)
+    out, block = [], {}
+    with urllib.request.urlopen(req, timeout=180) as stream:
+        for raw in stream:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                out.append((block["id"], block["event"], json.loads(block["data"])))
+                block = {}
+            else:
+                key, _, value = line.partition(": ")
+                block[key] = value
+    return out
+
+
+def test_a_finished_job_says_its_stages_result_and_files(service):
+    job_id = service.submit({**TINY_JOB, "finetune_epochs": 1})
+    result = service.wait(job_id)["result"]
+    accuracy = result["accuracy"]
+    assert {"dense", "pruned", "finetuned"} <= set(accuracy)
+    assert all(0.5 < accuracy[k] <= 1 for k in ("dense", "pruned", "finetuned"))
+    rows = dict(result["rows"])  # the table the command line prints
+    assert rows["test accuracy, fine-tuned"] == f"{100 * accuracy['finetuned']:.2f}%"
+    assert abs(result["achieved"]["sparsity"] - 0.8) < 1e-3
+    assert result["size_mb"]["dense"] > result["size_mb"]["file_mb"] > 0
+    assert set(result["latency_ms"]) == {"batch1", "batch32"}
+    files = {f["name"]: f for f in result["files"]}
+    assert [f["name"] for f in result["files"]][:4] == ["report.md", "rewards.png",
+                                                        "sparsity.png", "policy.json"]
+    assert files["policy.json"]["bytes"] == (service.runs / job_id / "policy.json").stat().st_size
+    assert "status.json" not in files and ".lock" not in files
+    events = [data for _, kind, data in _stream(service, job_id) if kind == "run"]
+    stages = [e for e in events if e["kind"] == "stage"]
+    assert [e["stage"] for e in stages] == ["search", "finetune", "export"]
+    assert stages[0]["steps"] == TINY_JOB["episodes"] and stages[1]["steps"] == 1
+    assert stages[-1]["accuracy"]["finetuned"] == accuracy["finetuned"]
+    assert [e["epoch"] for e in events if e["kind"] == "finetune_epoch"] == [1]
+    history = service.request("GET", f"/v1/jobs/{job_id}/episodes")[1]
+    assert history["episode"] == list(range(1, TINY_JOB["episodes"] + 1))
+    assert history["reward"] == [e["reward"] for e in events if e["kind"] == "episode"]
+
+
+def test_each_artifact_has_its_content_type(service):
+    job_id = service.submit()
+    files = {f["name"]: f["url"] for f in service.wait(job_id)["result"]["files"]}
+    model = next(name for name in files if name.startswith("pruned."))
+    expected = {"report.md": "text/markdown", "rewards.png": "image/png",
+                "policy.json": "application/json", "events.jsonl": "application/x-ndjson",
+                model: "application/octet-stream"}
+    for name, kind in expected.items():
+        req = urllib.request.Request(service.url + files[name],
+                                     headers={"Authorization": f"Bearer {service.token}"})
+        with urllib.request.urlopen(req, timeout=60) as reply:
+            assert reply.headers["Content-Type"].split(";")[0] == kind, name
+            assert reply.headers["X-Content-Type-Options"] == "nosniff"
+            disposition = reply.headers["Content-Disposition"]
+            assert disposition.startswith("attachment" if name == model else "inline"), name
+            assert reply.read() == (service.runs / job_id / name).read_bytes()
+
+
+def test_an_idempotency_key_sent_with_another_job_is_a_409(service):
+    first = service.submit(**{"Idempotency-Key": "one-job-only"})
+    before = len(service.jobs())
+    status, reply = service.request("POST", "/v1/jobs",
+                                    {"kind": "search", "config": {**TINY_JOB, "target": 0.5}},
+                                    headers={"Idempotency-Key": "one-job-only"})
+    assert status == 409, reply
+    assert "one-job-only" in reply["detail"] and first in reply["detail"]
+    assert len(service.jobs()) == before
+    service.wait(first)
+
+
+def test_the_event_stream_resumes_after_the_last_event_id(service):
+    job_id = service.submit()
+    service.wait(job_id)
+    whole = _stream(service, job_id)
+    run = [(i, data) for i, kind, data in whole if kind == "run"]
+    middle = run[len(run) // 2][0]
+    rest = [(i, data) for i, kind, data in _stream(service, job_id, middle) if kind == "run"]
+    assert rest == run[len(run) // 2 + 1:]
+    assert _stream(service, job_id, run[-1][0])[-1][2]["state"] == "finished"  # state only
+    for bad in ("x", "-1", str(int(middle) - 1)):
+        req = urllib.request.Request(f"{service.url}/v1/jobs/{job_id}/events", headers={
+            "Authorization": f"Bearer {service.token}", "Last-Event-ID": bad})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)
+        assert refused.value.code == 400 and bad in json.loads(refused.value.read())["detail"]
