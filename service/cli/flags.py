@@ -15,7 +15,7 @@ from typing import Any
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import SettingError, UserError
-from rlprune.models.settings import choices_of, setting
+from rlprune.models.settings import SECTIONS, choices_of, setting
 from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.http.settings import ServeConfig
 from rlprune.service.jobs.export_config import ExportConfig
@@ -28,8 +28,8 @@ PLAIN_TYPES = {int: int, float: float, str: str}
 class Console:
     """What the command line shows while a job runs."""
 
-    quiet: bool = setting(False, "No progress bar (a bench still prints one line per finished "
-                          "run).")
+    quiet: bool = setting(False, "No progress bars or lines (a bench still prints one line per "
+                          "finished run).", section="run")
 
 
 # every settings class a flag is made from; a field's flag is its first declaration's
@@ -58,10 +58,32 @@ def add_settings(p: argparse.ArgumentParser, names: Sequence[str] | None = None,
     declared = {f.name: f for f in dataclasses.fields(cls)}
     for name in declared if names is None else names:
         f = declared[name]
-        _add_flag(p, name, f.metadata, hints[name], defaults.get(name, f.default))
+        _add_flag(section(p, f.metadata["section"]), name, f.metadata, hints[name],
+                  defaults.get(name, f.default))
 
 
-def _add_flag(p: argparse.ArgumentParser, name: str, meta, hint: Any, default: Any) -> None:
+def section(p: argparse.ArgumentParser, key: str) -> Any:
+    """Where a flag of section `key` (`settings.SECTIONS`) goes in `p`'s `--help`: the
+    argument group under its heading (made on first use), or `p` itself for no section."""
+    if not key:
+        return p
+    title = SECTIONS[key]
+    found = [g for g in p._action_groups if g.title == title]
+    return found[0] if found else p.add_argument_group(title)
+
+
+def tidy_help(p: argparse.ArgumentParser) -> None:
+    """`p`'s `--help` in reading order: its own options first, then the sections in the order
+    of `SECTIONS`; the usage line names the positionals and the required flags only."""
+    order = {title: i for i, title in enumerate(SECTIONS.values())}
+    p._action_groups.sort(key=lambda g: order.get(g.title or "", -1))  # stable: own first
+    shown = [a.metavar or a.dest for a in p._actions if not a.option_strings]
+    shown += [f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in p._actions
+              if a.option_strings and a.required]
+    p.usage = " ".join(["%(prog)s", *shown, "[options]"])
+
+
+def _add_flag(p: Any, name: str, meta, hint: Any, default: Any) -> None:
     """One setting's flag: a switch for a bool, else a typed value (several values, space
     separated, for a tuple without its own `parse`)."""
     doc = meta["doc"].replace("%", "%%")

@@ -22,6 +22,8 @@ from rlprune.service.cli.flags import (
     add_declared,
     add_settings,
     error_text,
+    section,
+    tidy_help,
 )
 
 EXIT_USAGE = 2
@@ -34,13 +36,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"rlprune: error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = ("RL-driven pruning of PyTorch CNNs: per-layer weight sparsity (masks) or whole "
+               "channels removed, under a budget, then a masked fine-tune.")
+WHY = "Why each default is what it is: docs/decisions.md, section Settings."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rlprune", description="RL-driven weight pruning of PyTorch CNNs.")
+    parser = _Parser(prog="rlprune", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_job_commands(sub)
     _add_run_commands(sub)
     _add_service_commands(sub)
     _add_model_commands(sub)
+    for command in sub.choices.values():
+        tidy_help(command)
     return parser
 
 
@@ -53,21 +62,21 @@ def _add_job_commands(sub) -> None:
     add_settings(p, ["model", "dataset", "fc_rule", "granularity"], dataset=None)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
-                                      "(no arguments: vgg-mini on mnist5k at 0.9)")
+    p = _job_parser(sub, "search", "search per-layer sparsities (weights or channels) with RL, "
+                                   "then fine-tune (no arguments: vgg-mini on mnist5k at 0.9)")
     add_settings(p, SEARCH_SETTINGS)
     _add_job_folder(p)
 
-    p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
-                                        "rule and fine-tune as search)")
+    p = _job_parser(sub, "baseline", "prune with a baseline allocation (same layers, FC rule "
+                                     "and fine-tune as search)")
     p.add_argument("--method", required=True,
                    help="a registered method but ddpg: weight uniform, global, lamp, erk, "
                         "3sigma-only; channel uniform, global-l1, global-taylor; random, tpe")
     add_settings(p, BASELINE_SETTINGS)
     _add_job_folder(p)
 
-    p = sub.add_parser("bench", help="compare methods over targets and seeds (bench.json, "
-                                     "bench.md, bench.png), or merge benches (--merge)")
+    p = _job_parser(sub, "bench", "compare methods over targets and seeds (bench.json, bench.md, "
+                                  "bench.png), or merge benches (--merge)")
     add_declared(p, "bench")
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last "
@@ -77,8 +86,16 @@ def _add_job_commands(sub) -> None:
     add_settings(p, None, Console)
 
 
+def _job_parser(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A command that runs jobs: its one-line help also heads its `--help`, which ends by
+    pointing at the measurements behind the defaults."""
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                          epilog=WHY)
+
+
 def _add_job_folder(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+    section(p, "run").add_argument("--run-dir", default=None, metavar="DIR",
+                                   help="The run folder (default: runs/<job-id>).")
     add_settings(p, None, Console)
 
 
@@ -104,8 +121,8 @@ def _add_service_commands(sub) -> None:
                                      "and a web page")
     add_declared(p, "serve")
 
-    p = sub.add_parser("submit", help="submit a job to a running service (the search's "
-                                      "options; --kind baseline --method M for a baseline)")
+    p = _job_parser(sub, "submit", "submit a job to a running service (the search's options; "
+                                   "--kind baseline --method M for a baseline)")
     add_settings(p, SEARCH_SETTINGS)
     p.add_argument("--kind", default="search", choices=("search", "baseline"))
     p.add_argument("--method", default=None, help="a baseline's method")
