@@ -13,6 +13,11 @@ from matplotlib.patches import Patch  # noqa: E402
 from rlprune.env.policy import entries, granularity_of  # noqa: E402
 from rlprune.service.jobs.files import write_text_atomic  # noqa: E402
 
+# a latency measured where the 1-minute load average was over the CPUs the job could use, or
+# whose repeats spread more than this ((p90 - p10) / median), is flagged as not representative
+# (docs/decisions.md, "Latency figures say when the machine was loaded")
+SPREAD_LIMIT = 0.5
+
 
 def plot_sparsity(policy: dict, path: Path) -> None:
     layers = entries(policy)
@@ -95,19 +100,42 @@ def _deploy_rows(deploy: dict) -> list[tuple[str, str]]:
         rows = [("size dense → pruned (MB, state_dict)",
                  f"{size['dense']:.3f} → {size['pruned']:.3f}")]
     for batch, t in deploy["latency_ms"].items():
-        rows.append((f"PyTorch CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
-                     f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+        images = batch.removeprefix("batch")
+        rows.append((f"PyTorch CPU latency, batch {images} (ms, median)", _flagged(
+            f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)",
+            deploy.get("conditions"), images)))
     check = deploy.get("latency_budget")
     if check:
-        rows.append((f"ONNX Runtime latency, batch {check['batch']} (ms, median)",
-                     f"{check['dense_ms']:.2f} → {check['pruned_ms']:.2f} "
-                     f"({check['speedup']:.2f}x; the latency budget's estimate "
-                     f"{check['estimated_speedup']:.2f}x, {100 * check['error']:+.1f}%)"))
+        rows.append((f"ONNX Runtime latency, batch {check['batch']} (ms, median)", _flagged(
+            f"{check['dense_ms']:.2f} → {check['pruned_ms']:.2f} ({check['speedup']:.2f}x; "
+            f"the latency budget's estimate {check['estimated_speedup']:.2f}x, "
+            f"{100 * check['error']:+.1f}%)", check.get("conditions"), check["batch"])))
     if deploy.get("note"):
         rows.append(("speed", deploy["note"]))
     if deploy.get("command"):
         rows.append(("deployable file", deploy["command"]))
     return rows
+
+
+def _flagged(text: str, conditions: dict | None, batch: int | str) -> str:
+    note = load_note(conditions, batch)
+    return text if note is None else f"{text}; {note}"
+
+
+def load_note(conditions: dict | None, batch: int | str | None = None) -> str | None:
+    """A few words where a latency is not representative: the machine was loaded (the
+    1-minute load average over its CPUs) or the repeats spread more than `SPREAD_LIMIT` (of
+    the batch size `batch`, or of any); None where it looks sound or was not recorded."""
+    if not conditions:
+        return None
+    load, cpus = conditions.get("load_1min"), conditions.get("cpus")
+    if load is not None and cpus and load > cpus:
+        return f"measured under load (load {load:.1f} on {cpus} cores): not representative"
+    spreads = conditions.get("spread") or {}
+    wide = spreads.get(str(batch)) if batch is not None else max(spreads.values(), default=None)
+    if wide is not None and wide > SPREAD_LIMIT:
+        return f"repeats spread {100 * wide:.0f}% (p10 to p90): not representative"
+    return None
 
 
 def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
