@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from rlprune.env.policy import entries, granularity_of  # noqa: E402
@@ -19,27 +21,52 @@ from rlprune.service.jobs.files import write_text_atomic  # noqa: E402
 SPREAD_LIMIT = 0.5
 
 
+BUDGET_NAMES = {"flops": "FLOPs", "params": "parameters", "latency": "estimated latency"}
+OWNER_COLORS = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
+
+
 def plot_sparsity(policy: dict, path: Path) -> None:
+    fig = sparsity_figure(policy)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def sparsity_figure(policy: dict) -> Figure:
+    """Per layer (group) the fraction pruned, as bars by owner, and the target for what it
+    is: in weight mode a line, the target being the same fraction over all prunable weights
+    (or the agent's); in channel mode a legend entry only, the target being a fraction of the
+    whole network's budget (FLOPs, ...), which a group's channels removed do not measure.
+    The legend sits outside the axes, so it hides no bar."""
     layers = entries(policy)
-    colors = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)), 3.5))
+    channel = granularity_of(policy) == "channel"
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)) + 2.5, 3.5))
     ax.bar(range(len(layers)), [100 * layer["sparsity"] for layer in layers],
-           color=[colors.get(layer["owner"], "tab:green") for layer in layers])
+           color=[OWNER_COLORS.get(layer["owner"], "tab:green") for layer in layers])
     ax.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60,
                   ha="right", fontsize=7)
-    ax.set_ylabel("channels removed (%)" if granularity_of(policy) == "channel"
-                  else "sparsity (%)")
+    ax.set_ylabel("channels removed (%)" if channel else "weights pruned (%)")
     ax.set_ylim(0, 100)
-    target = ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--",
-                        label="target")
+    target, achieved = policy["target"], policy["achieved"]
+    if channel:
+        reference = Line2D([], [], ls="none", label=(
+            f"whole network: {100 * achieved['sparsity']:.1f}% of its "
+            f"{BUDGET_NAMES.get(target['budget'], target['budget'])} removed (target "
+            f"{100 * target['sparsity']:g}%)"))
+    else:
+        which = ("the agent's layers' weights" if target.get("scope") == "agent"
+                 else "all prunable weights")
+        reference = ax.axhline(100 * target["sparsity"], color="k", lw=0.8, ls="--",
+                               label=f"target: {100 * target['sparsity']:g}% of {which}")
     present = dict.fromkeys(layer["owner"] for layer in layers)
-    handles = [Patch(color=colors.get(owner, "tab:green"), label=owner) for owner in present]
-    ax.legend(handles=[target, *handles], fontsize=7, loc="lower right")
-    ax.set_title(f"{policy['model']} on {policy['dataset']}: per-layer sparsity "
+    handles = [Patch(color=OWNER_COLORS.get(owner, "tab:green"), label=owner)
+               for owner in present]
+    ax.legend(handles=[reference, *handles], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.set_title(f"{policy['model']} on {policy['dataset']}: per-"
+                 f"{'group channels removed' if channel else 'layer sparsity'} "
                  f"({policy['method']})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def plot_rewards(rewards: list[float], warmup: int, path: Path) -> None:
