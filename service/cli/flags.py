@@ -22,6 +22,8 @@ from rlprune.service.jobs.export_config import ExportConfig
 from rlprune.service.jobs.pretrain_config import PretrainConfig
 
 PLAIN_TYPES = {int: int, float: float, str: str}
+# a number's value in `--help` and in a refusal, where its declaration names none
+NUMBER_METAVARS = {int: ("N", "a whole number"), float: ("X", "a number")}
 
 
 @dataclass
@@ -36,13 +38,14 @@ class Console:
 CONFIGS = (SearchConfig, ServeConfig, BenchConfig, ExportConfig, PretrainConfig, Console)
 
 
-def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str], object]:
+def typed(parse: Callable[[str], object], expected: str | None) -> Callable[[str], object]:
+    """`parse` with its failure as argparse reports it: the value, and what was `expected`."""
     def convert(text: str) -> object:
         try:
             return parse(text)
         except (TypeError, ValueError):
-            expected = f"; expected {metavar}" if metavar else ""
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected}") from None
+            expected_text = f"; expected {expected}" if expected else ""
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected_text}") from None
         except UserError as exc:  # a parse that reads a file says what is wrong with it
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -101,9 +104,12 @@ def _add_flag(p: Any, name: str, meta, hint: Any, default: Any) -> None:
         else default
     if default not in (None, ()) and not meta["required"] and "default" not in doc.lower():
         doc = f"{doc} (default: {shown})"  # unless the doc says it
+    metavar, expected = meta["metavar"], meta["metavar"]
+    if metavar is None and not meta["choices"] and base in NUMBER_METAVARS:
+        metavar, expected = NUMBER_METAVARS[base]
     p.add_argument(flag, *meta["aliases"], dest=name, default=default,
-                   type=typed(parse, meta["metavar"]), choices=choices_of(meta),
-                   metavar=meta["metavar"], help=doc, required=meta["required"],
+                   type=typed(parse, expected), choices=choices_of(meta),
+                   metavar=metavar, help=doc, required=meta["required"],
                    **({"nargs": "+"} if many else {}))
 
 
