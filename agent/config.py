@@ -115,7 +115,7 @@ class SearchConfig(EnvConfig):
     int8_size: bool = setting(
         True, "Leave the int8 file's size out of the result table (it takes a quantization).",
         negate="--no-int8-size", section="finetune")
-    seed: int = setting(0, "Seed of the search and the fine-tune.", min=0,
+    seed: int = setting(0, "Seed of the search, the fine-tune and a pre-training.", min=0,
                         max=MAX_SEED, section="data")
     device: str = setting("auto", "Where the job runs (auto: cuda when available, else cpu).",
                           choices=DEVICES, section="scale")
