@@ -60,12 +60,8 @@ class Progress:
                              refresh=False)
         self.bar.update(done - self.bar.n)
 
-    def _say(self, line: str) -> None:
-        text = f"[{self.label}] {line}" if self.label else line
-        if self.bar is not None:
-            tqdm.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
+    def _say(self, line: str) -> None:  # never under a bar: a stage closes the one before
+        print(f"[{self.label}] {line}" if self.label else line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
