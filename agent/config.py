@@ -42,88 +42,83 @@ def parse_names(text: str) -> tuple[str, ...]:
 class SearchConfig(EnvConfig):
     # -- what to prune --------------------------------------------------------------------
     model: str = setting(
-        "vgg-mini", "Registry name (lenet5, lenet300, vgg-mini, vgg16, resnet56, resnet50) or "
-        "package.module:factory (a callable returning an nn.Module).", group="source")
+        "vgg-mini", "lenet5, lenet300, vgg-mini, vgg16, resnet56, resnet50, or "
+        "package.module:factory (returning an nn.Module).", group="source", section="data")
     dataset: str = setting(
-        "mnist5k", "mnist5k (embedded), digits (embedded), cifar10, cifar100, "
-        "imagefolder:PATH, or package.module:factory (returning train, val, test).",
-        group="source")
+        "mnist5k", "mnist5k, digits (both embedded), cifar10, cifar100, imagefolder:PATH, or "
+        "package.module:factory.", group="source", section="data")
     weights: str | None = setting(
         None, "The trained dense weights (a .pt state_dict); default: the cached pre-trained "
-        "model under runs/pretrained/, trained on first use.", group="source",
-        aliases=("--checkpoint",), metavar="PATH")
-    data_dir: str = setting("data", "Where cifar10/100 live.", group="source")
+        "model.", group="source", aliases=("--checkpoint",), metavar="PATH", section="data")
+    data_dir: str = setting("data", "Where cifar10/100 live.", group="source", section="data")
     download: bool = setting(False, "Allow cifar10/100 to be downloaded into --data-dir.",
-                             group="source")
+                             group="source", section="data")
     # -- the agent (AMC's settings unless measured otherwise) -------------------------------
-    agent: str = setting("ddpg", "The search's RL algorithm: `ddpg` (AMC's, the default) or "
-                         "`td3` (SB3's TD3, for comparison).", choices=AGENT_NAMES,
-                         group="agent")
+    agent: str = setting("ddpg", "The search's RL algorithm: AMC's DDPG, or SB3's TD3.",
+                         choices=AGENT_NAMES, group="agent", section="search")
     episodes: int = setting(400, "Episodes in all, warm-up included.", min=1,
-                            max=MAX_EPISODES, group="agent")
+                            max=MAX_EPISODES, group="agent", section="search")
     warmup: int = setting(
-        100, "Warm-up episodes (the seed policies first, then uniform random actions) before "
-        "the actor acts and learns.", min=0, max=MAX_EPISODES, group="agent")
+        100, "Episodes before the actor acts: the seed policies, then random actions.", min=0,
+        max=MAX_EPISODES, group="agent", section="search")
     noise_sigma: float = setting(0.5, "Exploration noise at the end of warm-up.", min=0.0,
-                                 max=10.0, group="agent")
+                                 max=10.0, group="agent", section="search")
     noise_decay: float = setting(0.95, "The noise is multiplied by this after every episode.",
-                                 min=0.0, max=1.0, group="agent")
+                                 min=0.0, max=1.0, group="agent", section="search")
     hidden: tuple[int, ...] = setting(
-        (128, 128), "Actor and critic hidden layers. AMC used 300-300; 128-128 learns as well "
-        "on these 12-feature states at ~1.6x cheaper updates (docs/benchmarks.md).",
-        parse=parse_ints, metavar="N,N", group="agent")
-    batch_size: int = setting(64, "DDPG minibatch.", min=1, max=65536, group="agent")
-    tau: float = setting(0.01, "Soft target update.", min=0.0, max=1.0, group="agent")
+        (128, 128), "Actor and critic hidden layer widths.", parse=parse_ints, metavar="N,N",
+        group="agent", section="search")
+    batch_size: int = setting(64, "The agent's minibatch.", min=1, max=65536, group="agent",
+                              section="search")
+    tau: float = setting(0.01, "Soft target update.", min=0.0, max=1.0, group="agent",
+                         section="search")
     learning_rate: float = setting(1e-3, "Actor and critic learning rate.", min=0.0,
-                                   max=10.0, group="agent")
+                                   max=10.0, group="agent", section="search")
     buffer_episodes: int = setting(100, "Replay buffer size, in episodes.", min=1,
-                                   max=MAX_EPISODES, group="agent")
+                                   max=MAX_EPISODES, group="agent", section="search")
     baseline_decay: float = setting(
-        0.95, "Decay of the moving-average reward baseline subtracted from each episode's "
-        "reward.", min=0.0, max=1.0, group="agent")
+        0.95, "Decay of the moving-average reward baseline.", min=0.0, max=1.0, group="agent",
+        section="search")
     seed_policies: tuple[str, ...] | None = setting(
-        None, "Baselines played first in the warm-up (comma-separated, or none): the best is "
-        "at least theirs. Default: the granularity's (decisions.md: Settings)",
-        parse=parse_names, metavar="P,P", group="agent")
+        None, "Baselines played first in the warm-up (comma-separated, or none; default: "
+        "all of the granularity's).", parse=parse_names, metavar="P,P", group="agent",
+        section="search")
     workers: int = setting(
-        1, "Episodes played at a time, each on its own env copy (processes, or Ray actors); "
-        "--episodes must be a multiple of K (decisions.md: Settings)", min=1, max=MAX_WORKERS,
-        group="agent", metavar="K")
+        1, "Episodes played at a time, each on its own env copy (--episodes: a multiple of "
+        "K).", min=1, max=MAX_WORKERS, group="agent", metavar="K", section="scale")
     ray_address: str | None = setting(
-        None, "Run on Ray (a search's workers, a bench's cells, the service's jobs): `auto`, "
-        "this machine's cluster; `local`, one started for the run; or host:port.",
-        group="agent", metavar="ADDR")
+        None, "Run on Ray: auto (this machine's cluster), local (one started for the run) or "
+        "host:port.", group="agent", metavar="ADDR", section="scale")
     gpus_per_worker: float = setting(
-        0.0, "GPUs each Ray worker asks for (the env then runs on cuda); needs --ray-address.",
-        min=0.0, max=64.0, group="agent", metavar="N")
+        0.0, "GPUs each Ray worker asks for (its env then runs on cuda).", min=0.0, max=64.0,
+        group="agent", metavar="N", section="scale")
     ray_timeout_s: float = setting(
-        60.0, "Seconds a Ray env actor may go without answering before its node counts as "
-        "lost: the search stops, resumable from its last checkpoint.", min=1.0, max=3600.0,
-        group="agent", metavar="SECONDS")
+        60.0, "Seconds a Ray env actor may go silent before its node counts as lost.",
+        min=1.0, max=3600.0, group="agent", metavar="SECONDS", section="scale")
     select_top_k: int = setting(
-        1, "Selection after a search (0: off): the top K allocations and the seed policies "
-        "get a short fine-tune, scored on val (decisions.md: Settings)",
-        min=0, max=TOP_KEPT, group="agent", metavar="K")
+        1, "Candidates: the top K allocations by reward, and the seed policies (0: no "
+        "selection).", min=0, max=TOP_KEPT, group="agent", metavar="K", section="selection")
     select_steps: int = setting(
-        24, "SGD steps of the selection's first rung; each later rung doubles them.", min=1,
-        max=100_000, group="agent", metavar="STEPS")
+        24, "SGD steps of the first rung; each later rung doubles them.", min=1,
+        max=100_000, group="agent", metavar="STEPS", section="selection")
     select_rungs: int = setting(
-        1, "Rungs of the selection at most; after the last, the best by val is kept.", min=1,
-        max=64, group="agent", metavar="N")
+        1, "Rungs of successive halving at most; the best by val is kept.", min=1, max=64,
+        group="agent", metavar="N", section="selection")
     # -- the job --------------------------------------------------------------------------
     checkpoint_every: int = setting(
         25, "Episodes between search checkpoints (one is also written on a stop and at the "
-        "end).", min=1, max=MAX_EPISODES, group="job", metavar="EPISODES")
-    finetune_epochs: int = setting(3, "Masked fine-tuning after pruning.", min=0,
-                                   max=MAX_EPOCHS)
+        "end).", min=1, max=MAX_EPISODES, group="job", metavar="EPISODES", section="run")
+    finetune_epochs: int = setting(3, "Masked fine-tuning epochs after pruning.", min=0,
+                                   max=MAX_EPOCHS, section="finetune")
     finetune_lr: float = setting(0.01, "Peak learning rate of the fine-tune.", min=0.0,
-                                 max=10.0)
+                                 max=10.0, section="finetune")
     int8_size: bool = setting(
-        True, "The result table gives the int8 file's size too (a post-training quantization "
-        "after the fine-tune, seconds); --no-int8-size skips it.", negate="--no-int8-size")
-    seed: int = setting(0, "Seed of the search and the fine-tune.", min=0,
-                        max=MAX_SEED)
-    device: str = setting("auto", "auto: cuda when available, else cpu.", choices=DEVICES)
+        True, "Leave the int8 file's size out of the result table (it takes a quantization).",
+        negate="--no-int8-size", section="finetune")
+    seed: int = setting(0, "Seed of the search, the fine-tune and a pre-training.", min=0,
+                        max=MAX_SEED, section="data")
+    device: str = setting("auto", "Where the job runs (auto: cuda when available, else cpu).",
+                          choices=DEVICES, section="scale")
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(**{f.name: getattr(self, f.name) for f in fields(EnvConfig)})

@@ -68,76 +68,65 @@ def parse_target(text: str) -> float:
 @dataclass
 class EnvConfig:
     granularity: str = setting(
-        "weight", "`weight`: per-layer weight sparsity (masks: file and speed stay dense); "
-        "`channel`: whole channels removed (Torch-Pruning), so the network shrinks.",
-        choices=granularity_names)
+        "weight", "`weight`: per-layer weight sparsity (masks); `channel`: whole channels "
+        "removed (a smaller network).", choices=granularity_names, section="budget")
     target: float = setting(
-        0.9, "In (0, 1): the fraction removed of the prunable weights (Conv2d and Linear; "
-        "weight mode) or of the --budget (FLOPs or params; channel mode).", parse=parse_target)
+        0.9, "The fraction to remove, in (0, 1): of the prunable weights (weight mode) or of "
+        "--budget (channel mode).", parse=parse_target, section="budget")
     budget: str = setting(
-        "flops", "Channel mode: what the target removes a fraction of: fvcore's FLOPs, the "
-        "parameters, or the latency in ONNX Runtime (a per-layer table).", choices=BUDGETS)
+        "flops", "Channel mode: what --target is a fraction of: FLOPs, parameters, or ONNX "
+        "Runtime latency.", choices=BUDGETS, section="budget")
     latency_table: dict | None = setting(
-        None, "With --budget latency: per-layer latencies (rlprune.latency/1 JSON) to use; "
-        "default: measured here once per job (the run keeps it).", parse=read_latency_table,
-        metavar="FILE")
-    latency_batch: int = setting(32, "With --budget latency: the batch size it is measured at.",
-                                 min=1, max=4096)
+        None, "With --budget latency: a per-layer latency table (JSON) to use instead of "
+        "measuring one.", parse=read_latency_table, metavar="FILE", section="budget")
+    latency_batch: int = setting(32, "With --budget latency: the batch size latency is "
+                                 "measured at.", min=1, max=4096, section="budget")
     criterion: str = setting(
-        "l1", "Channel mode: which channels a group loses first: `l1` (filter L1 norm), "
-        "`taylor` (|activation x gradient|), `similarity` (decisions.md: Settings)",
-        choices=CRITERIA)
+        "l1", "Channel mode: which channels a group loses first.", choices=CRITERIA,
+        section="budget")
     round_to: int | str = setting(
-        "auto", "Channel mode: a group keeps a multiple of N channels (or all); `auto`: 8 where "
-        "every group has 16+, else 1 (decisions.md: Settings)",
-        parse=parse_round_to, metavar="N|auto")
+        "auto", "Channel mode: a group keeps a multiple of N channels, or all of them.",
+        parse=parse_round_to, metavar="N|auto", section="budget")
     scope: str = setting(
-        "total", "`total`: the target covers every prunable weight; `agent`: the agent's "
-        "layers only (the reference paper's setting).", choices=SCOPES)
+        "total", "What the target covers: every prunable weight, or the agent's layers only.",
+        choices=SCOPES, section="budget")
     fc_rule: str = setting(
-        "3sigma", "Who prunes the Linear layers: `3sigma`, the k-sigma rule; `agent`, the "
-        "agent with the conv layers; `none`, nobody (left dense).", choices=FC_RULES)
+        "3sigma", "Who prunes the Linear layers: the k-sigma rule, the agent, or none (left "
+        "dense).", choices=FC_RULES, section="budget")
     fc_k: float | str = setting(
-        "auto", "The FC rule's k, or `auto`: the largest of 3, 2.5, 2, 1.5, 1 that fits the "
-        "budget and costs at most 1 point of proxy accuracy (decisions.md: Settings)",
-        parse=parse_k, metavar="K|auto")
+        "auto", "The FC rule's k (auto: the largest of 3 to 1 that fits the budget).",
+        parse=parse_k, metavar="K|auto", section="budget")
     fc_during_search: bool = setting(
-        True, "The FC masks are in place while the agent searches (the measured default); "
-        "--fc-after-search applies them only afterwards, the reference order.",
-        negate="--fc-after-search")
-    s_min: float = setting(0.0, "The least an agent layer may prune.", min=0.0, max=1.0)
+        True, "Apply the FC rule's masks after the search (the reference order), not during "
+        "it.", negate="--fc-after-search", section="budget")
+    s_min: float = setting(0.0, "The least an agent layer may prune.", min=0.0, max=1.0,
+                           section="budget")
     s_max: float | str = setting(
-        "auto", "The most a layer (group) may prune, or `auto`: 0.99, or as far as LAMP and ERK "
-        "go; channels: 0.8 if it reaches the target (decisions.md: Settings)",
-        parse=parse_s_max, metavar="S|auto")
+        "auto", "The most a layer (group) may prune, or auto (from the granularity and the "
+        "target).", parse=parse_s_max, metavar="S|auto", section="budget")
     action_mapping: str = setting(
-        "auto", "`absolute` (AMC's): onto [s_min, s_max], clamped; `feasible`: onto what the "
-        "budget leaves; `auto`: by the layer sizes (decisions.md: Settings)",
-        choices=ACTION_MAPPINGS, group="agent")
+        "auto", "How an action becomes a sparsity: onto [s_min, s_max] (AMC's) or onto what "
+        "the budget leaves.", choices=ACTION_MAPPINGS, group="agent", section="search")
     reward: str = setting(
-        "auto", "Score on val: `loss` (minus cross-entropy), `acc` (top-1), AMC's "
-        "-err*log(...); `auto`: loss for weights, acc for channels (decisions.md: Settings)",
-        choices=REWARDS)
+        "auto", "An episode's score on val (auto: loss in weight mode, acc in channel mode).",
+        choices=REWARDS, section="reward")
     bn_recalibration_batches: int = setting(
-        1, "Re-estimate BatchNorm statistics on this many train batches before scoring "
-        "(0: off). Without it every random 0.9-sparse vgg-mini scored 10%.", min=0, max=10_000,
-        flag="--bn-recalibration", metavar="BATCHES")
+        1, "Train batches BatchNorm statistics are re-estimated on before each score (0: "
+        "off).", min=0, max=10_000, flag="--bn-recalibration", metavar="BATCHES",
+        section="reward")
     bn_batch_size: int = setting(128, "Images per BatchNorm recalibration batch.", min=1,
-                                 max=65536)
+                                 max=65536, section="reward")
     bn_fixed_batches: bool = setting(
-        True, "BatchNorm recalibrates on the same train batches every episode (the default); "
-        "--bn-fresh-batches draws new ones (decisions.md: Settings)",
-        negate="--bn-fresh-batches")
+        True, "Recalibrate BatchNorm on fresh train batches every episode, not the same ones.",
+        negate="--bn-fresh-batches", section="reward")
     eval_batch_size: int = setting(128, "Images per forward pass of the proxy evaluation.",
-                                   min=1, max=65536)
+                                   min=1, max=65536, section="reward")
     proxy: str = setting(
-        "auto", "Proxy evaluation: `plain` (the model), `fast` (a copy, BN folded), "
-        "`slim` (channels removed), `auto`: slim for channels (decisions.md: Settings)",
-        choices=PROXY_PATHS)
+        "auto", "How the proxy is run: the model, a BN-folded copy (fast) or the slim network "
+        "(channel mode).", choices=PROXY_PATHS, section="reward")
     simulated_eval_s: float = setting(
-        0.0, "Benchmarks: seconds of sleep added to every proxy evaluation, standing in for a "
-        "large model's (the reward is unchanged).", min=0.0, max=3600.0,
-        metavar="SECONDS")
+        0.0, "Benchmarks: seconds of sleep added to every proxy evaluation.", min=0.0,
+        max=3600.0, metavar="SECONDS", section="reward")
 
     @property
     def proxy_path(self) -> str:

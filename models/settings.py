@@ -18,25 +18,45 @@ from typing import Any
 
 from rlprune.models.errors import SettingError
 
+# where a setting is listed in `--help`: each section's key and its heading, in the order the
+# headings come (a field without a section is listed under the command's own options)
+SECTIONS = {
+    "bench": "the bench",
+    "data": "data and model",
+    "pretrain": "training",
+    "budget": "what is pruned, and how much",
+    "reward": "reward (the proxy evaluation of an episode)",
+    "search": "search (the agent)",
+    "selection": "selection (short fine-tunes after the search)",
+    "finetune": "fine-tune and result",
+    "run": "run folder and output",
+    "scale": "device and scale-out",
+    "service": "the service",
+    "jobs": "how the service runs jobs",
+}
+
 
 def setting(default: Any, doc: str, *,
             choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
             min: float | None = None, max: float | None = None,  # noqa: A002
-            group: str = "problem", flag: str | None = None, aliases: Sequence[str] = (),
+            group: str = "problem", section: str = "", flag: str | None = None,
+            aliases: Sequence[str] = (),
             parse: Callable[[str], Any] | None = None, metavar: str | None = None,
             negate: str | None = None, required: bool = False) -> Any:
     """A dataclass field with its documentation and limits.
 
     :param default: the default value (tuples for sequences, so the default is immutable)
-    :param doc: what the setting means, for `--help` and the docs: at most 150 characters
-        (two lines of help); a longer note goes to docs/decisions.md, which the doc names
+    :param doc: what the setting means, for `--help` and the docs: one sentence of at most
+        110 characters; measurements and reasons go to docs/decisions.md ("Settings")
     :param choices: the values allowed, or a function that lists them when asked (a registry
         that can grow)
     :param min: the smallest value allowed (numbers)
     :param max: the largest value allowed (numbers)
     :param group: `problem` (what is pruned and how it is scored: search, baseline, bench),
-        `agent` (the search's agent: search and bench), `job` (search only), `data` (where the
-        data comes from: every command that loads data)
+        `agent` (the search's agent: search and bench), `job` (search only), `source` (where the
+        data comes from: every command that loads data): which commands take it
+    :param section: the `--help` heading it is listed under (a key of `SECTIONS`; empty: the
+        command's own options)
     :param flag: the command-line flag, if not `--` + the name with dashes
     :param aliases: further flags accepted for the same setting (old names)
     :param parse: text to value, where the type alone does not say how
@@ -46,8 +66,10 @@ def setting(default: Any, doc: str, *,
     """
     if choices is not None and not callable(choices):
         choices = tuple(choices)
-    meta = {"doc": doc, "choices": choices,
-            "min": min, "max": max, "group": group, "flag": flag, "aliases": tuple(aliases),
+    if section and section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}; the sections are {', '.join(SECTIONS)}")
+    meta = {"doc": doc, "choices": choices, "min": min, "max": max, "group": group,
+            "section": section, "flag": flag, "aliases": tuple(aliases),
             "parse": parse, "metavar": metavar, "negate": negate, "required": required}
     return dataclasses.field(default=default, metadata=meta)
 

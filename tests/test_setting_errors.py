@@ -1,7 +1,8 @@
 """Settings are declared once (`setting()`), and a refusal names a setting as its caller spells
 it: the Python API by its field (`fc_k`), the command line by its flag (`--fc-k`: one line on
 stderr, exit 2). Every flag of serve, bench, export-model and pretrain is made from the
-declarations, and every declaration's help is short (the long notes live in decisions.md)."""
+declarations, and every declaration's help is one sentence under its section's heading (the
+measurements behind it live in decisions.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from support import FC_HEAVY_MODULE, assert_one_line_error, get_assets, run_main
 import rlprune
 from rlprune.agent.config import MAX_SEED, SearchConfig
 from rlprune.models.errors import SettingError, UserError
+from rlprune.models.settings import SECTIONS
 from rlprune.service.bench.plan import MAX_BENCH_SEEDS, BenchConfig
 from rlprune.service.cli.flags import DECLARED, Console
 from rlprune.service.cli.main import build_parser
@@ -155,20 +157,69 @@ def test_a_setting_error_keeps_its_names_through_pickling():
 
 # -- the declarations ----------------------------------------------------------------------------
 SETTINGS_CLASSES = (SearchConfig, ServeConfig, BenchConfig, ExportConfig, PretrainConfig, Console)
-POINTER = "(decisions.md: Settings)"
+SETTINGS_HEAD = "## Settings: the measurements behind the defaults"
+NOTE = re.compile(r"\*\*`(\w+)` \(")  # a note in decisions.md's Settings: **`field` (flag)
 
 
 @pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda cls: cls.__name__)
-def test_every_help_text_is_short_and_its_long_note_is_in_decisions(cls):
-    """At most 150 characters (two lines of help); a cut note is in decisions.md's section."""
-    section = DECISIONS.read_text().split("## Settings: the measurements behind the defaults")
-    assert len(section) == 2, "decisions.md has no Settings section"
+def test_every_help_text_is_one_sentence_under_a_known_section(cls):
+    """At most 110 characters, one line, no pointer to a doc: the notes are in decisions.md;
+    the section names a heading that exists."""
     for f in dataclasses.fields(cls):
         doc = f.metadata["doc"]
-        assert len(doc) <= 150 and "\n" not in doc, (f.name, len(doc), doc)
-        if POINTER in doc:
-            assert doc.endswith(POINTER), f.name
-            assert f"**`{f.name}`" in section[1], f"decisions.md has no note on {f.name}"
+        assert len(doc) <= 110 and "\n" not in doc, (f.name, len(doc), doc)
+        assert "docs/" not in doc, (f.name, doc)
+        assert f.metadata["section"] in ("", *SECTIONS), f.name
+
+
+def test_every_settings_note_is_on_a_setting_that_exists():
+    """decisions.md's Settings notes name declared fields (a renamed field takes its note)."""
+    section = DECISIONS.read_text().split(SETTINGS_HEAD)
+    assert len(section) == 2, "decisions.md has no Settings section"
+    noted = NOTE.findall(section[1])
+    declared = {f.name for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)}
+    assert len(noted) > 20 and set(noted) <= declared, set(noted) - declared
+
+
+@pytest.mark.parametrize("command", ["search", "baseline", "bench", "submit", "serve",
+                                     "pretrain", "export-model", "resume", "apply"])
+def test_help_lists_each_flag_once_under_its_section(command):
+    """Each declared flag sits in the group headed by its section, the groups in the order of
+    `SECTIONS`, and the usage line names no optional flag."""
+    parser = _subparsers(build_parser())[command]
+    titles = [g.title for g in parser._action_groups]
+    headings = [t for t in titles if t in SECTIONS.values()]
+    assert headings == sorted(headings, key=list(SECTIONS.values()).index)
+    assert len(headings) == len(set(headings))
+    placed = 0
+    for group in parser._action_groups:
+        for action in group._group_actions:
+            field = _declaration_of(action)
+            if field is not None:
+                placed += 1
+                key = field.metadata["section"]
+                assert group.title == (SECTIONS[key] if key else "options"), action.dest
+    assert placed >= 1
+    text = parser.format_help()
+    usage = text.split("\n\n")[0]
+    optional = [a for a in parser._actions if a.option_strings and not a.required]
+    assert not any(s in usage for a in optional for s in a.option_strings if s != "-h"), usage
+    assert len(text.splitlines()) < 4 * len(parser._actions) + 10
+
+
+def _declaration_of(action: argparse.Action) -> dataclasses.Field | None:
+    """The declared field a flag was made from (its dest and help), or None (a command's own)."""
+    for cls in SETTINGS_CLASSES:
+        for f in dataclasses.fields(cls):
+            if f.name == action.dest and (action.help or "").startswith(
+                    f.metadata["doc"].replace("%", "%%")):
+                return f
+    return None
+
+
+def test_the_description_names_both_granularities():
+    text = build_parser().format_help()
+    assert "weight" in text and "channel" in text, text
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -1,12 +1,14 @@
 """The search's speed figures, each a ratio of two times taken at the same moment: the overhead
 ratio (a search's wall time over its own reward evaluations' durations, carried in each
 episode's last info, so from worker processes too) and the proxy efficiency (the proxy and a
-matmul timed alternately, round by round, before the search)."""
+matmul timed alternately, round by round, before the search); and the latency figures of a
+finished run, flagged where the machine was loaded or the repeats disagree."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_INPUT, make_tiny, tiny_split
 
 from rlprune.agent.config import SearchConfig
@@ -14,7 +16,8 @@ from rlprune.env.config import EnvConfig
 from rlprune.env.pruning_env import PruningEnv
 from rlprune.service.bench.report import merge_reports, speed_summary
 from rlprune.service.jobs.lifecycle import JobRunner
-from rlprune.service.jobs.measure import in_search, proxy_speed
+from rlprune.service.jobs.measure import deployment, in_search, proxy_speed, spread
+from rlprune.service.jobs.report import SPREAD_LIMIT, _deploy_rows, load_note
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SLEEP = 0.02  # simulated_eval_s: a floor under each evaluation's time, so the sums can fail
@@ -119,3 +122,59 @@ def test_proxy_speed_times_rounds_within_its_budget():
     assert least["proxy_gflops"] == pytest.approx(env.proxy_flops() / least["proxy_eval_s"]
                                                   / 1e9)
 
+
+
+# -- latency figures say when they were taken on a loaded machine ----------------------------
+QUIET_MACHINE = {"load_1min": 0.4, "cpus": 2, "spread": {"1": 0.12, "32": 0.08}}
+DEPLOY = {"size_mb": {"dense": 1.0, "pruned": 1.0},
+          "latency_ms": {"batch1": {"dense": 124.0, "pruned": 120.0, "speedup": 124 / 120},
+                         "batch32": {"dense": 900.0, "pruned": 450.0, "speedup": 2.0}}}
+
+
+def _latency_rows(conditions: dict | None) -> dict[str, str]:
+    deploy = {**DEPLOY, **({"conditions": conditions} if conditions else {})}
+    return {k: v for k, v in _deploy_rows(deploy) if "latency" in k}
+
+
+@pytest.mark.parametrize(("conditions", "flagged"), [
+    (QUIET_MACHINE, {}),
+    (None, {}),  # a run folder from before the conditions were recorded
+    ({**QUIET_MACHINE, "load_1min": 3.1},
+     {"1": "measured under load (load 3.1 on 2 cores): not representative",
+      "32": "measured under load (load 3.1 on 2 cores): not representative"}),
+    ({**QUIET_MACHINE, "spread": {"1": 0.85, "32": 0.08}},
+     {"1": "repeats spread 85% (p10 to p90): not representative"}),
+])
+def test_a_latency_row_says_when_its_figures_are_not_representative(conditions, flagged):
+    rows = _latency_rows(conditions)
+    for batch in ("1", "32"):
+        row = rows[f"PyTorch CPU latency, batch {batch} (ms, median)"]
+        figures = "124.00 → 120.00 (1.03x)" if batch == "1" else "900.00 → 450.00 (2.00x)"
+        assert row == (f"{figures}; {flagged[batch]}" if batch in flagged else figures)
+    assert load_note({**QUIET_MACHINE, "load_1min": 2.0}) is None  # at the core count: fine
+    assert load_note({**QUIET_MACHINE, "spread": {"1": SPREAD_LIMIT}}) is None
+
+
+def test_the_onnx_check_row_is_flagged_by_its_own_conditions():
+    check = {"batch": 32, "dense_ms": 10.0, "pruned_ms": 5.0, "speedup": 2.0,
+             "estimated_speedup": 1.9, "error": -0.05,
+             "conditions": {"load_1min": 5.0, "cpus": 4, "spread": {"32": 0.1}}}
+    rows = dict(_deploy_rows({**DEPLOY, "conditions": QUIET_MACHINE, "latency_budget": check}))
+    assert rows["ONNX Runtime latency, batch 32 (ms, median)"].endswith(
+        "-5.0%); measured under load (load 5.0 on 4 cores): not representative")
+    assert "load" not in rows["PyTorch CPU latency, batch 32 (ms, median)"]
+
+
+def test_a_deployment_measurement_records_the_load_and_the_spread():
+    torch.manual_seed(0)
+    dense, pruned = (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, n))
+                     for n in (8, 4))
+    conditions = deployment(dense, pruned, (1, 4, 4))["conditions"]
+    assert conditions["cpus"] >= 1 and conditions["load_1min"] >= 0.0
+    assert set(conditions["spread"]) == {"1", "32"}
+    assert all(0.0 <= s < 1e6 for s in conditions["spread"].values())
+
+
+def test_spread_is_the_p10_to_p90_range_over_the_median():
+    assert spread([1.0] * 9) == 0.0
+    assert spread([float(x) for x in range(1, 12)]) == pytest.approx((10.0 - 2.0) / 6.0)

@@ -40,23 +40,22 @@ class BenchConfig:
     """`rlprune bench`: every method at every target and seed, or a merge of benches."""
 
     targets: tuple[float, ...] = setting((0.8, 0.9, 0.95), "The targets, each a job's target.",
-                                         metavar="T")
+                                         metavar="T", section="bench")
     methods: tuple[str, ...] | None = setting(
-        None, "Comma-separated (default, weight: ddpg,ddpg-only,3sigma-only,uniform,global,"
-        "lamp,erk; channel: ddpg,random,uniform,global-l1,global-taylor).",
-        parse=parse_methods, metavar="M,M")
+        None, "Comma-separated methods (default: the granularity's, listed in decisions.md: "
+        "Settings).", parse=parse_methods, metavar="M,M", section="bench")
     seeds: int = setting(3, "Seeds per method and target.", min=1, max=MAX_BENCH_SEEDS,
-                         metavar="N")
+                         metavar="N", section="bench")
     first_seed: int = setting(0, "Seeds run from here (extend an earlier bench).", min=0,
-                              max=MAX_SEED, metavar="SEED")
+                              max=MAX_SEED, metavar="SEED", section="bench")
     out: str | None = setting(None, "The output folder (must not exist or be empty).",
-                              required=True, metavar="DIR")
+                              required=True, metavar="DIR", section="bench")
     resume: bool = setting(
-        False, "Continue the interrupted bench in the output folder (same settings): finished "
-        "cells are kept, an unfinished one continues from its checkpoint.")
+        False, "Continue the interrupted bench in the output folder (same settings).",
+        section="bench")
     merge: tuple[str, ...] | None = setting(
-        None, "Instead of running: join these bench.json files into the output folder (a "
-        "later file's row replaces an earlier one's).", metavar="BENCH_JSON")
+        None, "Instead of running: join these bench.json files into the output folder.",
+        metavar="BENCH_JSON", section="bench")
 
     def validate(self, base: SearchConfig) -> None:
         """Refuse a plan out of its limits, or a target or method `base` cannot run."""

@@ -29,12 +29,12 @@ from rlprune.service.jobs.run_folder import RUNS_ROOT
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from rlprune.models.data import load_dataset
     from rlprune.models.dense import check_model
     from rlprune.models.pretrain import default_epochs, default_weights_path, model_for, pretrain
     from rlprune.models.train import resolve_device
+    from rlprune.service.cli.console import Progress
+    from rlprune.service.jobs.events import Event
 
     settings = settings_from(args, PretrainConfig)
     settings.validate()
@@ -49,13 +49,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     check_model(model_for(args.model, data), data)
     epochs = settings.epochs or default_epochs(args.model)
     start = time.perf_counter()
-    with tqdm(total=epochs, desc=f"pretrain {args.model}", unit="epoch", file=sys.stderr) as bar:
-        def on_epoch(epoch: int, loss: float) -> None:
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.update()
+    progress = Progress()
+    progress(Event("stage", stage="pretrain", steps=epochs, message=(
+        f"training {args.model} on {args.dataset} for {epochs} epochs on {device}")))
 
+    def on_epoch(epoch: int, loss: float) -> None:
+        progress(Event("pretrain_epoch", epoch=epoch + 1, epochs=epochs, loss=loss))
+
+    try:
         _, meta = pretrain(args.model, data, out, epochs=epochs, seed=args.seed, device=device,
                            on_epoch=on_epoch)
+    finally:
+        progress.close()
     acc = meta["accuracy"]
     print(f"{args.model} on {args.dataset}: test accuracy {100 * acc['test']:.2f}% "
           f"(val {100 * acc['val']:.2f}%), {epochs} epochs in "
@@ -144,13 +149,14 @@ def _validate_names(model: str, dataset: str) -> None:
     build_model(model, **spec_of(dataset).model_kwargs())
 
 
-def _dense(config):
-    """The job's dense model: names checked first, then loaded (or pre-trained once)."""
-    from rlprune.service.cli.console import PretrainProgress
+def _dense(config, quiet: bool = False):
+    """The job's dense model: names checked first, then loaded (or pre-trained once, its
+    progress shown unless `quiet`)."""
+    from rlprune.service.cli.console import Progress
     from rlprune.service.jobs.dense_loader import load_dense
 
     config.validate()  # before any pre-training
-    progress = PretrainProgress()
+    progress = Progress(quiet=quiet)
     try:
         return load_dense(config, on_pretrain=progress)
     except KeyboardInterrupt:
@@ -193,7 +199,7 @@ def _finish(start, progress, stopper) -> int:
 
 
 def _console(quiet: bool):
-    """The bars and the signal handling of one job on the terminal."""
+    """The progress (bars or lines) and the signal handling of one job."""
     from rlprune.service.cli.console import Progress, say_stopping
     from rlprune.service.jobs.stop import SignalStop
 
@@ -217,7 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     config = config_from(args, SEARCH_SETTINGS)
     _require_run_folder(args.run_dir)
-    dense = _dense(config)
+    dense = _dense(config, args.quiet)
     progress, stopper = _console(args.quiet)
 
     def start(on_start):
@@ -237,7 +243,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     config = config_from(args, BASELINE_SETTINGS, warmup=args.episodes)  # random: no learning
     settled(config, args.method)  # the method, before any folder or pre-training
     _require_run_folder(args.run_dir)
-    dense = _dense(config)
+    dense = _dense(config, args.quiet)
     progress, stopper = _console(args.quiet)
     return _finish(lambda on_start: run_job(config, dense, args.method, run_dir=args.run_dir,
                                             callback=progress, on_start=on_start),
@@ -285,7 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     base = config_from(args, BENCH_SETTINGS, checkpoint_every=args.episodes)
     bench.validate(base)  # every target and method, before any work
     _validate_names(base.model, base.dataset)
-    dense = _dense(base)
+    dense = _dense(base, args.quiet)
     with SignalStop(notify=say_stopping) as stopper:
         report = run_bench(dense, base, targets=list(bench.targets),
                            methods=bench.methods_for(base.granularity), seeds=bench.seeds,

@@ -1,7 +1,8 @@
 """What the command line shows while a job runs, and how it answers ^C and SIGTERM.
 
-The library reports progress as `Event`s and stops when asked; here those become tqdm bars on
-stderr, and signals become stop requests.
+The library reports progress as `Event`s and stops when asked; here those become a line per
+stage and tqdm bars on a terminal, or plain lines on a pipe (stderr), and signals become stop
+requests.
 """
 
 from __future__ import annotations
@@ -14,71 +15,65 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
+from rlprune.service.jobs.events import plain_line, stage_of, step_figures, step_of
 from rlprune.service.jobs.files import read_json
 from rlprune.service.jobs.run_folder import Job
 
 if TYPE_CHECKING:
-    from rlprune.service.jobs.lifecycle import Event
+    from rlprune.service.jobs.events import Event
 
 
 class Progress:
-    """A job's bars on stderr: the search's episodes (named `label`) and the fine-tune's
-    epochs. `quiet` shows none. Call it with each Event; `close()` when the job ends."""
+    """A job's progress on stderr, from its `Event`s: each stage's message once; then, on a
+    terminal, a tqdm bar per stage with steps, and elsewhere (a pipe, a log file) plain lines,
+    one per tenth of a stage's steps (`events.plain_line`), never a carriage return. `label`
+    names the job (a bench's cell) before each line; `quiet` shows nothing; `terminal`
+    overrides whether stderr is one. Call it with each Event; `close()` when the job ends."""
 
-    def __init__(self, label: str = "search", *, quiet: bool = False):
+    def __init__(self, label: str | None = None, *, quiet: bool = False,
+                 terminal: bool | None = None):
         self.label, self.quiet = label, quiet
-        self.episodes: tqdm | None = None
-        self.epochs: tqdm | None = None
+        self.terminal = _is_terminal() if terminal is None else terminal
+        self.bar: tqdm | None = None
 
     def __call__(self, event: Event) -> None:
         if self.quiet:
             return
-        if event.kind == "episode":
-            if self.episodes is None:
-                assert event.episode is not None  # an episode event carries its number
-                self.episodes = tqdm(total=event.episodes, initial=event.episode - 1,
-                                     desc=self.label, unit="ep", file=sys.stderr,
-                                     dynamic_ncols=True)
-            self.episodes.set_postfix(best=f"{event.best_reward:.4f}",
-                                      last=f"{event.reward:.4f}")
-            self.episodes.update()
-        elif event.kind == "finetune_epoch":
-            if self.epochs is None:
-                self.close()
-                self.epochs = tqdm(total=event.epochs, desc="fine-tune", unit="epoch",
-                                   file=sys.stderr, leave=False)
-            self.epochs.set_postfix(loss=f"{event.loss:.4f}")
-            self.epochs.update()
+        if not self.terminal:
+            line = plain_line(event)
+            if line is not None and event.kind != "state":  # the command says how it ended
+                self._say(line)
+        elif event.kind == "stage":
+            self.close()
+            self._say(plain_line(event) or "")
         elif event.kind == "state" and event.state != "running":
             self.close()
+        elif step_of(event) is not None:
+            self._advance(event)
 
-    def close(self) -> None:
-        for bar in (self.episodes, self.epochs):
-            if bar is not None:
-                bar.close()
-        self.episodes = self.epochs = None
+    def _advance(self, event: Event) -> None:
+        done, total, unit = step_of(event) or (0, 0, "")
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=done - 1, desc=self.label or stage_of(event),
+                            unit=unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in step_figures(event).items()},
+                             refresh=False)
+        self.bar.update(done - self.bar.n)
 
-
-class PretrainProgress:
-    """The pre-training's events (`load_dense`'s `on_pretrain`): says why at the stage's
-    start and opens a bar; `close()` when loading ends, however it ends."""
-
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def __call__(self, event: Event) -> None:
-        if event.kind == "stage":
-            print(event.message, file=sys.stderr)
-            self.bar = tqdm(desc="pretrain", unit="epoch", total=event.steps, file=sys.stderr,
-                            leave=False)
-        elif event.kind == "pretrain_epoch" and self.bar is not None:
-            self.bar.set_postfix(loss=f"{event.loss:.4f}")
-            self.bar.update()
+    def _say(self, line: str) -> None:  # never under a bar: a stage closes the one before
+        print(f"[{self.label}] {line}" if self.label else line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 def say_how_to_resume(job: Job) -> None:

@@ -15,34 +15,37 @@ from typing import Any
 
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import SettingError, UserError
-from rlprune.models.settings import choices_of, setting
+from rlprune.models.settings import SECTIONS, choices_of, setting
 from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.http.settings import ServeConfig
 from rlprune.service.jobs.export_config import ExportConfig
 from rlprune.service.jobs.pretrain_config import PretrainConfig
 
 PLAIN_TYPES = {int: int, float: float, str: str}
+# a number's value in `--help` and in a refusal, where its declaration names none
+NUMBER_METAVARS = {int: ("N", "a whole number"), float: ("X", "a number")}
 
 
 @dataclass
 class Console:
     """What the command line shows while a job runs."""
 
-    quiet: bool = setting(False, "No progress bar (a bench still prints one line per finished "
-                          "run).")
+    quiet: bool = setting(False, "No progress bars or lines (a bench still prints one line per "
+                          "finished run).", section="run")
 
 
 # every settings class a flag is made from; a field's flag is its first declaration's
 CONFIGS = (SearchConfig, ServeConfig, BenchConfig, ExportConfig, PretrainConfig, Console)
 
 
-def typed(parse: Callable[[str], object], metavar: str | None) -> Callable[[str], object]:
+def typed(parse: Callable[[str], object], expected: str | None) -> Callable[[str], object]:
+    """`parse` with its failure as argparse reports it: the value, and what was `expected`."""
     def convert(text: str) -> object:
         try:
             return parse(text)
         except (TypeError, ValueError):
-            expected = f"; expected {metavar}" if metavar else ""
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected}") from None
+            expected_text = f"; expected {expected}" if expected else ""
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}{expected_text}") from None
         except UserError as exc:  # a parse that reads a file says what is wrong with it
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -58,10 +61,32 @@ def add_settings(p: argparse.ArgumentParser, names: Sequence[str] | None = None,
     declared = {f.name: f for f in dataclasses.fields(cls)}
     for name in declared if names is None else names:
         f = declared[name]
-        _add_flag(p, name, f.metadata, hints[name], defaults.get(name, f.default))
+        _add_flag(section(p, f.metadata["section"]), name, f.metadata, hints[name],
+                  defaults.get(name, f.default))
 
 
-def _add_flag(p: argparse.ArgumentParser, name: str, meta, hint: Any, default: Any) -> None:
+def section(p: argparse.ArgumentParser, key: str) -> Any:
+    """Where a flag of section `key` (`settings.SECTIONS`) goes in `p`'s `--help`: the
+    argument group under its heading (made on first use), or `p` itself for no section."""
+    if not key:
+        return p
+    title = SECTIONS[key]
+    found = [g for g in p._action_groups if g.title == title]
+    return found[0] if found else p.add_argument_group(title)
+
+
+def tidy_help(p: argparse.ArgumentParser) -> None:
+    """`p`'s `--help` in reading order: its own options first, then the sections in the order
+    of `SECTIONS`; the usage line names the positionals and the required flags only."""
+    order = {title: i for i, title in enumerate(SECTIONS.values())}
+    p._action_groups.sort(key=lambda g: order.get(g.title or "", -1))  # stable: own first
+    shown = [a.metavar or a.dest for a in p._actions if not a.option_strings]
+    shown += [f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in p._actions
+              if a.option_strings and a.required]
+    p.usage = " ".join(["%(prog)s", *shown, "[options]"])
+
+
+def _add_flag(p: Any, name: str, meta, hint: Any, default: Any) -> None:
     """One setting's flag: a switch for a bool, else a typed value (several values, space
     separated, for a tuple without its own `parse`)."""
     doc = meta["doc"].replace("%", "%%")
@@ -79,9 +104,12 @@ def _add_flag(p: argparse.ArgumentParser, name: str, meta, hint: Any, default: A
         else default
     if default not in (None, ()) and not meta["required"] and "default" not in doc.lower():
         doc = f"{doc} (default: {shown})"  # unless the doc says it
+    metavar, expected = meta["metavar"], meta["metavar"]
+    if metavar is None and not meta["choices"] and base in NUMBER_METAVARS:
+        metavar, expected = NUMBER_METAVARS[base]
     p.add_argument(flag, *meta["aliases"], dest=name, default=default,
-                   type=typed(parse, meta["metavar"]), choices=choices_of(meta),
-                   metavar=meta["metavar"], help=doc, required=meta["required"],
+                   type=typed(parse, expected), choices=choices_of(meta),
+                   metavar=metavar, help=doc, required=meta["required"],
                    **({"nargs": "+"} if many else {}))
 
 

@@ -22,6 +22,8 @@ from rlprune.service.cli.flags import (
     add_declared,
     add_settings,
     error_text,
+    section,
+    tidy_help,
 )
 
 EXIT_USAGE = 2
@@ -34,13 +36,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"rlprune: error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = ("RL-driven pruning of PyTorch CNNs: per-layer weight sparsity (masks) or whole "
+               "channels removed, under a budget, then a masked fine-tune.")
+WHY = "Why each default is what it is: docs/decisions.md, section Settings."
+RUN_OR_JOB = "A run folder (or its name under runs/); with --server, a job's id."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rlprune", description="RL-driven weight pruning of PyTorch CNNs.")
+    parser = _Parser(prog="rlprune", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_job_commands(sub)
     _add_run_commands(sub)
     _add_service_commands(sub)
     _add_model_commands(sub)
+    for command in sub.choices.values():
+        tidy_help(command)
     return parser
 
 
@@ -51,34 +61,43 @@ def _add_job_commands(sub) -> None:
 
     p = sub.add_parser("inspect", help="list the prunable layers, params and FLOPs")
     add_settings(p, ["model", "dataset", "fc_rule", "granularity"], dataset=None)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="Machine-readable output (JSON).")
 
-    p = sub.add_parser("search", help="DDPG search for per-layer sparsities, then fine-tune "
-                                      "(no arguments: vgg-mini on mnist5k at 0.9)")
+    p = _job_parser(sub, "search", "search per-layer sparsities (weights or channels) with RL, "
+                                   "then fine-tune (no arguments: vgg-mini on mnist5k at 0.9)")
     add_settings(p, SEARCH_SETTINGS)
     _add_job_folder(p)
 
-    p = sub.add_parser("baseline", help="prune with a baseline allocation (same layers, FC "
-                                        "rule and fine-tune as search)")
+    p = _job_parser(sub, "baseline", "prune with a baseline allocation (same layers, FC rule "
+                                     "and fine-tune as search)")
     p.add_argument("--method", required=True,
-                   help="a registered method but ddpg: weight uniform, global, lamp, erk, "
+                   help="A registered method but ddpg: weight uniform, global, lamp, erk, "
                         "3sigma-only; channel uniform, global-l1, global-taylor; random, tpe")
     add_settings(p, BASELINE_SETTINGS)
     _add_job_folder(p)
 
-    p = sub.add_parser("bench", help="compare methods over targets and seeds (bench.json, "
-                                     "bench.md, bench.png), or merge benches (--merge)")
+    p = _job_parser(sub, "bench", "compare methods over targets and seeds (bench.json, bench.md, "
+                                  "bench.png), or merge benches (--merge)")
     add_declared(p, "bench")
 
     p = sub.add_parser("resume", help="continue an interrupted search from its last "
                                       "checkpoint (an interrupted baseline runs again)")
-    p.add_argument("run", help="run folder (or its name under runs/)")
-    p.add_argument("--episodes", type=int, default=None, help="new total number of episodes")
+    p.add_argument("run", help="The run folder (or its name under runs/).")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="A new total number of episodes.")
     add_settings(p, None, Console)
 
 
+def _job_parser(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A command that runs jobs: its one-line help also heads its `--help`, which ends by
+    pointing at the measurements behind the defaults."""
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                          epilog=WHY)
+
+
 def _add_job_folder(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", default=None, help="default: runs/<job-id>")
+    section(p, "run").add_argument("--run-dir", default=None, metavar="DIR",
+                                   help="The run folder (default: runs/<job-id>).")
     add_settings(p, None, Console)
 
 
@@ -87,15 +106,17 @@ def _add_run_commands(sub) -> None:
     p = sub.add_parser("list", help="the runs under runs/ and their state (or a service's jobs)")
     _add_server(p)
     p = sub.add_parser("status", help="one run's state as JSON (or a service job's)")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_OR_JOB)
     _add_server(p)
 
     p = sub.add_parser("export", help="write a run's sparsity policy")
-    p.add_argument("run")
+    p.add_argument("run", help=RUN_OR_JOB)
     _add_server(p)
-    p.add_argument("--out", default=None, help="file to write (default: standard output)")
-    p.add_argument("--format", default="json", choices=("json", "yaml"))
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="The file to write (default: standard output).")
+    p.add_argument("--format", default="json", choices=("json", "yaml"),
+                   help="The file's format (default: json).")
+    p.add_argument("--force", action="store_true", help="Overwrite an existing --out.")
 
 
 def _add_service_commands(sub) -> None:
@@ -104,13 +125,14 @@ def _add_service_commands(sub) -> None:
                                      "and a web page")
     add_declared(p, "serve")
 
-    p = sub.add_parser("submit", help="submit a job to a running service (the search's "
-                                      "options; --kind baseline --method M for a baseline)")
+    p = _job_parser(sub, "submit", "submit a job to a running service (the search's options; "
+                                   "--kind baseline --method M for a baseline)")
     add_settings(p, SEARCH_SETTINGS)
-    p.add_argument("--kind", default="search", choices=("search", "baseline"))
-    p.add_argument("--method", default=None, help="a baseline's method")
-    p.add_argument("--idempotency-key", default=None,
-                   help="a retried submission with the same key makes one job")
+    p.add_argument("--kind", default="search", choices=("search", "baseline"),
+                   help="What the job is (default: search).")
+    p.add_argument("--method", default=None, help="A baseline's method (with --kind baseline).")
+    p.add_argument("--idempotency-key", default=None, metavar="KEY",
+                   help="A retried submission with the same key makes one job.")
     _add_server(p, required=True)
 
 
@@ -122,18 +144,19 @@ def _add_model_commands(sub) -> None:
     add_declared(p, "export-model")
 
     p = sub.add_parser("apply", help="apply a policy to a trained model and save it pruned")
-    p.add_argument("policy", help="policy file (json or yaml)")
+    p.add_argument("policy", help="The policy file (JSON or YAML).")
     add_settings(p, ["model", "weights", "dataset", "data_dir", "download", "finetune_epochs",
                      "seed"], dataset=None, finetune_epochs=0)
-    p.add_argument("--out", required=True, help="where to save the pruned weights")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="Where to save the pruned weights.")
+    p.add_argument("--force", action="store_true", help="Overwrite an existing --out.")
 
 
 def _add_server(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--server", default=None, required=required,
-                   help="the service's URL (e.g. http://127.0.0.1:8080)")
-    p.add_argument("--token-file", default=None,
-                   help="the service's token (default: the RLPRUNE_TOKEN variable)")
+    p.add_argument("--server", default=None, required=required, metavar="URL",
+                   help="The service's URL (e.g. http://127.0.0.1:8080).")
+    p.add_argument("--token-file", default=None, metavar="PATH",
+                   help="The service's token (default: the RLPRUNE_TOKEN variable).")
 
 
 def _join_dash_values(argv: Sequence[str]) -> list[str]:

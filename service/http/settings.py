@@ -22,38 +22,39 @@ def parse_paths(text: str) -> tuple[str, ...]:
 class ServeConfig:
     """`rlprune serve`: where the service listens, keeps its runs and reads its data."""
 
-    host: str = setting("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
-    port: int = setting(8080, "Port to listen on.", min=1, max=65535)
-    runs: str = setting("runs", "Run folders and the job registry.", metavar="DIR")
+    host: str = setting("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).",
+                        section="service")
+    port: int = setting(8080, "Port to listen on.", min=1, max=65535, section="service")
+    runs: str = setting("runs", "Run folders and the job registry.", metavar="DIR",
+                        section="service")
     max_running: int = setting(2, "Jobs run at once; the rest wait in order.", min=1, max=64,
-                               metavar="N")
+                               metavar="N", section="jobs")
     token_file: str | None = setting(
         None, "The bearer token, made with mode 0600 on first start (default: "
-        "RUNS/service-token).", metavar="PATH")
+        "RUNS/service-token).", metavar="PATH", section="service")
     auto_resume: bool = setting(
-        True, "Interrupted jobs resume from their last checkpoint when the service starts (the "
-        "default; --no-auto-resume turns it off).", negate="--no-auto-resume")
+        True, "Leave interrupted jobs as they are at start (default: resume them from their "
+        "last checkpoint).", negate="--no-auto-resume", section="jobs")
     upload_limit_mb: float = setting(256.0, "Largest weights upload, in MB.", min=0.001,
-                                     max=1_000_000.0, metavar="MB")
+                                     max=1_000_000.0, metavar="MB", section="service")
     executor: str = setting(
-        "local", "local: jobs as worker processes here; ray: jobs as Ray tasks on the cluster "
-        "at --ray-address (its nodes must share --runs).", choices=EXECUTORS)
+        "local", "local: jobs as worker processes here; ray: Ray tasks at --ray-address (nodes "
+        "share --runs).", choices=EXECUTORS, section="jobs")
     ray_address: str | None = setting(
         None, "With --executor ray: auto, local (start one here) or host:port.",
-        metavar="ADDR")
+        metavar="ADDR", section="jobs")
     data_roots: tuple[str, ...] = setting(
-        (), "Folders a job may read data from: imagefolder:PATH inside one, cifar10/100 in the "
-        "first (default: RUNS/data); a request names no other path.", flag="--data-root",
-        parse=parse_paths, metavar="DIR[:DIR]")
+        (), "Folders jobs may read data from (default: RUNS/data); a request names no other "
+        "path.", flag="--data-root", parse=parse_paths, metavar="DIR[:DIR]", section="service")
     allow_download: bool = setting(
-        False, "Jobs may ask to download cifar10/100 (into the first --data-root).")
+        False, "Jobs may ask to download cifar10/100 (into the first --data-root).",
+        section="service")
     warm_starts: bool = setting(
-        True, "Fork job workers from a process that has done their imports (ms, not seconds, "
-        "per start); --no-warm-starts: a fresh interpreter each.", negate="--no-warm-starts")
+        True, "Start each job worker as a fresh interpreter (default: forked, imports done).",
+        negate="--no-warm-starts", section="jobs")
     check_timeout_s: float = setting(
-        120.0, "Seconds a job's user code (module:factory) gets to import, build and be "
-        "checked in a child process before the job is refused.", min=1.0, max=3600.0,
-        metavar="SECONDS")
+        120.0, "Seconds a job's user code (module:factory) gets to be imported and checked.",
+        min=1.0, max=3600.0, metavar="SECONDS", section="jobs")
 
     def validate(self) -> None:
         check(self)

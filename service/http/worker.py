@@ -46,9 +46,16 @@ def run(request: dict) -> int:
     settings = dict(request["config"])
     cache = run_dir.parent / "pretrained"  # the service's own cache of dense models
 
+    log = LogLines()
+
     def dense_for(config: SearchConfig):
         run_dir.mkdir(parents=True, exist_ok=True)  # its event log shows the pre-training
-        return load_dense(config, lambda event: append_event(run_dir, event), cache=cache)
+
+        def on_pretrain(event) -> None:
+            append_event(run_dir, event)
+            log(event)
+
+        return load_dense(config, on_pretrain, cache=cache)
 
     if kind == "bench":
         return _bench(settings, run_dir, cache, resume=bool(request.get("resume")))
@@ -60,14 +67,14 @@ def run(request: dict) -> int:
 
     with stopper:
         if request.get("resume"):
-            result = resume_job(run_dir, dense_for, on_start=on_start)
+            result = resume_job(run_dir, dense_for, on_start=on_start, callback=log)
         else:
             if kind == "baseline":
                 settings.setdefault("warmup", settings.get("episodes", 0))
             config = SearchConfig.with_settings(**settings)
             config.validate()
             result = run_job(config, dense_for(config), method, run_dir=run_dir,
-                             on_start=on_start)
+                             on_start=on_start, callback=log)
     return 0 if result.state == "finished" else 130
 
 
@@ -84,17 +91,41 @@ def _bench(settings: dict, out: Path, cache: Path, resume: bool = False) -> int:
     base = SearchConfig.with_settings(**settings)
     base.checkpoint_every = base.episodes
     bench.validate(base)
-    dense = load_dense(base, cache=cache)
+    dense = load_dense(base, LogLines(), cache=cache)
     with SignalStop(notify=_say_stopping) as stopper:
         try:
             run_bench(dense, base, targets=list(bench.targets),
                       methods=bench.methods_for(base.granularity),
                       seeds=bench.seeds, first_seed=bench.first_seed, out=out,
+                      log=_say, progress=LogLines,
                       on_runner=lambda runner: setattr(stopper, "runner", runner),
                       resume=resume)
         except KeyboardInterrupt:
             return 130
     return 0
+
+
+class LogLines:
+    """A job's progress in the worker's log (runs/.logs/ID.log): the plain lines of
+    `events.plain_line` (a line per stage, one per tenth of its steps, how the job ended),
+    `label` (a bench's cell) before each."""
+
+    def __init__(self, label: str | None = None):
+        self.label = label
+
+    def __call__(self, event) -> None:
+        from rlprune.service.jobs.events import plain_line
+
+        line = plain_line(event)
+        if line is not None:
+            _say(f"[{self.label}] {line}" if self.label else line)
+
+    def close(self) -> None:
+        pass
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _say_stopping(signal_name: str) -> None:

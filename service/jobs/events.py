@@ -60,6 +60,66 @@ EVENTS = "events.jsonl"
 """The run folder's event log: one JSON line per event (the service streams it)."""
 
 
+STEP_LINES = 10  # a stage's plain progress lines at most: one per tenth of its steps
+
+# each step event's (number done, total, unit) and what a line about it adds
+_STEPS: dict[str, tuple[str, str, str]] = {
+    "episode": ("episode", "episodes", "episode"),
+    "selection_step": ("step", "steps", "candidate"),
+    "finetune_epoch": ("epoch", "epochs", "epoch"),
+    "pretrain_epoch": ("epoch", "epochs", "epoch"),
+}
+_STAGE_OF = {"episode": "search", "selection_step": "selection", "finetune_epoch": "finetune",
+             "pretrain_epoch": "pretrain"}
+_ACCURACY = {"dense": "dense", "pruned": "pruned", "finetuned": "fine-tuned"}
+
+
+def step_of(event: Event) -> tuple[int, int, str] | None:
+    """A step event's (steps done, steps in its stage, unit); None for other events."""
+    if event.kind not in _STEPS:
+        return None
+    done, total, unit = _STEPS[event.kind]
+    return getattr(event, done) or 0, getattr(event, total) or 0, unit
+
+
+def stage_of(event: Event) -> str | None:
+    """The stage an event belongs to (a stage event's own, a step event's)."""
+    return event.stage if event.kind == "stage" else _STAGE_OF.get(event.kind)
+
+
+def line_due(done: int, total: int, lines: int = STEP_LINES) -> bool:
+    """Whether step `done` of `total` crosses a `1/lines` mark (the last one always does), so
+    that a stage writes at most `lines` plain progress lines, each step of a short one."""
+    if total <= 0 or done >= total:
+        return True
+    return done * lines // total > (done - 1) * lines // total
+
+
+def plain_line(event: Event) -> str | None:
+    """The line a log (not a terminal) gets for `event`: a stage with its message and the
+    accuracies known, a step with its figures, a finished or stopped job; None for the rest
+    (a step between two marks of `line_due`, a job that starts running)."""
+    if event.kind == "stage":
+        known = ", ".join(f"{_ACCURACY.get(k, k)} {100 * v:.2f}%"
+                          for k, v in (event.accuracy or {}).items())
+        return f"{event.stage}: {event.message}" + (f" (test accuracy: {known})" if known
+                                                     else "")
+    if event.kind == "state":
+        return None if event.state == "running" else f"job {event.state}"
+    step = step_of(event)
+    if step is None or not line_due(step[0], step[1]):
+        return None
+    done, total, unit = step
+    return f"{stage_of(event)}: {unit} {done}/{total}" + "".join(
+        f", {name} {value:.4f}" for name, value in step_figures(event).items())
+
+
+def step_figures(event: Event) -> dict[str, float]:
+    """A step's figures: an episode's reward and the best so far, an epoch's loss."""
+    figures = {"reward": event.reward, "best": event.best_reward, "loss": event.loss}
+    return {name: value for name, value in figures.items() if value is not None}
+
+
 def append_event(run: Path, event: Event) -> None:
     """One line of the run's event log."""
     with open(Path(run) / EVENTS, "a") as fh:

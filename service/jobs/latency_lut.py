@@ -129,11 +129,12 @@ def estimate_check(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
             write_onnx(model, tuple(input_shape), path)
             runtime = session(path)
             runners[name] = (lambda rt: lambda x: rt.run(None, {INPUT: x}))(runtime)
-        measured = interleaved_ms(runners, tuple(input_shape), (batch,))
+        conditions: dict = {}
+        measured = interleaved_ms(runners, tuple(input_shape), (batch,), conditions=conditions)
     estimate = graph.cost(kept, "latency")
     out = {"batch": batch, "dense_ms": measured["dense"][batch],
            "pruned_ms": measured["pruned"][batch], "estimated_ms": estimate,
-           "estimated_dense_ms": graph.total["latency"]}
+           "estimated_dense_ms": graph.total["latency"], "conditions": conditions}
     out["speedup"] = out["dense_ms"] / out["pruned_ms"]
     out["estimated_speedup"] = out["estimated_dense_ms"] / estimate
     out["error"] = out["estimated_speedup"] / out["speedup"] - 1.0

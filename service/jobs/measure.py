@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,35 +55,67 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int, *,
 def interleaved_ms(runners: dict[str, Callable[[np.ndarray], object]],
                    input_shape: tuple[int, ...], batches: tuple[int, ...] = LATENCY_BATCHES, *,
                    threads: int = 1, warmup: int = 2, rounds: int = 25,
-                   budget_s: float = 20.0) -> dict[str, dict[int, float]]:
+                   budget_s: float = 20.0, conditions: dict | None = None
+                   ) -> dict[str, dict[int, float]]:
     """Median milliseconds of one call of each runner (a function of a float32 batch) per
     batch size, the runners called in turn round by round so that a load that comes and goes
     on a shared machine hits them alike; at most `rounds` rounds per batch size, fewer where
     they would take more than `budget_s` (at least 5). PyTorch runs on `threads` threads (as
-    ONNX Runtime sessions are opened) and is put back afterwards."""
+    ONNX Runtime sessions are opened) and is put back afterwards. `conditions`, if given, is
+    filled with the machine's load and the repeats' spread (`machine_load`, `spread`):
+    `spread` per batch size, the widest of the runners'."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     out: dict[str, dict[int, float]] = {name: {} for name in runners}
+    load = machine_load()
+    spreads: dict[str, float] = {}
     try:
         for batch in batches:
-            x = np.random.default_rng(0).standard_normal((batch, *input_shape), np.float32)
-            for run in runners.values():
-                for _ in range(warmup):
-                    run(x)
-            times: dict[str, list[float]] = {name: [] for name in runners}
-            start = time.perf_counter()
-            while len(times[next(iter(runners))]) < rounds and (
-                    len(times[next(iter(runners))]) < 5
-                    or time.perf_counter() - start < budget_s / len(batches)):
-                for name, run in runners.items():
-                    t = time.perf_counter()
-                    run(x)
-                    times[name].append(time.perf_counter() - t)
+            times = _rounds(runners, np.random.default_rng(0).standard_normal(
+                (batch, *input_shape), np.float32), warmup=warmup, rounds=rounds,
+                budget_s=budget_s / len(batches))
             for name, seconds in times.items():
                 out[name][batch] = 1000.0 * float(np.median(seconds))
+            spreads[str(batch)] = max(spread(seconds) for seconds in times.values())
     finally:
         torch.set_num_threads(before)
+    if conditions is not None:
+        after = machine_load()
+        conditions.update(load_1min=max(load["load_1min"], after["load_1min"]),
+                          cpus=load["cpus"], spread=spreads)
     return out
+
+
+def _rounds(runners: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, *, warmup: int,
+            rounds: int, budget_s: float) -> dict[str, list[float]]:
+    """Seconds of each runner's calls on `x`, called in turn round by round."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    first = times[next(iter(runners))]
+    start = time.perf_counter()
+    while len(first) < rounds and (len(first) < 5 or time.perf_counter() - start < budget_s):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run(x)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def machine_load() -> dict:
+    """The 1-minute load average and the CPUs this process may run on, now."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return {"load_1min": os.getloadavg()[0], "cpus": cpus}
+
+
+def spread(times: list[float]) -> float:
+    """How far repeats of one measurement disagree: (p90 - p10) / median."""
+    p10, median, p90 = np.percentile(times, [10, 50, 90])
+    return float((p90 - p10) / median) if median > 0 else 0.0
 
 
 def torch_runner(model: nn.Module) -> Callable[[np.ndarray], object]:
@@ -99,13 +132,17 @@ def torch_runner(model: nn.Module) -> Callable[[np.ndarray], object]:
 def deployment(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """Size (MB of the state_dict) and CPU latency (ms, batch 1 and 32, on torch's current
     threads) of both models, timed interleaved round by round so that a load on the machine
-    slows both alike, and the speedups."""
+    slows both alike, and the speedups; `conditions`: the machine's load and the repeats'
+    spread while they were timed (`interleaved_ms`)."""
     dense, pruned = dense.cpu().eval(), pruned.cpu().eval()
     out: dict[str, Any] = {
         "size_mb": {"dense": state_bytes(dense) / 1e6, "pruned": state_bytes(pruned) / 1e6},
         "latency_ms": {}}
+    conditions: dict = {}
     ms = interleaved_ms({"dense": torch_runner(dense), "pruned": torch_runner(pruned)},
-                        input_shape, threads=torch.get_num_threads(), budget_s=8.0)
+                        input_shape, threads=torch.get_num_threads(), budget_s=8.0,
+                        conditions=conditions)
+    out["conditions"] = conditions
     for batch in LATENCY_BATCHES:
         d, p = ms["dense"][batch], ms["pruned"][batch]
         out["latency_ms"][f"batch{batch}"] = {"dense": d, "pruned": p, "speedup": d / p}

@@ -16,12 +16,12 @@ class PretrainConfig:
     """`rlprune pretrain`: train a dense model and save its weights."""
 
     epochs: int | None = setting(
-        None, "Training epochs (default: per model, measured: lenet5 8, lenet300 10, vgg-mini "
-        "8, others 30).", min=1, max=MAX_EPOCHS, metavar="N")
+        None, "Training epochs (default: the model's: lenet5 8, lenet300 10, vgg-mini 8, "
+        "others 30).", min=1, max=MAX_EPOCHS, metavar="N", section="pretrain")
     out: str | None = setting(
         None, "The weights file (default: runs/pretrained/MODEL-DATASET-seedS.pt).",
-        metavar="PATH")
-    force: bool = setting(False, "Overwrite an existing weights file.")
+        metavar="PATH", section="pretrain")
+    force: bool = setting(False, "Overwrite an existing weights file.", section="pretrain")
 
     def validate(self) -> None:
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(

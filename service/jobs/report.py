@@ -8,33 +8,65 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from rlprune.env.policy import entries, granularity_of  # noqa: E402
 from rlprune.service.jobs.files import write_text_atomic  # noqa: E402
 
+# a latency measured where the 1-minute load average was over the CPUs the job could use, or
+# whose repeats spread more than this ((p90 - p10) / median), is flagged as not representative
+# (docs/decisions.md, "Latency figures say when the machine was loaded")
+SPREAD_LIMIT = 0.5
+
+
+BUDGET_NAMES = {"flops": "FLOPs", "params": "parameters", "latency": "estimated latency"}
+OWNER_COLORS = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
+
 
 def plot_sparsity(policy: dict, path: Path) -> None:
+    fig = sparsity_figure(policy)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def sparsity_figure(policy: dict) -> Figure:
+    """Per layer (group) the fraction pruned, as bars by owner, and the target for what it
+    is: in weight mode a line, the target being the same fraction over all prunable weights
+    (or the agent's); in channel mode a legend entry only, the target being a fraction of the
+    whole network's budget (FLOPs, ...), which a group's channels removed do not measure.
+    The legend sits outside the axes, so it hides no bar."""
     layers = entries(policy)
-    colors = {"agent": "tab:blue", "fc-rule": "tab:orange", "none": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)), 3.5))
+    channel = granularity_of(policy) == "channel"
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers)) + 2.5, 3.5))
     ax.bar(range(len(layers)), [100 * layer["sparsity"] for layer in layers],
-           color=[colors.get(layer["owner"], "tab:green") for layer in layers])
+           color=[OWNER_COLORS.get(layer["owner"], "tab:green") for layer in layers])
     ax.set_xticks(range(len(layers)), [layer["name"] for layer in layers], rotation=60,
                   ha="right", fontsize=7)
-    ax.set_ylabel("channels removed (%)" if granularity_of(policy) == "channel"
-                  else "sparsity (%)")
+    ax.set_ylabel("channels removed (%)" if channel else "weights pruned (%)")
     ax.set_ylim(0, 100)
-    target = ax.axhline(100 * policy["target"]["sparsity"], color="k", lw=0.8, ls="--",
-                        label="target")
+    target, achieved = policy["target"], policy["achieved"]
+    if channel:
+        reference = Line2D([], [], ls="none", label=(
+            f"whole network: {100 * achieved['sparsity']:.1f}% of its "
+            f"{BUDGET_NAMES.get(target['budget'], target['budget'])} removed (target "
+            f"{100 * target['sparsity']:g}%)"))
+    else:
+        which = ("the agent's layers' weights" if target.get("scope") == "agent"
+                 else "all prunable weights")
+        reference = ax.axhline(100 * target["sparsity"], color="k", lw=0.8, ls="--",
+                               label=f"target: {100 * target['sparsity']:g}% of {which}")
     present = dict.fromkeys(layer["owner"] for layer in layers)
-    handles = [Patch(color=colors.get(owner, "tab:green"), label=owner) for owner in present]
-    ax.legend(handles=[target, *handles], fontsize=7, loc="lower right")
-    ax.set_title(f"{policy['model']} on {policy['dataset']}: per-layer sparsity "
+    handles = [Patch(color=OWNER_COLORS.get(owner, "tab:green"), label=owner)
+               for owner in present]
+    ax.legend(handles=[reference, *handles], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.set_title(f"{policy['model']} on {policy['dataset']}: per-"
+                 f"{'group channels removed' if channel else 'layer sparsity'} "
                  f"({policy['method']})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def plot_rewards(rewards: list[float], warmup: int, path: Path) -> None:
@@ -95,19 +127,42 @@ def _deploy_rows(deploy: dict) -> list[tuple[str, str]]:
         rows = [("size dense → pruned (MB, state_dict)",
                  f"{size['dense']:.3f} → {size['pruned']:.3f}")]
     for batch, t in deploy["latency_ms"].items():
-        rows.append((f"PyTorch CPU latency, {batch.replace('batch', 'batch ')} (ms, median)",
-                     f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)"))
+        images = batch.removeprefix("batch")
+        rows.append((f"PyTorch CPU latency, batch {images} (ms, median)", _flagged(
+            f"{t['dense']:.2f} → {t['pruned']:.2f} ({t['speedup']:.2f}x)",
+            deploy.get("conditions"), images)))
     check = deploy.get("latency_budget")
     if check:
-        rows.append((f"ONNX Runtime latency, batch {check['batch']} (ms, median)",
-                     f"{check['dense_ms']:.2f} → {check['pruned_ms']:.2f} "
-                     f"({check['speedup']:.2f}x; the latency budget's estimate "
-                     f"{check['estimated_speedup']:.2f}x, {100 * check['error']:+.1f}%)"))
+        rows.append((f"ONNX Runtime latency, batch {check['batch']} (ms, median)", _flagged(
+            f"{check['dense_ms']:.2f} → {check['pruned_ms']:.2f} ({check['speedup']:.2f}x; "
+            f"the latency budget's estimate {check['estimated_speedup']:.2f}x, "
+            f"{100 * check['error']:+.1f}%)", check.get("conditions"), check["batch"])))
     if deploy.get("note"):
         rows.append(("speed", deploy["note"]))
     if deploy.get("command"):
         rows.append(("deployable file", deploy["command"]))
     return rows
+
+
+def _flagged(text: str, conditions: dict | None, batch: int | str) -> str:
+    note = load_note(conditions, batch)
+    return text if note is None else f"{text}; {note}"
+
+
+def load_note(conditions: dict | None, batch: int | str | None = None) -> str | None:
+    """A few words where a latency is not representative: the machine was loaded (the
+    1-minute load average over its CPUs) or the repeats spread more than `SPREAD_LIMIT` (of
+    the batch size `batch`, or of any); None where it looks sound or was not recorded."""
+    if not conditions:
+        return None
+    load, cpus = conditions.get("load_1min"), conditions.get("cpus")
+    if load is not None and cpus and load > cpus:
+        return f"measured under load (load {load:.1f} on {cpus} cores): not representative"
+    spreads = conditions.get("spread") or {}
+    wide = spreads.get(str(batch)) if batch is not None else max(spreads.values(), default=None)
+    if wide is not None and wide > SPREAD_LIMIT:
+        return f"repeats spread {100 * wide:.0f}% (p10 to p90): not representative"
+    return None
 
 
 def write_report(run: Path, policy: dict, rewards: list[float], warmup: int,
