@@ -209,9 +209,16 @@ class LocalExecutor:
                                     ended=time.time())
 
     def _last_line(self, job_id: str) -> str:
+        """What the worker said last (its progress lines left out, but the last of them kept
+        after it: where the job was when it ended)."""
+        from rlprune.service.jobs.events import is_progress_line
+
         log = self.runs / ".logs" / f"{job_id}.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
-        return lines[-1][:500] if lines else "the worker failed"
+        said = [line for line in lines if not is_progress_line(line)]
+        where = next((line for line in reversed(lines) if is_progress_line(line)), None)
+        text = said[-1] if said else "the worker failed"
+        return (text + (f" (last progress: {where})" if where else ""))[:500]
 
     # -- requests --------------------------------------------------------------------------
     def cancel(self, job: JobRecord) -> str:

@@ -114,6 +114,13 @@ def plain_line(event: Event) -> str | None:
         f", {name} {value:.4f}" for name, value in step_figures(event).items())
 
 
+def is_progress_line(line: str) -> bool:
+    """Whether a log line is one of `plain_line`'s (not a message of the job's own)."""
+    head, sep, _ = line.partition(": ")
+    return bool(sep) and head in STAGES or line.startswith(("job finished", "job interrupted",
+                                                            "job failed"))
+
+
 def step_figures(event: Event) -> dict[str, float]:
     """A step's figures: an episode's reward and the best so far, an epoch's loss."""
     figures = {"reward": event.reward, "best": event.best_reward, "loss": event.loss}
