@@ -149,7 +149,7 @@ def test_a_piped_search_writes_a_line_per_stage_and_no_carriage_return(tmp_path_
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr
     lines = done.stderr.splitlines()
-    for stage in STAGES[1:]:  # the dense model is given: nothing is pre-trained
+    for stage in list(STAGES)[1:]:  # the dense model is given: nothing is pre-trained
         assert len([line for line in lines if line.startswith(f"{stage}: ")
                     and "/" not in line.split(",")[0]]) == 1, (stage, lines)
     episodes = [line for line in lines if line.startswith("search: episode ")]
