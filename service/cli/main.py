@@ -125,7 +125,9 @@ def _add_model_commands(sub) -> None:
     p.add_argument("policy", help="policy file (json or yaml)")
     add_settings(p, ["model", "weights", "dataset", "data_dir", "download", "finetune_epochs",
                      "seed"], dataset=None, finetune_epochs=0)
-    p.add_argument("--out", required=True, help="where to save the pruned weights")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the pruned model; its suffix says the format: .rlprune, .pt2, .onnx, "
+                        "or .pt (a weight policy's state_dict)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
 
