@@ -175,8 +175,8 @@ def test_a_malformed_channel_policy_is_refused(edit, words, dense, uniform_polic
     edit(policy)
     (workdir / "bad.json").write_text(json.dumps(policy))
     code, out, err = run_main(capsys, "apply", "bad.json", "--model", TINY, "--weights",
-                              str(dense), "--out", "o.pt")
-    assert code == 2 and words in err and not (workdir / "o.pt").exists(), err
+                              str(dense), "--out", "o.pt2")
+    assert code == 2 and words in err and not (workdir / "o.pt2").exists(), err
 
 
 def test_a_channel_bench_runs_every_channel_method(dense, workdir, capsys):

@@ -96,8 +96,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise UserError("apply needs the trained dense weights: --weights PATH")
     policy = load_policy(args.policy)
     out = Path(args.out)
-    fmt = _apply_format(out, policy)
     refuse_existing(out, args.force)
+    fmt = _apply_format(out, policy)
     if args.finetune_epochs < 0:
         raise UserError("--finetune-epochs must be >= 0")
     dataset = args.dataset or policy["dataset"]
