@@ -21,8 +21,6 @@ import torch
 from study_tools import latency_ms
 
 import rlprune
-from rlprune.service.jobs.run_folder import Job
-from rlprune.service.jobs.run_model import run_model
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
         policy = json.loads((run / "policy.json").read_text())
         if dense is None:
             dense = rlprune.load_dense(config)
-        pruned = run_model(Job(run), config, policy, dense)
+        pruned = rlprune.load_model(run)  # the run's pruned model: a program, in eval mode
         row = {"run": run.name, "target": config.target,
                "removed": policy["achieved"]["sparsity"]}
         for batch in (1, 32):

@@ -18,6 +18,7 @@ from support import (
     run_state,
     snapshot,
 )
+from support.loading import assert_int8_close, run_block
 from torch import nn
 
 import rlprune
@@ -126,16 +127,25 @@ def test_export_int8_keeps_every_zero_ptq_and_qat(qat_epochs, finished, capsys):
     assert [(tuple(shape), n) for shape, n in qat_counts] == expected  # and the file's
 
 
-def test_export_onnx_agrees_with_pytorch(finished, capsys):
-    code, out, err = run_main(capsys, "export-model", "a", "--out", "m.onnx", "--format",
-                              "onnx")
+def test_export_onnx_agrees_with_pytorch(finished, fleet, capsys):
+    code, out, err = run_main(capsys, "export-model", "a", "--out", "onnx/model.onnx",
+                              "--format", "onnx")
     assert code == 0, err
     export = read_json(finished / "deployment.json")["export"]
     assert export["onnx_agreement"] >= 0.995
     assert f"agrees with PyTorch on {100 * export['onnx_agreement']:.2f}%" in out
     import onnx
 
-    onnx.checker.check_model(str(finished.parent / "m.onnx"))
+    onnx.checker.check_model(str(finished.parent / "onnx" / "model.onnx"))
+    # the README's ONNX block, as written, gives the run's pruned model's outputs
+    from rlprune.models.registry import build_model
+
+    pruned = build_model(f"{MODEL_MODULE}:make").eval()
+    pruned.load_state_dict(run_state(finished))
+    ((x, y),) = run_block("onnx", [finished.parent / "onnx"], env=fleet.assets.env(),
+                          scratch=finished.parent)
+    with torch.no_grad():
+        torch.testing.assert_close(y, pruned(x), rtol=0, atol=1e-4)
 
 
 def test_export_of_a_channel_run_is_the_slim_network(fleet, tmp_path, monkeypatch, capsys,
@@ -155,8 +165,8 @@ def test_export_of_a_channel_run_is_the_slim_network(fleet, tmp_path, monkeypatc
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     # ONNX, fp32 and int8: ONNX Runtime runs the slim network as PyTorch does, smaller than
     # the dense one's file, and int8 within 2 points of fp32 on the test split
-    code, out, err = run_main(capsys, "export-model", "ch", "--out", "ch.onnx", "--format",
-                              "onnx", "--quantize", "int8")
+    code, out, err = run_main(capsys, "export-model", "ch", "--out", "int8/model.onnx",
+                              "--quantize", "int8")
     assert code == 0, err
     export = read_json(tmp_path / "ch" / "deployment.json")["export"]
     rows = {r["variant"]: r for r in export["rows"]}
@@ -168,12 +178,11 @@ def test_export_of_a_channel_run_is_the_slim_network(fleet, tmp_path, monkeypatc
     assert export["onnx_agreement"] == rows["pruned + int8 (PTQ)"]["onnx_agreement"]
     assert all(set(r["latency_ms"]) == {"pytorch", "onnxruntime"} for r in rows.values())
     assert "| pruned + int8 (PTQ) |" in out and "ONNX Runtime ms, batch 32" in out
-    import numpy as np
-    import onnxruntime
-
-    fresh = onnxruntime.InferenceSession(str(tmp_path / "ch.onnx"))
-    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28), np.float32)
-    assert fresh.run(None, {"x": x})[0].shape == (3, 10)
+    # the README's ONNX block, as written, runs the int8 file close to the slim fp32 network
+    ((x, y),) = run_block("onnx", [tmp_path / "int8"], env=fleet.assets.env(),
+                          scratch=tmp_path)
+    with torch.no_grad():
+        assert_int8_close(y, model(x))
     # a channel run made before pruned.rlprune holds pruned.pt, a torch.export program
     from rlprune.models.train import save_program
 

@@ -151,7 +151,8 @@ def export(run: str | Path | Result, path: str | Path, *, format: str = "auto", 
 
 def load_model(path: str | Path) -> nn.Module:
     """The runnable model (on the CPU, in eval mode) in an `.rlprune` file (`export` or a run
-    folder's `pruned.rlprune`) or a `.pt2` torch.export archive (its `eval()` a no-op)."""
+    folder's `pruned.rlprune`), a `.pt2` torch.export archive (its `eval()` a no-op), or a
+    run folder (its pruned model)."""
     from rlprune.service.jobs.artifacts import load_model as load
 
     return load(path)

@@ -26,6 +26,7 @@ from rlprune.models.registry import build_model
 from rlprune.models.sparse_io import pack, unpack
 from rlprune.models.train import fixed_mode, load_program, save_program, save_weights
 from rlprune.service.jobs.model_formats import ONNX, PT2, RLPRUNE, STATE_DICT, FileFormat
+from rlprune.service.jobs.run_folder import Job
 
 MODEL_FORMAT = "rlprune.model/1"
 
@@ -111,8 +112,11 @@ def _not_a_model(path: Path, why: str) -> UserError:
 def load_model(path: str | Path) -> nn.Module:
     """The runnable model (in eval mode, on the CPU) in an `.rlprune` file, or in a
     torch.export archive (`.pt2`; a channel run's `pruned.pt` from before `.rlprune`), whose
-    `eval()` and `train()` are then no-ops (torch's own raise NotImplementedError)."""
+    `eval()` and `train()` are then no-ops (torch's own raise NotImplementedError). A run
+    folder: its pruned model (`Job.model_file`)."""
     path = Path(path)
+    if path.is_dir():
+        path = Job.open(path).model_file
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     stored = _stored(path)
