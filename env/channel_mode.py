@@ -4,8 +4,6 @@ the slim network is built for real at the end. Registered on import."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
 from rlprune.env.channel_budget import no_groups_error
@@ -15,7 +13,6 @@ from rlprune.env.config import CHANNEL_ONLY, EnvConfig
 from rlprune.env.finalize import slim_copy
 from rlprune.env.granularity import Granularity, register
 from rlprune.env.policy import build_channel_policy, group_entries, validate_groups
-from rlprune.models.train import save_program
 
 
 def check_prunable(model: nn.Module, input_shape: tuple[int, int, int],
@@ -35,11 +32,6 @@ def policy(env: ChannelPruningEnv, sparsities: dict[str, float], *, config, **co
         costs=env.costs(counts))
 
 
-def save(path: Path, model: nn.Module, input_shape: tuple[int, ...], meta: dict) -> None:
-    """The slim network itself (torch.export), runnable with plain torch."""
-    save_program(path, model, input_shape, meta)
-
-
 def summary(config, env: ChannelPruningEnv) -> str:
     return (f"target {config.target:g} of the {config.budget}, {len(env.agent_layers)} "
             f"channel groups (criterion {config.criterion}), {env.action_mapping} actions "
@@ -50,7 +42,7 @@ def summary(config, env: ChannelPruningEnv) -> str:
 CHANNEL = register(Granularity(
     name="channel", env_class=ChannelPruningEnv, check_prunable=check_prunable,
     build_policy=policy, entries=group_entries, validate=validate_groups,
-    pruned_copy=slim_copy, save_model=save, summary=summary, unit="channels",
+    pruned_copy=slim_copy, summary=summary, keeps_architecture=False, unit="channels",
     only_settings=CHANNEL_ONLY, proxy="slim", reward="acc", proxies=("plain", "fast", "slim"),
     artifact="slim file",
-    export_hint="rlprune export-model {run} --out model.onnx --format onnx --quantize int8"))
+    export_hint="rlprune export-model {run} --out model.onnx --quantize int8"))

@@ -3,7 +3,8 @@
 
 A `Granularity` owns everything that differs between them: the env class the agent steps, the
 refusal of a model with nothing to prune, the policy it writes and reads back, how a policy
-prunes a fresh model, the file the pruned model is saved as, the line that says what a job
+prunes a fresh model, whether the pruned model keeps the dense architecture (which decides
+how its file stores it), the line that says what a job
 prunes, the settings that mean something only here, and the defaults `auto` stands for. A
 third granularity is one new module that calls `register(Granularity(...))`.
 
@@ -37,7 +38,9 @@ class Granularity:
     :param validate: `validate(policy, bad)` -> the policy, or `bad(what)` raised
     :param pruned_copy: `pruned_copy(dense, policy, device, input_shape)` -> (a pruned copy,
         its weight masks to hold while fine-tuning)
-    :param save_model: `save_model(path, model, input_shape, meta)` writes the pruned model
+    :param keeps_architecture: the pruned model is the dense architecture with zeros (its
+        file then stores the weights sparse, with how to rebuild the network, and `.pt`
+        state_dicts fit it); False: a new network (stored as a torch.export program)
     :param summary: `summary(config, env)` -> what a job prunes, in one line
     :param unit: what an agent step's size counts (`params`, `channels`), for fingerprints
     :param only_settings: settings that mean something only at this granularity
@@ -56,15 +59,15 @@ class Granularity:
     entries: Callable[[dict], list[dict]]
     validate: Callable[[dict, Callable[[str], Exception]], dict]
     pruned_copy: Callable[..., tuple[Any, dict]]
-    save_model: Callable[..., None]
     summary: Callable[[Any, Any], str]
+    keeps_architecture: bool = True
     unit: str = "params"
     only_settings: tuple[str, ...] = ()
     proxy: str = "fast"
     reward: str = "loss"
     proxies: tuple[str, ...] = ("plain", "fast")
     artifact: str = "pruned file"
-    export_hint: str = "rlprune export-model {run} --out model.pt"
+    export_hint: str = "rlprune export-model {run} --out model.rlprune"
     speed_note: str = ""
 
 

@@ -3,8 +3,6 @@ magnitude masks; the fully-connected layers by the k-sigma rule). Registered on 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
 from rlprune.env.budget import no_agent_layers_error
@@ -14,7 +12,6 @@ from rlprune.env.granularity import Granularity, register
 from rlprune.env.layers import describe, nonzero_costs
 from rlprune.env.policy import build_policy, layer_entries, validate_layers
 from rlprune.env.pruning_env import PruningEnv
-from rlprune.models.train import save_weights
 
 
 def check_prunable(model: nn.Module, input_shape: tuple[int, int, int],
@@ -31,11 +28,6 @@ def policy(env: PruningEnv, sparsities: dict[str, float], *, config, **common) -
                         costs=nonzero_costs(env.net, sparsities))
 
 
-def save(path: Path, model: nn.Module, input_shape: tuple[int, ...], meta: dict) -> None:
-    """The pruned weights as a state_dict with its metadata (the network is the dense one)."""
-    save_weights(path, model, meta)
-
-
 def summary(config, env: PruningEnv) -> str:
     k = env.fc.k
     fc = (f"FC layers by the k-sigma rule (k={k:g})" if k is not None else
@@ -47,9 +39,9 @@ def summary(config, env: PruningEnv) -> str:
 
 WEIGHT = register(Granularity(
     name="weight", env_class=PruningEnv, check_prunable=check_prunable, build_policy=policy,
-    entries=layer_entries, validate=validate_layers, pruned_copy=masked_copy, save_model=save,
-    summary=summary, unit="params", only_settings=WEIGHT_ONLY, proxy="fast", reward="loss",
-    proxies=("plain", "fast"), artifact="sparse file",
-    export_hint="rlprune export-model {run} --out model.pt --quantize int8",
+    entries=layer_entries, validate=validate_layers, pruned_copy=masked_copy, summary=summary,
+    keeps_architecture=True, unit="params", only_settings=WEIGHT_ONLY, proxy="fast",
+    reward="loss", proxies=("plain", "fast"), artifact="sparse file",
+    export_hint="rlprune export-model {run} --out model.rlprune --quantize int8",
     speed_note="weight sparsity keeps every layer's shape, so its zeros do not speed up dense "
                "kernels; --granularity channel removes channels for real"))

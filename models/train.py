@@ -138,7 +138,12 @@ def read_weights(path: str | Path) -> dict:
 def load_weights(model: nn.Module, path: str | Path) -> dict:
     """Load a weights file into `model`, naming the keys that do not fit; returns its metadata."""
     blob = read_weights(path)
-    state = blob["state_dict"]
+    load_state(model, blob["state_dict"], f"weights file {path}")
+    return blob.get("meta", {})
+
+
+def load_state(model: nn.Module, state: dict, where: str) -> None:
+    """Load `state` into `model`, naming the keys that do not fit (`where`: whose they are)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -147,9 +152,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
         parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected),
                                      ("wrong shape", wrong)) if keys]
-        raise UserError(f"weights file {path} does not fit the model ({'; '.join(parts)})")
+        raise UserError(f"{where} does not fit the model ({'; '.join(parts)})")
     model.load_state_dict(state)
-    return blob.get("meta", {})
 
 
 def resolve_device(name: str) -> str:
@@ -171,7 +175,8 @@ def save_program(path: str | Path, model: nn.Module, input_shape: tuple[int, ...
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
+    model = model.cpu()
+    model.eval()  # (an int8 graph's eval() switches in place and returns None)
     example = torch.zeros(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
@@ -203,9 +208,19 @@ def load_program(path: str | Path) -> tuple[nn.Module, dict]:
     import json
 
     extra = {"rlprune.json": ""}
-    try:
+
+    def read():
         with open(path, "rb") as fh:
-            program = torch.export.load(fh, extra_files=extra)
+            return torch.export.load(fh, extra_files=extra)
+
+    try:
+        try:
+            program = read()
+        except Exception:  # an int8 program calls torchao's operators: register them, retry
+            from rlprune.models.quantize import register_int8_ops
+
+            register_int8_ops()
+            program = read()
     except Exception as exc:  # a foreign or damaged file can fail in many ways
         raise UserError(f"{path} is not a saved program ({type(exc).__name__})") from None
     return fixed_mode(program.module()), json.loads(extra["rlprune.json"] or "{}")

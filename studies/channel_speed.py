@@ -3,11 +3,11 @@
     python studies/channel_speed.py BENCH_DIR [method=ddpg] [threads=2] [repeats=50]
 
 For every run of `method` under BENCH_DIR/runs/ (a `rlprune bench --granularity channel`
-folder): the dense model and the run's pruned.pt (a torch.export program, loaded with plain
-torch), timed one after the other in this process (median of `repeats` forward passes after
-warm-up, batch 1 and 32), and the FLOPs removed. Prints one row per run and the mean speedup
-per target; the ratio speedup / (1 / (1 - FLOPs removed)) says how much of the FLOPs reduction
-the CPU turns into time.
+folder): the dense model and the run's pruned model (its pruned.rlprune, or an older run's
+pruned.pt: a torch.export program, fixed in eval mode), timed one after the other in this
+process (median of `repeats` forward passes after warm-up, batch 1 and 32), and the FLOPs
+removed. Prints one row per run and the mean speedup per target; the ratio speedup /
+(1 / (1 - FLOPs removed)) says how much of the FLOPs reduction the CPU turns into time.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ def main() -> None:
         policy = json.loads((run / "policy.json").read_text())
         if dense is None:
             dense = rlprune.load_dense(config)
-        with open(run / "pruned.pt", "rb") as fh:  # an exported graph: fixed in eval mode
-            pruned = torch.export.load(fh).module()
+        pruned = rlprune.load_model(run)  # the run's pruned model: a program, in eval mode
         row = {"run": run.name, "target": config.target,
                "removed": policy["achieved"]["sparsity"]}
         for batch in (1, 32):

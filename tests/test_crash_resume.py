@@ -26,6 +26,7 @@ from support import (
     latest_episode,
     read_json,
     run_main,
+    run_state,
 )
 
 POLICY_KEYS = {"format", "model", "dataset", "arch_fingerprint", "method", "target", "layers",
@@ -150,8 +151,7 @@ def test_policy_best_episode_is_the_best_reward(fleet):
 
 
 def test_pruned_checkpoint_has_the_policy_sparsities(fleet):
-    blob = torch.load(fleet.run("a") / "pruned.pt", weights_only=True)
-    state = blob["state_dict"]
+    state = run_state(fleet.run("a"))
     for layer in policy_of(fleet, "a")["layers"]:
         weight = state[f"{layer['name']}.weight"]
         assert weight.numel() == layer["params"]
@@ -342,5 +342,5 @@ def test_two_searches_at_once_into_the_same_folder(fleet):
     policy = read_json(run / "policy.json")
     assert policy["search"]["seed"] == winner and policy["search"]["episodes"] == 4
     assert latest_episode(run) == 4
-    assert (run / "report.md").is_file() and (run / "pruned.pt").is_file()
+    assert (run / "report.md").is_file() and (run / "pruned.rlprune").is_file()
     assert not [p for p in run.rglob("*") if f"tmp{done[loser].pid}" in p.name]

@@ -48,7 +48,7 @@ def test_pretrain_search_export_apply_on_mnist5k(tmp_path):
     assert f"{deploy['size_mb']['dense']:.3f} → {deploy['file_mb']:.3f}" in sparse
     assert f"{deploy['int8_mb']:.3f}" in lines["size on disk, int8 sparse file (MB)"]
     assert "do not speed up dense kernels" in lines["speed"]
-    assert "rlprune export-model runs/e2e --out model.pt" in lines["deployable file"]
+    assert "rlprune export-model runs/e2e --out model.rlprune" in lines["deployable file"]
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["episodes_done"] == 6
     policy = json.loads((run / "policy.json").read_text())

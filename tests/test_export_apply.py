@@ -21,6 +21,7 @@ from support import (
     one_torch_thread,
     read_json,
     run_main,
+    run_state,
     snapshot,
 )
 
@@ -134,7 +135,7 @@ def test_apply_reproduces_every_layer_sparsity(fleet, policy, capsys, workdir, f
             d = (w - w.mean()).abs()
             assert d[~kept].max() <= d[kept].min()
     # the same masks as the search's own pruned model
-    searched = torch.load(fleet.run("a") / "pruned.pt", weights_only=True)["state_dict"]
+    searched = run_state(fleet.run("a"))
     for name in TINY_LAYERS:
         assert torch.equal(state[f"{name}.weight"] == 0, searched[f"{name}.weight"] == 0), name
 

@@ -94,13 +94,13 @@ CASES = [
      "--first-seed"),
     ("bench target nan", ["bench", *TINY, "--targets", "0.5", "nan", "--out", "b"], "--target"),
     ("bench methods empty", ["bench", *TINY, "--methods", ",", "--out", "b"], "--methods"),
-    ("export-model qat huge", ["export-model", "{finished}", "--out", "m.pt", "--quantize",
+    ("export-model qat huge", ["export-model", "{finished}", "--out", "m.rlprune", "--quantize",
                                "int8", "--qat-epochs", HUGE], "--qat-epochs"),
     # -- files that do not fit -------------------------------------------------------------------
     ("export-model of a garbled deployment.json", ["export-model", "{garbled}", "--out",
-                                                   "m.pt"], "deployment.json cannot be read"),
+                                                   "m.rlprune"], "deployment.json cannot be read"),
     ("channel policy of another architecture", ["apply", "{other_arch_policy}", *TINY[:4],
-                                                "--weights", "{dense}", "--out", "o.pt"],
+                                                "--weights", "{dense}", "--out", "o.pt2"],
      "found on another architecture"),
     # -- a service that cannot start -------------------------------------------------------------
     ("serve token-file a folder", ["serve", "--runs", "srv", "--token-file", "{folder}"],
@@ -180,13 +180,14 @@ def test_hostile_input_is_one_line_exit_2_and_changes_nothing(case, ctx, capsys)
 
 
 def test_export_model_into_a_new_folder_makes_it(ctx, capsys):
-    """`--out a/new/folder/m.pt` is written there (it ended in FileNotFoundError after all
+    """`--out a/new/folder/m.rlprune` is written there (it ended in FileNotFoundError after all
     the work)."""
     workdir, paths = ctx
     code, out, err = run_main(capsys, "export-model", paths["finished"], "--out",
-                              "a/new/folder/m.pt")
+                              "a/new/folder/m.rlprune")
     assert code == 0, err
-    assert (workdir / "a/new/folder/m.pt").is_file() and "wrote a/new/folder/m.pt" in out
+    assert (workdir / "a/new/folder/m.rlprune").is_file()
+    assert "wrote a/new/folder/m.rlprune" in out
 
 
 TERMINAL_LAUNCH = (  # the CLI as a shell in a terminal starts it: SIGINT at its default

@@ -250,7 +250,7 @@ def test_baseline_job_writes_a_finished_run(inprocess, capsys, workdir):
     assert abs(status["achieved_sparsity"] - 0.5) < 1e-3
     policy = read_json(run / "policy.json")
     assert policy["method"] == "lamp" and "episodes" not in policy["search"]
-    assert (run / "pruned.pt").is_file() and (run / "report.md").is_file()
+    assert (run / "pruned.rlprune").is_file() and (run / "report.md").is_file()
     assert not Job.open(run).is_running()
     code, out, err = run_main(capsys, "list")
     assert code == 0, err

@@ -61,7 +61,7 @@ def test_a_job_runs_and_its_results_can_be_fetched(service):
     assert status == 200 and "lenet300 on digits" in report
     # the run folder is the one `rlprune search` leaves
     files = {p.name for p in (service.runs / job_id).iterdir()}
-    assert {"config.json", "status.json", "policy.json", "pruned.pt", "report.md",
+    assert {"config.json", "status.json", "policy.json", "pruned.rlprune", "report.md",
             "events.jsonl", "checkpoints", "tb"} <= files
 
 

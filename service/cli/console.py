@@ -17,7 +17,7 @@ from tqdm import tqdm
 from rlprune.service.jobs.checkpoint_store import CheckpointStore
 from rlprune.service.jobs.events import plain_line, stage_of, step_figures, step_of
 from rlprune.service.jobs.files import read_json
-from rlprune.service.jobs.run_folder import Job
+from rlprune.service.jobs.run_folder import MODEL_FILE, Job
 
 if TYPE_CHECKING:
     from rlprune.service.jobs.events import Event
@@ -105,7 +105,8 @@ def print_result(policy: dict, run: Path, method: str) -> None:
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:
         print(f"  {key:<{width}}{value}")
-    files = f"  policy {run / 'policy.json'}, report {run / 'report.md'}"
+    files = (f"  model {run / MODEL_FILE} (rlprune.load_model), policy {run / 'policy.json'}, "
+             f"report {run / 'report.md'}")
     if method == "ddpg":
         files += f", TensorBoard: tensorboard --logdir {run / 'tb'}"
     print(files)

@@ -148,7 +148,8 @@ def _add_model_commands(sub) -> None:
     add_settings(p, ["model", "weights", "dataset", "data_dir", "download", "finetune_epochs",
                      "seed"], dataset=None, finetune_epochs=0)
     p.add_argument("--out", required=True, metavar="FILE",
-                   help="Where to save the pruned weights.")
+                   help="The pruned model; its suffix says the format (.rlprune, .pt2, .onnx, "
+                        "or .pt for a weight policy's state_dict).")
     p.add_argument("--force", action="store_true", help="Overwrite an existing --out.")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlprune.models.errors import UserError
+from rlprune.models.errors import SettingError, UserError
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -81,20 +81,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from rlprune.env.channel_checks import check_channel_policy
     from rlprune.env.finalize import prune_and_finetune
-    from rlprune.env.policy import granularity_of, policy_masks, policy_sparsity
+    from rlprune.env.policy import granularity_of, policy_masks
     from rlprune.models.data import load_dataset
     from rlprune.models.dense import check_model
     from rlprune.models.registry import build_model
-    from rlprune.models.train import load_weights, save_program, save_weights
+    from rlprune.models.train import load_weights
     from rlprune.service.cli.console import Progress
     from rlprune.service.jobs.files import load_policy, refuse_existing
     from rlprune.service.jobs.lifecycle import Event
+    from rlprune.service.jobs.model_file import write_model
+    from rlprune.service.jobs.run_model import rebuild_spec
 
     if args.weights is None:
         raise UserError("apply needs the trained dense weights: --weights PATH")
     policy = load_policy(args.policy)
     out = Path(args.out)
     refuse_existing(out, args.force)
+    fmt = _apply_format(out, policy)
     if args.finetune_epochs < 0:
         raise UserError("--finetune-epochs must be >= 0")
     dataset = args.dataset or policy["dataset"]
@@ -121,22 +124,51 @@ def cmd_apply(args: argparse.Namespace) -> int:
         progress.close()
     meta = {"model": args.model, "dataset": dataset,
             "accuracy": {"test": done.finetuned_accuracy}}
-    if channel:
-        save_program(out, done.model, data.input_shape, meta)
-        params = sum(p.numel() for p in done.model.parameters())
-        what = (f"{sum(len(g['removed']) for g in policy['groups'])} channels removed, "
-                f"{params:,} parameters left")
-    else:
-        applied = {n: float((m.weight == 0).sum()) / m.weight.numel()
-                   for n, m in done.model.named_modules()
-                   if n in {layer["name"] for layer in policy["layers"]}}
-        save_weights(out, done.model, {**meta, "policy": applied})
-        what = f"sparsity {policy_sparsity(policy):.4f}"
-    print(f"applied {args.policy} ({policy['method']}) to {args.model}: {what}; test accuracy "
+    if not channel:
+        meta["policy"] = {n: float((m.weight == 0).sum()) / m.weight.numel()
+                          for n, m in done.model.named_modules()
+                          if n in {layer["name"] for layer in policy["layers"]}}
+    write_model(out, done.model.cpu().eval(), meta, fmt=fmt, input_shape=data.input_shape,
+                rebuild=rebuild_spec(args.model, data, policy))
+    print(f"applied {args.policy} ({policy['method']}) to {args.model}: "
+          f"{_what(done.model, policy)}; test accuracy "
           f"pruned {100 * done.pruned_accuracy:.2f}%, fine-tuned "
           f"{100 * done.finetuned_accuracy:.2f}% ({epochs} epochs)")
     print(f"saved {out}")
     return 0
+
+
+def _what(model, policy: dict) -> str:
+    """What applying `policy` did, for the line `apply` prints."""
+    from rlprune.env.policy import granularity_of, policy_sparsity
+
+    if granularity_of(policy) != "channel":
+        return f"sparsity {policy_sparsity(policy):.4f}"
+    params = sum(p.numel() for p in model.parameters())
+    return (f"{sum(len(g['removed']) for g in policy['groups'])} channels removed, "
+            f"{params:,} parameters left")
+
+
+def _apply_format(out: Path, policy: dict):
+    """The format `--out`'s suffix names; a `.pt` state_dict only where the pruned model keeps
+    the dense architecture (a channel policy makes a new network)."""
+    from rlprune.env.granularity import granularity_named
+    from rlprune.env.policy import granularity_of
+    from rlprune.service.jobs.model_formats import (
+        APPLY_FORMATS,
+        STATE_DICT,
+        format_of,
+        suffixes_text,
+    )
+
+    fmt = format_of(out, formats=APPLY_FORMATS, setting="out")
+    kind = granularity_named(granularity_of(policy))
+    if fmt == STATE_DICT and not kind.keeps_architecture:
+        others = tuple(f for f in APPLY_FORMATS if f != STATE_DICT)
+        raise SettingError("out", f"{out.name!r}: a {kind.name} policy makes a new network, "
+                           f"which a state_dict (.pt) cannot hold; end it in "
+                           f"{suffixes_text(others)}")
+    return fmt
 
 
 def cmd_export_model(args: argparse.Namespace) -> int:

@@ -131,13 +131,14 @@ def _device_of(model: nn.Module) -> str:
     return "cpu" if param is None else str(param.device)
 
 
-def export(run: str | Path | Result, path: str | Path, *, format: str = "pt",  # noqa: A002
+def export(run: str | Path | Result, path: str | Path, *, format: str = "auto",  # noqa: A002
            quantize: str = "none", qat_epochs: int = 0, force: bool = False,
            model: nn.Module | None = None, data: Any = None):
-    """Write a finished run's pruned model to `path` (`format` "pt": an rlprune.model/1 file,
-    sparse and compressed; "onnx": checked in ONNX Runtime), int8 with `quantize="int8"`
-    (`qat_epochs`: quantization-aware training first); returns the measured table. A run made
-    from Python objects needs its `model` and `data` again."""
+    """Write a finished run's pruned model to `path`, in the format its suffix names
+    (`.rlprune`: rlprune's own file, sparse and compressed, read by `load_model`; `.pt2`: a
+    torch.export archive; `.onnx`: checked in ONNX Runtime; `format`, if given, must agree),
+    int8 with `quantize="int8"` (`qat_epochs`: quantization-aware training first); returns the
+    measured table. A run made from Python objects needs its `model` and `data` again."""
     from rlprune.service.jobs.artifacts import export as export_run
 
     if isinstance(run, Result):
@@ -149,7 +150,9 @@ def export(run: str | Path | Result, path: str | Path, *, format: str = "pt",  #
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """The runnable model in a file `export` wrote (format pt)."""
+    """The runnable model (on the CPU, in eval mode) in an `.rlprune` file (`export` or a run
+    folder's `pruned.rlprune`), a `.pt2` torch.export archive (its `eval()` a no-op), or a
+    run folder (its pruned model)."""
     from rlprune.service.jobs.artifacts import load_model as load
 
     return load(path)

@@ -1,7 +1,8 @@
 """Deployable artifacts of a finished run, measured where they will run.
 
-`export(run, path, format=..., quantize=...)` writes one file and returns the table of the
-variants it measured: the dense and the pruned model in fp32 and, with `quantize` int8, in
+`export(run, path, format=..., quantize=...)` writes one file, in the format its suffix names
+(`model_formats`: `.rlprune`, `.pt2` or `.onnx`), and returns the table of the variants it
+measured: the dense and the pruned model in fp32 and, with `quantize` int8, in
 int8 (post-training; after quantization-aware training too when asked). Each row gives the
 size of its `rlprune.model/1` file (`model_file`; the dense fp32 model: its state_dict, and
 gzipped), its test accuracy in PyTorch and its median CPU latency at batch 1 and 32 in
@@ -12,7 +13,6 @@ latency (`onnx_runtime`). Every latency comes from one interleaved measurement o
 
 from __future__ import annotations
 
-import copy
 import gzip
 import io
 import tempfile
@@ -28,10 +28,9 @@ from rlprune.env.policy import granularity_of
 from rlprune.models.data import Data
 from rlprune.models.dense import Dense
 from rlprune.models.errors import SettingError, UserError
-from rlprune.models.registry import build_model
-from rlprune.models.train import evaluate, load_program, load_weights
+from rlprune.models.train import evaluate
 from rlprune.service.jobs import onnx_runtime
-from rlprune.service.jobs.dense_loader import is_object_name, load_dense
+from rlprune.service.jobs.dense_loader import load_dense
 from rlprune.service.jobs.export_config import ExportConfig
 from rlprune.service.jobs.files import load_policy, refuse_existing
 from rlprune.service.jobs.measure import LATENCY_BATCHES, interleaved_ms, torch_runner
@@ -40,8 +39,11 @@ from rlprune.service.jobs.model_file import (  # noqa: F401 (re-exported)
     load_model,
     model_file_bytes,
     save_model,
+    write_model,
 )
+from rlprune.service.jobs.model_formats import ONNX, format_of
 from rlprune.service.jobs.run_folder import Job, read_mapping
+from rlprune.service.jobs.run_model import rebuild_spec, run_model
 
 RUNTIMES = ("pytorch", "onnxruntime")
 
@@ -63,7 +65,7 @@ def _finished_run(run: str | Path) -> tuple[Job, SearchConfig, dict, dict]:
     refused if damaged) before any work."""
     job = Job.open(run)
     state = job.status()["state"]
-    if state != "finished" or not (job.path / "pruned.pt").is_file():
+    if state != "finished" or not job.model_file.is_file():
         raise UserError(f"run {job.path} is {state}, not finished; export a finished run "
                         f"(`rlprune resume {job.path}` finishes it)")
     deploy_path = job.path / "deployment.json"
@@ -72,33 +74,13 @@ def _finished_run(run: str | Path) -> tuple[Job, SearchConfig, dict, dict]:
             deploy)
 
 
-def _pruned_model(job: Job, config: SearchConfig, policy: dict, dense: Dense) -> nn.Module:
-    if granularity_of(policy) == "channel":
-        model, _ = load_program(job.path / "pruned.pt")
-        return model
-    assert dense.data.spec is not None  # set by Data.__post_init__
-    model = (copy.deepcopy(dense.model) if is_object_name(config.model)
-             else build_model(config.model, **dense.data.spec.model_kwargs()))
-    load_weights(model, job.path / "pruned.pt")
-    return model.eval()
-
-
-def _rebuild(config: SearchConfig, data: Data, policy: dict) -> dict | None:
-    """How load_model rebuilds the architecture, or None when it cannot (channel-pruned,
-    or a Python object): then a program is stored."""
-    if granularity_of(policy) == "channel" or is_object_name(config.model):
-        return None
-    assert data.spec is not None  # set by Data.__post_init__
-    return {"model": config.model, "kwargs": data.spec.model_kwargs()}
-
-
 def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Keep-masks of the zeros of every Conv2d/Linear weight (what quantization must keep)."""
     return {f"{n}.weight": m.weight.detach() != 0 for n, m in model.named_modules()
             if isinstance(m, nn.Conv2d | nn.Linear)}
 
 
-def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A002
+def export(run: str | Path, path: str | Path, *, format: str = "auto",  # noqa: A002
            quantize: str = "none", qat_epochs: int = 0, force: bool = False,
            model: nn.Module | None = None, data: Data | None = None,
            on_epoch=None) -> Exported:
@@ -106,6 +88,7 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     Python objects needs its `model` and `data` again."""
     ExportConfig.of(path=str(path), format=format, quantize=quantize, qat_epochs=qat_epochs,
                     force=force)  # the settings' checks, as the command line's
+    fmt = format_of(path, format)
     if model is not None and data is None:
         raise UserError("give the data with the model to export (a run made from Python "
                         "objects needs both again)")
@@ -117,11 +100,11 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     config.device = "cpu"
     dense = load_dense(config) if model is None or data is None else Dense.of(model, data)
     data = dense.data
-    pruned = _pruned_model(job, config, policy, dense)
+    pruned = run_model(job, config, policy, dense)
     variants = _variants(dense.model, pruned, data, quantize, qat_epochs, config.seed, on_epoch)
     meta = {"model": config.model, "dataset": config.dataset,
             "granularity": granularity_of(policy), "run": str(job.path)}
-    rebuild = _rebuild(config, data, policy)
+    rebuild = rebuild_spec(config.model, data, policy)
     out = Exported(path)
     for name, variant in variants.items():
         out.rows.append(_row(name, variant, data, meta, rebuild if variant is pruned else None))
@@ -129,15 +112,15 @@ def export(run: str | Path, path: str | Path, *, format: str = "pt",  # noqa: A0
     path.parent.mkdir(parents=True, exist_ok=True)  # refuse_existing checked it can be made
     runners = {(name, "pytorch"): torch_runner(m) for name, m in variants.items()}
     with tempfile.TemporaryDirectory(prefix=".rlprune-onnx-", dir=path.parent) as scratch:
-        if format == "onnx":
+        if fmt == ONNX:
             files = _with_onnx(out, variants, data, Path(scratch), runners)
         _time(out.rows, runners, data.input_shape)
-        if format == "onnx":
+        if fmt == ONNX:
             files[final].replace(path)
         else:
-            save_model(path, variants[final], {**meta, "quantize": quantize},
-                       input_shape=data.input_shape,
-                       rebuild=rebuild if variants[final] is pruned else None)
+            write_model(path, variants[final], {**meta, "quantize": quantize}, fmt=fmt,
+                        input_shape=data.input_shape,
+                        rebuild=rebuild if variants[final] is pruned else None)
     _record(job, out, deploy)
     return out
 
@@ -155,7 +138,7 @@ def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy
     out = {"artifact": kind.artifact, "note": kind.speed_note,
            "command": kind.export_hint.format(run=run if run is not None else "RUN"),
            "file_mb": model_file_bytes(pruned, {**meta, "quantize": "none"},
-                                       rebuild=_rebuild(config, data, policy),
+                                       rebuild=rebuild_spec(config.model, data, policy),
                                        input_shape=data.input_shape) / 1e6}
     if not config.int8_size:
         return out

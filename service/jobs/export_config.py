@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from rlprune.agent.config import MAX_EPOCHS
 from rlprune.models.errors import SettingError
 from rlprune.models.settings import check, setting, typed_fields
+from rlprune.service.jobs.model_formats import EXPORT_FORMATS, format_of
 
-FORMATS = ("pt", "onnx")
+FORMATS = ("auto", *(f.name for f in EXPORT_FORMATS))
 QUANTIZATIONS = ("none", "int8")
 
 
@@ -21,11 +22,13 @@ QUANTIZATIONS = ("none", "int8")
 class ExportConfig:
     """`rlprune export-model RUN`: how a finished run's pruned model is written."""
 
-    path: str | None = setting(None, "The file to write.", flag="--out", required=True,
-                               metavar="FILE")
+    path: str | None = setting(
+        None, "The file to write; its suffix says the format: .rlprune (rlprune.load_model), "
+        ".pt2 (torch.export.load) or .onnx (ONNX Runtime).", flag="--out", required=True,
+        metavar="FILE")
     format: str = setting(
-        "pt", "pt: an rlprune.model/1 file (rlprune.load_model reads it); onnx: an ONNX file, "
-        "checked in ONNX Runtime.", choices=FORMATS)
+        "auto", "auto: the one --out's suffix names; another must agree with it (rlprune, "
+        "pt2 or onnx).", choices=FORMATS)
     quantize: str = setting(
         "none", "int8: static post-training quantization of weights and activations (PT2E), "
         "calibrated on train batches.", choices=QUANTIZATIONS)
@@ -49,3 +52,4 @@ class ExportConfig:
         if self.qat_epochs and self.quantize != "int8":
             raise SettingError("qat_epochs", "needs `quantize` int8 (quantization-aware "
                                "training makes an int8 model)", others=("quantize",))
+        format_of(self.path, self.format)

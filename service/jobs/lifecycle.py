@@ -25,7 +25,6 @@ from rlprune.agent.search import Search
 from rlprune.agent.tpe import TpeSearch
 from rlprune.agent.workers import ClusterLost
 from rlprune.env.finalize import Finalized, prune_and_finetune
-from rlprune.env.granularity import granularity_named
 from rlprune.env.make import make_env
 from rlprune.env.policy import entries
 from rlprune.env.pruning_env import PruningEnv
@@ -40,11 +39,12 @@ from rlprune.service.jobs.job_policy import job_policy
 from rlprune.service.jobs.latency_lut import estimate_check, with_latency_table
 from rlprune.service.jobs.measure import deployment, in_search, proxy_speed
 from rlprune.service.jobs.report import write_report
-from rlprune.service.jobs.run_folder import Job, new_job_id
+from rlprune.service.jobs.run_folder import MODEL_FILE, Job, new_job_id
+from rlprune.service.jobs.run_model import write_run_model
 from rlprune.service.jobs.selection_stage import select
 
 # every finished run has these (a search adds rewards.png, tb/ and its checkpoints)
-RUN_FILES = ("config.json", "status.json", "policy.json", "pruned.pt", "report.md",
+RUN_FILES = ("config.json", "status.json", "policy.json", MODEL_FILE, "report.md",
              "sparsity.png", "deployment.json", EVENTS)
 
 
@@ -290,10 +290,9 @@ class JobRunner:
         meta = {"model": c.model, "dataset": c.dataset,
                 "accuracy": {"test": policy["accuracy"]["finetuned"]},
                 "policy": {e["name"]: e["sparsity"] for e in entries(policy)}}
-        granularity_named(c.granularity).save_model(path / "pruned.pt", model,
-                                                    dense.input_shape, meta)
+        written = write_run_model(path, model, meta, config=c, data=dense.data, policy=policy)
         measured = {**deployment(dense.model, model, dense.input_shape),
-                    "pruned_file_mb": (path / "pruned.pt").stat().st_size / 1e6,
+                    "pruned_file_mb": written.stat().st_size / 1e6,
                     **artifact_summary(model, c, dense.data, policy, path)}
         if c.latency_table is not None and policy.get("budget") == "latency":
             measured["latency_budget"] = estimate_check(dense.model, model, dense.input_shape,

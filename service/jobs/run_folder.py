@@ -19,6 +19,11 @@ from rlprune.models.errors import SettingError, UserError
 from rlprune.service.jobs.files import read_json, write_json
 
 RUNS_ROOT = Path("runs")
+# the run's pruned model, in rlprune's own format (rlprune.load_model reads it); runs made
+# before it had this name hold pruned.pt (weight runs: a torch.save'd state_dict; channel
+# runs: a torch.export program), which readers still find through `Job.model_file`
+MODEL_FILE = "pruned.rlprune"
+OLD_MODEL_FILE = "pruned.pt"
 STATES = ("running", "finished", "failed", "interrupted")
 # what a run folder may hold before its job is made: its lock, and the event log of the
 # set-up (the service's worker logs a pre-training there)
@@ -165,6 +170,13 @@ class Job:
     @property
     def tb(self) -> Path:
         return self.path / "tb"
+
+    @property
+    def model_file(self) -> Path:
+        """The run's pruned model: `pruned.rlprune`, or the `pruned.pt` of a run made before
+        (the one place that knows both names; a job writes `MODEL_FILE`)."""
+        new, old = self.path / MODEL_FILE, self.path / OLD_MODEL_FILE
+        return old if old.is_file() and not new.is_file() else new
 
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,16 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def run_state(run: Path) -> dict[str, torch.Tensor]:
+    """The weights in a weight run's pruned.rlprune, read from the zip's sparse tensors
+    (not through `rlprune.load_model`, which rebuilds the network)."""
+    from rlprune.models.sparse_io import unpack
+
+    with zipfile.ZipFile(run / "pruned.rlprune") as z:
+        assert "meta.json" in z.namelist()
+        return unpack({name: z.read(name) for name in z.namelist() if name != "meta.json"})
 
 
 def latest_episode(run: Path) -> int | None:
