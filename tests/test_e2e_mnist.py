@@ -47,6 +47,9 @@ def test_pretrain_search_export_apply_on_mnist5k(tmp_path):
     sparse = lines["size on disk, dense state_dict → sparse file (MB)"]
     assert f"{deploy['size_mb']['dense']:.3f} → {deploy['file_mb']:.3f}" in sparse
     assert f"{deploy['int8_mb']:.3f}" in lines["size on disk, int8 sparse file (MB)"]
+    # the int8 file is in the run folder, to ship as it is
+    assert "pruned.int8.rlprune" in lines["size on disk, int8 sparse file (MB)"]
+    assert (run / "pruned.int8.rlprune").stat().st_size / 1e6 == deploy["int8_mb"]
     assert "do not speed up dense kernels" in lines["speed"]
     assert "rlprune export-model runs/e2e --out model.rlprune" in lines["deployable file"]
     status = json.loads((run / "status.json").read_text())

@@ -42,7 +42,7 @@ from rlprune.service.jobs.model_file import (  # noqa: F401 (re-exported)
     write_model,
 )
 from rlprune.service.jobs.model_formats import ONNX, format_of
-from rlprune.service.jobs.run_folder import Job, read_mapping
+from rlprune.service.jobs.run_folder import INT8_FILE, Job, read_mapping
 from rlprune.service.jobs.run_model import rebuild_spec, run_model
 
 RUNTIMES = ("pytorch", "onnxruntime")
@@ -129,7 +129,8 @@ def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy
                      run: Path | None) -> dict:
     """What a finished search gives a user to ship, for its result table: the size of the
     pruned model's `rlprune.model/1` file, and of its int8 one (post-training quantization,
-    when this torch build can), with the command that writes it and what it does to speed."""
+    when this torch build can; written to the run folder as `INT8_FILE`), with the command that
+    writes the other formats and what it does to speed."""
     from rlprune.env.granularity import granularity_named
 
     kind = granularity_named(granularity_of(policy))
@@ -148,8 +149,13 @@ def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy
         return out  # no int8 kernels or no torchao here: the fp32 file only
     from rlprune.models.quantize import ptq
 
-    out["int8_mb"] = model_file_bytes(ptq(pruned, data.train), {**meta, "quantize": "int8"},
-                                      rebuild=None, input_shape=data.input_shape) / 1e6
+    int8, int8_meta = ptq(pruned, data.train), {**meta, "quantize": "int8"}
+    if run is None:
+        out["int8_mb"] = model_file_bytes(int8, int8_meta, rebuild=None,
+                                          input_shape=data.input_shape) / 1e6
+    else:
+        save_model(run / INT8_FILE, int8, int8_meta, rebuild=None, input_shape=data.input_shape)
+        out.update(int8_mb=(run / INT8_FILE).stat().st_size / 1e6, int8_file=INT8_FILE)
     return out
 
 

@@ -122,7 +122,8 @@ def _deploy_rows(deploy: dict) -> list[tuple[str, str]]:
         if deploy.get("int8_mb"):
             rows.append((f"size on disk, int8 {deploy['artifact']} (MB)",
                          f"{deploy['int8_mb']:.3f} ({size['dense'] / deploy['int8_mb']:.1f}x "
-                         "smaller)"))
+                         "smaller" + (f"; {deploy['int8_file']}" if deploy.get("int8_file")
+                                      else "") + ")"))
     else:  # a run folder written before the artifact was measured
         rows = [("size dense → pruned (MB, state_dict)",
                  f"{size['dense']:.3f} → {size['pruned']:.3f}")]

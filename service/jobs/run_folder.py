@@ -24,6 +24,7 @@ RUNS_ROOT = Path("runs")
 # runs: a torch.export program), which readers still find through `Job.model_file`
 MODEL_FILE = "pruned.rlprune"
 OLD_MODEL_FILE = "pruned.pt"
+INT8_FILE = "pruned.int8.rlprune"  # a search's int8 model (post-training quantized), to ship
 STATES = ("running", "finished", "failed", "interrupted")
 # what a run folder may hold before its job is made: its lock, and the event log of the
 # set-up (the service's worker logs a pre-training there)
