@@ -38,6 +38,7 @@ def test_health_version_and_the_token(service):
     assert mode == 0o600
     log = (service.runs.parent / f"serve-{service.port}.log").read_text()
     assert service.token not in log  # the token is never logged
+    assert f"open the page: {service.url}/?token=TOKEN" in log  # where the page is
     status, spec = service.request("GET", "/openapi.json")
     assert status == 200 and {"/v1/jobs", "/v1/jobs/{job_id}/events",
                               "/v1/checkpoints"} <= set(spec["paths"])
