@@ -26,6 +26,7 @@ from pathlib import Path
 from rlprune.agent.config import SearchConfig
 from rlprune.models.errors import UserError
 from rlprune.models.registry import MODELS
+from rlprune.models.settings import received
 from rlprune.service.bench.plan import BenchConfig
 from rlprune.service.http.settings import ServeConfig
 
@@ -38,8 +39,8 @@ def _weights(value: object, runs: Path) -> str | None:
         return None
     match = re.fullmatch(r"sha256:([0-9a-f]{64})", str(value))
     if match is None:
-        raise UserError("weights must name an upload, 'sha256:<hex>' (POST /v1/checkpoints "
-                        "returns it); server paths are not accepted")
+        raise UserError(f"weights must name an upload, 'sha256:<hex>' (POST /v1/checkpoints "
+                        f"returns it), got {received(value)}; server paths are not accepted")
     path = runs / "uploads" / f"{match.group(1)}.pt"
     if not path.is_file():
         raise UserError(f"no uploaded weights {value}")
@@ -87,7 +88,8 @@ def check_request(kind: str, config: dict, serve: ServeConfig) -> dict:
     if kind != "bench" and extra:
         raise UserError(f"{', '.join(extra)} belong to a bench job")
     if kind != "baseline" and method is not None:
-        raise UserError("method belongs to a baseline job")
+        raise UserError(f"method belongs to a baseline job (got {received(method)} in a {kind} "
+                        "job)")
     settings["weights"] = _weights(settings.get("weights"), runs)
     if kind == "baseline":
         settings.setdefault("warmup", settings.get("episodes", SearchConfig().episodes))
