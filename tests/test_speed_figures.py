@@ -178,3 +178,24 @@ def test_a_deployment_measurement_records_the_load_and_the_spread():
 def test_spread_is_the_p10_to_p90_range_over_the_median():
     assert spread([1.0] * 9) == 0.0
     assert spread([float(x) for x in range(1, 12)]) == pytest.approx((10.0 - 2.0) / 6.0)
+
+
+@pytest.mark.parametrize("conditions, flagged", [
+    ({"load_1min": 3.1, "cpus": 2, "spread": {"1": 0.1, "32": 0.1}}, True),
+    ({"load_1min": 0.4, "cpus": 2, "spread": {"1": 0.1, "32": 0.1}}, False),
+])
+def test_export_models_table_says_when_its_latencies_were_measured_under_load(conditions,
+                                                                               flagged):
+    from pathlib import Path
+
+    from rlprune.service.jobs.artifacts import Exported, table
+
+    def row(variant: str, ms: float) -> dict:
+        return {"variant": variant, "size_mb": 1.0, "test_accuracy": 0.9,
+                "latency_ms": {"pytorch": {"1": ms, "32": 10 * ms}}}
+
+    out = Exported(Path("m.rlprune"), [row("dense fp32", 2.0), row("pruned fp32", 1.0)],
+                   conditions=conditions)
+    text = table(out)
+    assert "runs 2.00x the dense model's speed" in text
+    assert ("Latencies measured under load (load 3.1 on 2 cores)" in text) is flagged

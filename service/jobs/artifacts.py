@@ -42,6 +42,7 @@ from rlprune.service.jobs.model_file import (  # noqa: F401 (re-exported)
     write_model,
 )
 from rlprune.service.jobs.model_formats import ONNX, format_of
+from rlprune.service.jobs.report import load_note
 from rlprune.service.jobs.run_folder import INT8_FILE, Job, read_mapping
 from rlprune.service.jobs.run_model import rebuild_spec, run_model
 
@@ -57,6 +58,7 @@ class Exported:
     # onnx_accuracy, onnx_agreement (the file's predictions against its PyTorch model's)
     rows: list[dict] = field(default_factory=list)
     onnx_agreement: float | None = None  # the written ONNX file's, on the test split
+    conditions: dict = field(default_factory=dict)  # the machine's load while timed
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def export(run: str | Path, path: str | Path, *, format: str = "auto",  # noqa: 
     with tempfile.TemporaryDirectory(prefix=".rlprune-onnx-", dir=path.parent) as scratch:
         if fmt == ONNX:
             files = _with_onnx(out, variants, data, Path(scratch), runners)
-        _time(out.rows, runners, data.input_shape)
+        out.conditions = _time(out.rows, runners, data.input_shape)
         if fmt == ONNX:
             files[final].replace(path)
         else:
@@ -233,14 +235,17 @@ def _predictions(model: nn.Module, data: Data) -> np.ndarray:
     return torch.cat([model(x) for x in data.test.x.split(500)]).argmax(1).numpy()
 
 
-def _time(rows: list[dict], runners: dict, input_shape: tuple[int, ...]) -> None:
-    """Every runner's latency, in one interleaved measurement, into its row."""
+def _time(rows: list[dict], runners: dict, input_shape: tuple[int, ...]) -> dict:
+    """Every runner's latency, in one interleaved measurement, into its row; the machine's
+    load and the repeats' spread while they were timed."""
+    conditions: dict = {}
     measured = interleaved_ms({f"{v}|{r}": run for (v, r), run in runners.items()},
-                              input_shape)
+                              input_shape, conditions=conditions)
     for row in rows:
         row["latency_ms"] = {runtime: {str(b): measured[f"{row['variant']}|{runtime}"][b]
                                        for b in LATENCY_BATCHES}
                              for runtime in RUNTIMES if (row["variant"], runtime) in runners}
+    return conditions
 
 
 def _state(model: nn.Module) -> bytes:
@@ -269,7 +274,7 @@ def _record(job: Job, out: Exported, deploy: dict) -> None:
 
     deploy_path = job.path / "deployment.json"
     deploy["export"] = {"path": str(out.path), "rows": out.rows,
-                        "onnx_agreement": out.onnx_agreement}
+                        "onnx_agreement": out.onnx_agreement, "conditions": out.conditions}
     write_json(deploy_path, deploy)
     report = job.path / "report.md"
     text = report.read_text() if report.is_file() else ""
@@ -296,6 +301,9 @@ def table(out: Exported) -> str:
                   for b in LATENCY_BATCHES]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + _speed_notes(out.rows, runtimes, names)
+    loaded = load_note(out.conditions)
+    if loaded:
+        lines.append(f"Latencies {loaded}.")
     if out.onnx_agreement is not None:
         lines.append(f"ONNX Runtime agrees with PyTorch on {100 * out.onnx_agreement:.2f}% "
                      "of the test images (the written file against the PyTorch model it was "
