@@ -47,6 +47,7 @@ function show(section) {
 function stopFollowing() {
   if (current && current.control) current.control.abort();
   if (current && current.timer) clearTimeout(current.timer);
+  if (current && current.ticker) clearInterval(current.ticker);
   current = null;
 }
 
@@ -111,6 +112,8 @@ function openJob(id) {
   document.querySelector("#result tbody").innerHTML = $("files").innerHTML = "";
   Plotly.purge("curve"); Plotly.purge("bars");
   loadJob(c).then((ok) => { if (ok) follow(c); });
+  // the record again now and then while the job lives: its duration, what the stream lacks
+  c.ticker = setInterval(() => { if (LIVE.includes(c.state)) loadJob(c); }, 3000);
 }
 async function loadJob(c) {
   try {
