@@ -55,40 +55,52 @@ def main() -> None:
                                     "episodes": int(args["episodes"]),
                                     "warmup": int(args["warmup"])})
                for t in str(args["targets"]).split(",")]
-        _shoot(url, token, ids, out, int(args["warmup"]))
+        _submitted_shots(url, token, ids, out, int(args["warmup"]))
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-def _shoot(url: str, token: str, ids: list[str], out: Path, warmup: int) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def _submitted_shots(url: str, token: str, ids: list[str], out: Path, warmup: int) -> None:
+    from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True,
                                      args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1100, "height": 1000})
-        page.goto(f"{url}/?token={token}")
-        page.goto(f"{url}/#job={ids[0]}")
-        page.wait_for_function(
-            "parseInt(document.getElementById('job-episode').textContent) >= "
-            f"{warmup + 20}", timeout=1_800_000)
-        time.sleep(1)
-        page.screenshot(path=str(out / "service-job-page.png"), full_page=True)
-        for job_id in ids:
-            _wait_finished(url, token, job_id)
-        page.reload()
-        expect(page.locator("#job-state")).to_have_text("finished")
-        time.sleep(2)
-        page.screenshot(path=str(out / "service-job-done.png"), full_page=True)
-        page.goto(f"{url}/#compare={','.join(ids)}")
-        expect(page.locator("#compare-curve .scatterlayer .trace")).to_have_count(len(ids))
-        time.sleep(2)
-        page.screenshot(path=str(out / "service-compare.png"), full_page=True)
+        context = browser.new_context(viewport={"width": 1100, "height": 1000})
+        written = shoot(context, url, token, ids, out, running_at=warmup + 20)
         browser.close()
-    print(json.dumps({"jobs": ids, "screenshots": [str(out / n) for n in (
-        "service-job-page.png", "service-job-done.png", "service-compare.png")]}))
+    print(json.dumps({"jobs": ids, "screenshots": [str(p) for p in written]}))
+
+
+def shoot(context, url: str, token: str, ids: list[str], out: Path, *,
+          running_at: int) -> list[Path]:
+    """The three screenshots, in a Playwright browser `context`: the first job's page once
+    it shows episode `running_at`, the same once every job finished, the jobs compared."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(f"{url}/?token={token}")
+    page.goto(f"{url}/#job={ids[0]}")
+    page.wait_for_function("parseInt(document.getElementById('job-episode').textContent) >= "
+                           f"{running_at}", timeout=1_800_000)
+    time.sleep(1)
+    shots = [out / name for name in ("service-job-page.png", "service-job-done.png",
+                                     "service-compare.png")]
+    page.screenshot(path=str(shots[0]), full_page=True)
+    for job_id in ids:
+        _wait_finished(url, token, job_id)
+    page.reload()
+    expect(page.locator("#job-state")).to_have_text("finished")
+    expect(page.locator("#curve .scatterlayer .trace")).to_have_count(3)
+    page.screenshot(path=str(shots[1]), full_page=True)
+    page.goto(f"{url}/#compare={','.join(ids)}")
+    expect(page.locator("#compare-curve .scatterlayer .trace")).to_have_count(len(ids))
+    time.sleep(1)
+    page.screenshot(path=str(shots[2]), full_page=True)
+    page.close()
+    return shots
 
 
 def _call(url: str, token: str, path: str, body: dict | None = None) -> dict:

@@ -126,7 +126,7 @@ def test_cancel_then_resume_on_one_page_follows_the_job_to_the_end(context, svc)
     assert drawn == list(range(1, 401))
 
 
-def test_two_runs_compare(context, svc):
+def test_two_runs_compare(context, svc, tmp_path):
     from playwright.sync_api import expect
 
     first = svc.submit({**TINY_JOB, "target": 0.6})
@@ -145,6 +145,22 @@ def test_two_runs_compare(context, svc):
     row = table.locator("tr", has_text="sparsity of prunable weights")
     expect(row).to_contain_text("60.00%")
     expect(row).to_contain_text("90.00%")
+    # the README's screenshots come from studies/page_screenshots.py: the same on these jobs
+    shots = _screenshots_study().shoot(context, svc.url, svc.token, [first, second],
+                                       tmp_path, running_at=1)
+    for shot in shots:
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def _screenshots_study():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "studies" / "page_screenshots.py"
+    spec = importlib.util.spec_from_file_location("page_screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_api_docs_render_with_the_network_cut_off(context, svc):

@@ -80,7 +80,7 @@ def tidy_help(p: argparse.ArgumentParser) -> None:
     of `SECTIONS`; the usage line names the positionals and the required flags only."""
     order = {title: i for i, title in enumerate(SECTIONS.values())}
     p._action_groups.sort(key=lambda g: order.get(g.title or "", -1))  # stable: own first
-    shown = [a.metavar or a.dest for a in p._actions if not a.option_strings]
+    shown = [str(a.metavar or a.dest) for a in p._actions if not a.option_strings]
     shown += [f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in p._actions
               if a.option_strings and a.required]
     p.usage = " ".join(["%(prog)s", *shown, "[options]"])

@@ -23,8 +23,8 @@ class ExportConfig:
     """`rlprune export-model RUN`: how a finished run's pruned model is written."""
 
     path: str | None = setting(
-        None, "The file to write; its suffix says the format: .rlprune (rlprune.load_model), "
-        ".pt2 (torch.export.load) or .onnx (ONNX Runtime).", flag="--out", required=True,
+        None, "The file to write; its suffix says the format (.rlprune, .pt2 or .onnx).",
+        flag="--out", required=True,
         metavar="FILE")
     format: str = setting(
         "auto", "auto: the one --out's suffix names; another must agree with it (rlprune, "

@@ -15,6 +15,7 @@ import copy
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -132,7 +133,7 @@ def estimate_check(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, 
         conditions: dict = {}
         measured = interleaved_ms(runners, tuple(input_shape), (batch,), conditions=conditions)
     estimate = graph.cost(kept, "latency")
-    out = {"batch": batch, "dense_ms": measured["dense"][batch],
+    out: dict[str, Any] = {"batch": batch, "dense_ms": measured["dense"][batch],
            "pruned_ms": measured["pruned"][batch], "estimated_ms": estimate,
            "estimated_dense_ms": graph.total["latency"], "conditions": conditions}
     out["speedup"] = out["dense_ms"] / out["pruned_ms"]
