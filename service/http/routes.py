@@ -20,7 +20,7 @@ from rlprune.service.http.jobcheck import check_request
 from rlprune.service.http.scheduler import TERMINAL
 from rlprune.service.http.uploads import receive_weights
 
-EVENTS = "events.jsonl"
+EVENTS = "events.jsonl"  # service.jobs.events.EVENTS (that module imports torch: not here)
 
 
 class JobRequest(BaseModel):
