@@ -51,8 +51,8 @@ Callback = Callable[[Event], "bool | None"]
 STAGES = {
     "pretrain": "no cached dense {model} for {dataset}: pre-training it once ({steps} epochs)",
     "search": "searching: {steps} episodes, each an allocation scored on the proxy split",
-    "selection": "selecting: the top {select_top_k} allocations and the seed policies, "
-                 "after short fine-tunes",
+    "selection": "selecting among the search's best {select_top_k} allocation(s) and the "
+                 "seed policies, after short fine-tunes",
     "finetune": "pruning to the policy, fine-tuning {steps} epoch(s) with the masks held",
     "export": "measuring size and latency, writing the model file and the report",
 }
