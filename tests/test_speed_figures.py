@@ -155,6 +155,38 @@ def test_a_latency_row_says_when_its_figures_are_not_representative(conditions, 
     assert load_note({**QUIET_MACHINE, "spread": {"1": SPREAD_LIMIT}}) is None
 
 
+def test_what_other_processes_did_while_timing_outweighs_the_load_average():
+    """The load average counts the job's own work (a fine-tune on every core just before the
+    timing): where the other processes' CPU time was recorded, it decides."""
+    own_load = {**QUIET_MACHINE, "load_1min": 2.1, "others_cores": 0.1}
+    assert load_note(own_load) is None
+    busy = {**QUIET_MACHINE, "load_1min": 1.1, "others_cores": 1.06}
+    assert load_note(busy) == ("measured while other processes kept 1.1 of 2 cores busy: not "
+                               "representative")
+
+
+def test_a_busy_loop_beside_the_timing_is_seen():
+    import subprocess
+    import sys
+
+    from rlprune.service.jobs.measure import interleaved_ms
+
+    def runner(x):
+        return float(x.sum())
+
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded: dict = {}
+        interleaved_ms({"sum": runner}, (1, 8, 8), (1,), rounds=10**9, conditions=loaded,
+                       budget_s=1.5)
+    finally:
+        loop.kill()
+        loop.wait()
+    # the loop shares the two cores with this process: well over half a core of its own
+    assert loaded["others_cores"] > 0.5
+    assert load_note(loaded).startswith("measured while other processes kept")
+
+
 def test_the_onnx_check_row_is_flagged_by_its_own_conditions():
     check = {"batch": 32, "dense_ms": 10.0, "pruned_ms": 5.0, "speedup": 2.0,
              "estimated_speedup": 1.9, "error": -0.05,

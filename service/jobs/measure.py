@@ -67,7 +67,7 @@ def interleaved_ms(runners: dict[str, Callable[[np.ndarray], object]],
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     out: dict[str, dict[int, float]] = {name: {} for name in runners}
-    load = machine_load()
+    load, others = machine_load(), _OtherWork()
     spreads: dict[str, float] = {}
     try:
         for batch in batches:
@@ -83,6 +83,9 @@ def interleaved_ms(runners: dict[str, Callable[[np.ndarray], object]],
         after = machine_load()
         conditions.update(load_1min=max(load["load_1min"], after["load_1min"]),
                           cpus=load["cpus"], spread=spreads)
+        busy = others.cores()
+        if busy is not None:
+            conditions["others_cores"] = busy
     return out
 
 
@@ -110,6 +113,33 @@ def machine_load() -> dict:
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     return {"load_1min": os.getloadavg()[0], "cpus": cpus}
+
+
+class _OtherWork:
+    """How many cores other processes kept busy from now to `cores()`: the machine's busy CPU
+    time (/proc/stat) less this process's own (its threads, ONNX Runtime's included), over
+    the wall time. Unlike the load average, it does not count the job's own work before."""
+
+    def __init__(self) -> None:
+        self.start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as fh:
+                ticks = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None  # not Linux
+        busy = (sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0))
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
+
+    def cores(self) -> float | None:
+        end = self._now()
+        if self.start is None or end is None or end[2] <= self.start[2]:
+            return None
+        busy, own, wall = (b - a for a, b in zip(self.start, end))
+        return max(0.0, busy - own) / wall
 
 
 def spread(times: list[float]) -> float:

@@ -19,6 +19,7 @@ from rlprune.service.jobs.files import write_text_atomic  # noqa: E402
 # whose repeats spread more than this ((p90 - p10) / median), is flagged as not representative
 # (docs/decisions.md, "Latency figures say when the machine was loaded")
 SPREAD_LIMIT = 0.5
+OTHERS_LIMIT = 0.5  # cores other processes kept busy while latencies were timed
 
 
 BUDGET_NAMES = {"flops": "FLOPs", "params": "parameters", "latency": "estimated latency"}
@@ -151,13 +152,19 @@ def _flagged(text: str, conditions: dict | None, batch: int | str) -> str:
 
 
 def load_note(conditions: dict | None, batch: int | str | None = None) -> str | None:
-    """A few words where a latency is not representative: the machine was loaded (the
-    1-minute load average over its CPUs) or the repeats spread more than `SPREAD_LIMIT` (of
-    the batch size `batch`, or of any); None where it looks sound or was not recorded."""
+    """A few words where a latency is not representative: other processes kept over
+    `OTHERS_LIMIT` cores busy while it was timed (recorded since 2026-12-06; before, the
+    1-minute load average over the CPUs, which also counts the job's own work), or the repeats
+    spread more than `SPREAD_LIMIT` (of the batch size `batch`, or of any); None where it
+    looks sound or was not recorded."""
     if not conditions:
         return None
     load, cpus = conditions.get("load_1min"), conditions.get("cpus")
-    if load is not None and cpus and load > cpus:
+    others = conditions.get("others_cores")
+    if others is not None and others > OTHERS_LIMIT:
+        return (f"measured while other processes kept {others:.1f} of {cpus} cores busy: "
+                "not representative")
+    if others is None and load is not None and cpus and load > cpus:
         return f"measured under load (load {load:.1f} on {cpus} cores): not representative"
     spreads = conditions.get("spread") or {}
     wide = spreads.get(str(batch)) if batch is not None else max(spreads.values(), default=None)
