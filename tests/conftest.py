@@ -128,21 +128,12 @@ def tiny_dense():
 
 
 FLEET_WANTED = pytest.StashKey[bool]()
-# the longest test files (a minute or more each on 2 workers, `--durations=0`, 2026-12-06)
-# start first: xdist hands out files in collection order, and one of these last would keep a
-# worker busy for minutes after the other ran out of work; the fleet builds meanwhile
-LONGEST_FIRST = ("test_workers.py", "test_hostile_http.py", "test_service.py",
-                 "test_channel_jobs.py", "test_web_page.py", "test_artifacts.py",
-                 "test_bench.py", "test_studies.py", "test_api.py")
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_modifyitems(session, config, items):
-    """The longest files first (`LONGEST_FIRST`); whether this session's tests use the fleet
-    (support.fleet): then it is started in the background as the session begins (see
-    `fleet_in_background`)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+    """Whether this session's tests use the fleet (support.fleet): then it is started in the
+    background as the session begins (see `fleet_in_background`)."""
     config.stash[FLEET_WANTED] = any(
         "fleet" in item.fixturenames or hasattr(getattr(item, "module", None), "get_fleet")
         for item in items)
