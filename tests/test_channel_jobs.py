@@ -58,7 +58,7 @@ def test_a_channel_search_exports_and_applies_exactly(dense, workdir, capsys):
     code, out, err = run_main(capsys, "search", "--model", TINY, "--weights", str(dense),
                               *CHANNEL, *SHORT, "--run-dir", "run")
     assert code == 0, err
-    assert "channel groups (criterion l1)" in err and "flops removed" in out
+    assert "channel groups (criterion l1)" in err and "FLOPs removed" in out
     policy = read_json(workdir / "run" / "policy.json")
     assert policy["format"] == "rlprune.policy/2" and policy["granularity"] == "channel"
     assert (policy["budget"], policy["criterion"]) == ("flops", "l1")

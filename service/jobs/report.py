@@ -102,7 +102,8 @@ def result_rows(policy: dict, deploy: dict | None = None) -> list[tuple[str, str
         ("test accuracy, pruned (no fine-tune)", pct(acc.get("pruned"))),
         ("test accuracy, fine-tuned", pct(acc.get("finetuned"))),
         ("proxy (val) accuracy of the policy", pct(acc.get("proxy"))),
-        (f"{ach['budget']} removed" if channel else "sparsity of prunable weights",
+        (f"{BUDGET_NAMES.get(ach['budget'], ach['budget'])} removed" if channel
+         else "sparsity of prunable weights",
          pct(ach["sparsity"])),
         (f"params dense → {left}", f"{ach['params_dense']:,} → {ach['params_nonzero']:,}"),
         (f"FLOPs dense → {left}", f"{ach['flops_dense']:,} → {ach['flops_nonzero']:,}"),

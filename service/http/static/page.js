@@ -252,6 +252,8 @@ function drawCurve(c) {
 function drawBars(c) {
   const names = Object.keys(c.sparsities || {});
   const what = c.granularity === "channel" ? "channels removed" : "weights pruned";
+  $("bars-title").textContent = c.granularity === "channel"
+    ? "Channels removed per group, best episode" : "Per-layer sparsity of the best episode";
   Plotly.react("bars", [{type: "bar", x: names, y: names.map((n) => c.sparsities[n]),
     marker: {color: "#0969da"}, name: what,
     hovertemplate: `%{x}<br>${what} %{y:.1%}<extra></extra>`}],
