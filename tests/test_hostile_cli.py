@@ -198,7 +198,8 @@ TERMINAL_LAUNCH = (  # the CLI as a shell in a terminal starts it: SIGINT at its
 
 SWALLOWED = """
 import signal, sys, time
-signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal starts it (an
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ignored SIGINT is inherited)
 import rlprune.service.cli.main as cli
 
 def command(argv):  # set-up whose import swallows a ^C (a library's bare except), then work
