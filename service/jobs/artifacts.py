@@ -128,21 +128,17 @@ def export(run: str | Path, path: str | Path, *, format: str = "auto",  # noqa: 
 
 
 def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy: dict,
-                     run: Path | None) -> dict:
+                     written: Path) -> dict:
     """What a finished search gives a user to ship, for its result table: the size of the
-    pruned model's `rlprune.model/1` file, and of its int8 one (post-training quantization,
-    when this torch build can; written to the run folder as `INT8_FILE`), with the command that
-    writes the other formats and what it does to speed."""
+    pruned model's `rlprune.model/1` file (`written`, the run folder's), and of its int8 one
+    (post-training quantization, when this torch build can; written beside it as `INT8_FILE`),
+    with the command that writes the other formats and what it does to speed."""
     from rlprune.env.granularity import granularity_named
 
     kind = granularity_named(granularity_of(policy))
-    meta = {"model": config.model, "dataset": config.dataset, "granularity": kind.name}
-    pruned = pruned.cpu().eval()
+    run = written.parent
     out = {"artifact": kind.artifact, "note": kind.speed_note,
-           "command": kind.export_hint.format(run=run if run is not None else "RUN"),
-           "file_mb": model_file_bytes(pruned, {**meta, "quantize": "none"},
-                                       rebuild=rebuild_spec(config.model, data, policy),
-                                       input_shape=data.input_shape) / 1e6}
+           "command": kind.export_hint.format(run=run), "file_mb": written.stat().st_size / 1e6}
     if not config.int8_size:
         return out
     try:
@@ -151,13 +147,11 @@ def artifact_summary(pruned: nn.Module, config: SearchConfig, data: Data, policy
         return out  # no int8 kernels or no torchao here: the fp32 file only
     from rlprune.models.quantize import ptq
 
-    int8, int8_meta = ptq(pruned, data.train), {**meta, "quantize": "int8"}
-    if run is None:
-        out["int8_mb"] = model_file_bytes(int8, int8_meta, rebuild=None,
-                                          input_shape=data.input_shape) / 1e6
-    else:
-        save_model(run / INT8_FILE, int8, int8_meta, rebuild=None, input_shape=data.input_shape)
-        out.update(int8_mb=(run / INT8_FILE).stat().st_size / 1e6, int8_file=INT8_FILE)
+    meta = {"model": config.model, "dataset": config.dataset, "granularity": kind.name,
+            "quantize": "int8"}
+    save_model(run / INT8_FILE, ptq(pruned.cpu().eval(), data.train), meta, rebuild=None,
+               input_shape=data.input_shape)
+    out.update(int8_mb=(run / INT8_FILE).stat().st_size / 1e6, int8_file=INT8_FILE)
     return out
 
 

@@ -292,8 +292,7 @@ class JobRunner:
                 "policy": {e["name"]: e["sparsity"] for e in entries(policy)}}
         written = write_run_model(path, model, meta, config=c, data=dense.data, policy=policy)
         measured = {**deployment(dense.model, model, dense.input_shape),
-                    "pruned_file_mb": written.stat().st_size / 1e6,
-                    **artifact_summary(model, c, dense.data, policy, path)}
+                    **artifact_summary(model, c, dense.data, policy, written)}
         if c.latency_table is not None and policy.get("budget") == "latency":
             measured["latency_budget"] = estimate_check(dense.model, model, dense.input_shape,
                                                         c.latency_table, policy)
