@@ -16,7 +16,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/ru
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # long enough to cancel in the middle (LeNet-300 on digits, ~10 ms an episode)
-LONG_JOB = {**TINY_JOB, "episodes": 400, "warmup": 20, "checkpoint_every": 25}
+# still running when the page cancels it (after 30 episodes): each evaluation also sleeps
+LONG_JOB = {**TINY_JOB, "episodes": 120, "warmup": 20, "checkpoint_every": 20,
+            "simulated_eval_s": 0.1}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +121,12 @@ def test_cancel_then_resume_on_one_page_follows_the_job_to_the_end(context, svc)
     assert stopped_at < LONG_JOB["episodes"]
     page.click("#resume")
     expect(page.locator("#job-state")).to_have_text("finished", timeout=180_000)
-    expect(page.locator("#job-episode")).to_have_text("400/400")
+    episodes = LONG_JOB["episodes"]
+    expect(page.locator("#job-episode")).to_have_text(f"{episodes}/{episodes}")
     expect(page.locator("#result")).to_contain_text("test accuracy, fine-tuned")
     # every episode drawn once, the resumed ones included (the stream went on from its last id)
     drawn = page.evaluate("document.getElementById('curve').data[0].x")
-    assert drawn == list(range(1, 401))
+    assert drawn == list(range(1, episodes + 1))
 
 
 def test_two_runs_compare(context, svc, tmp_path):

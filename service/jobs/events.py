@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch only for the annotation: the CLI's client commands never load it
+    from torch import nn
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from rlprune.env.policy import validate_policy
 from rlprune.models.errors import SettingError, UserError
 
 POLICY_FORMATS = ("json", "yaml")
@@ -60,6 +59,8 @@ def load_policy(path: str | Path) -> dict:
         policy = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"policy {path} is not JSON or YAML ({exc.__class__.__name__})") from None
+    from rlprune.env.policy import validate_policy  # torch: not for the CLI's client commands
+
     return validate_policy(policy, f"policy {path}")
 
 
