@@ -62,8 +62,11 @@ class RunningJob(Protocol):
 
 class LocalExecutor:
     """Worker processes on this machine (`python -m rlprune.service.http.worker`), forked by
-    a warm server once it is ready (`warm_start`), fresh interpreters until then (or always,
-    with `warm_starts` False)."""
+    a warm server (`warm_start`), or fresh interpreters with `warm_starts` False. Queued jobs
+    wait while the warm server imports (at most WARM_WAIT_S, then fresh interpreters): a fresh
+    one would pay the same imports beside it, on the same cores, and start no sooner."""
+
+    WARM_WAIT_S = 60.0
 
     def __init__(self, runs: Path, registry: Registry, *, max_running: int = 2,
                  auto_resume: bool = True, poll_s: float = 0.2,
@@ -79,13 +82,14 @@ class LocalExecutor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warm: WarmStarter | None = None
+        self._warm_since = 0.0  # when the warm server was started
         for folder in (".requests", ".logs"):
             (self.runs / folder).mkdir(parents=True, exist_ok=True)
 
     # -- life ------------------------------------------------------------------------------
     def start(self) -> None:
         if self.warm_starts:
-            self._warm = WarmStarter(self.env)
+            self._start_warm()
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="rlprune-executor",
                                         daemon=True)
@@ -97,6 +101,9 @@ class LocalExecutor:
             self._thread.join(timeout=5)
         if self._warm is not None:
             self._warm.close()
+
+    def _start_warm(self) -> None:
+        self._warm, self._warm_since = WarmStarter(self.env), time.monotonic()
 
     def worker_starts(self) -> str:
         """How the next job's worker starts: warm, warming (not ready yet) or fresh."""
@@ -127,6 +134,9 @@ class LocalExecutor:
                     del self.workers[job_id]
                     self._ended(job_id, code)
             free = self.max_running - len(self.workers)
+            if (self.worker_starts() == "warming"
+                    and time.monotonic() - self._warm_since < self.WARM_WAIT_S):
+                free = 0  # queued until the warm server is ready
             for job in self.registry.in_state("queued")[:max(0, free)]:
                 self._launch(job)
             self.peak_running = max(self.peak_running, len(self.workers))
@@ -158,13 +168,13 @@ class LocalExecutor:
         """Start the job's worker; what it returns is polled for the exit code and
         terminate()d (SIGTERM) for a cancel."""
         if self._warm is not None and not self._warm.alive():
-            self._warm = WarmStarter(self.env)  # warm again for the jobs after this one
+            self._start_warm()  # warm again for the jobs after this one
         elif self._warm is not None:
             try:
                 return self._warm.spawn("rlprune.service.http.worker", [str(request)],
                                         cwd=os.getcwd(), out=log, err=log, append=True,
                                         blocked=True)
-            except OSError:  # not warm yet (the service just started): a fresh interpreter
+            except OSError:  # not warm after WARM_WAIT_S, or gone: a fresh interpreter
                 pass
         return start_worker(request, log, self.env)
 
