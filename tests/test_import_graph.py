@@ -130,3 +130,28 @@ def test_the_library_does_not_print_parse_arguments_or_handle_signals(module):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""])
             assert "argparse" not in names and "tqdm" not in names, (module, node.lineno)
+
+
+CLIENT = """
+import sys
+from rlprune.service.cli.main import main
+for argv in (["list", "--server", "http://127.0.0.1:9"], ["status", "x", "--server", "h"],
+             ["submit", "--server", "h", "--model", "lenet300"], ["status", sys.argv[1]]):
+    main(argv)
+print(sorted(m for m in ("torch", "numpy", "stable_baselines3") if m in sys.modules))
+"""
+
+
+def test_the_clis_client_commands_do_not_import_torch(tmp_path):
+    """`rlprune list/status/submit --server` and `status RUN` answer in a fraction of a second:
+    torch's import alone is seconds (each of these exits 2 here: no token, no run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RLPRUNE_TOKEN"}
+    done = subprocess.run([sys.executable, "-c", CLIENT, str(tmp_path / "no-run")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    assert done.stderr.count("rlprune: error:") == 4, done.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from support.service import TINY_JOB, start_service
@@ -68,6 +69,11 @@ def test_a_worker_killed_alone_is_resumed(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         pid = json.loads((runs / job_id / "status.json").read_text())["pid"]
+        # submitted as the service started, the job waited for the warm server to fork it
+        # rather than start a fresh interpreter beside the warm server's imports
+        parent = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text()
+                      .splitlines() if line.startswith("PPid:"))
+        assert int(parent) != svc.proc.pid
         os.kill(pid, signal.SIGKILL)
         job = svc.wait(job_id)
         assert job["progress"]["episodes_done"] == LONG["episodes"]
