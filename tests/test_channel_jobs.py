@@ -145,7 +145,8 @@ def test_a_residual_network_through_the_api(one_thread):
     model = build_model("resnet56", 10, 3, 32).eval()
     result = rlprune.search(model, data, target=0.5, granularity="channel", episodes=3,
                             warmup=2, finetune_epochs=0, bn_recalibration_batches=1,
-                            hidden=(16, 16), batch_size=8, select_top_k=0)
+                            hidden=(16, 16), batch_size=8, select_top_k=0,
+                            int8_size=False)
     assert abs(result.policy["achieved"]["sparsity"] - 0.5) < 0.01
     groups = {g["name"]: g for g in result.policy["groups"]}
     assert len(groups) >= 28
@@ -183,7 +184,8 @@ def test_a_channel_bench_runs_every_channel_method(dense, workdir, capsys):
     code, out, err = run_main(capsys, "bench", "--model", TINY, "--weights", str(dense),
                               "--granularity", "channel", "--dataset", "mnist5k", "--targets",
                               "0.5", "--seeds", "1", "--episodes", "4", "--warmup", "2",
-                              "--finetune-epochs", "0", "--quiet", "--out", "b")
+                              "--finetune-epochs", "0", "--select-top-k", "0", "--quiet",
+                              "--out", "b")
     assert code == 0, err
     rows = read_json(workdir / "b" / "bench.json")["results"]
     assert [r["method"] for r in rows] == ["ddpg", "random", "uniform", "global-l1",

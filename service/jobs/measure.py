@@ -193,7 +193,7 @@ MATMUL_N = 2048  # the reference: a 2048x2048 fp32 matmul, what this machine com
 PANEL_ROWS = 128  # fewer rows of it run below the whole matmul's GFLOP/s (1 thread: 30 at 64)
 
 
-def proxy_speed(env, repeats: int = 9, budget_s: float = 2.0, least: int = 3) -> dict:
+def proxy_speed(env, repeats: int = 5, budget_s: float = 2.0, least: int = 3) -> dict:
     """One reward computation as the env does it (`env.proxy_score()`: BatchNorm
     recalibration + val) and a 2048x2048 fp32 matmul, timed alternately round by round so that
     a load that comes and goes (another job on the machine) slows both alike.
