@@ -27,8 +27,8 @@ def slow(event: rlprune.Event) -> None:
         time.sleep(0.02)
 
 
-def main(mode: str, run_dir: str, weights: str) -> None:
-    torch.set_num_threads(1)
+def outcome(mode: str, run_dir: str, weights: str) -> dict:
+    """The run's result as `main` prints it (also called in-process by the tests)."""
     model = userproject.make()
     model.load_state_dict(torch.load(weights, weights_only=True))
     data = rlprune.Data(*userproject.loaders())
@@ -37,10 +37,14 @@ def main(mode: str, run_dir: str, weights: str) -> None:
                                 **SETTINGS)
     else:
         result = rlprune.resume(run_dir, model.eval(), data, callback=slow)
-    print(json.dumps({"state": result.state,
-                      "best_episode": result.policy["search"]["best_episode"],
-                      "layers": {la["name"]: la["sparsity"] for la in result.policy["layers"]},
-                      "rewards": [row["reward"] for row in result.history]}))
+    return {"state": result.state, "best_episode": result.policy["search"]["best_episode"],
+            "layers": {la["name"]: la["sparsity"] for la in result.policy["layers"]},
+            "rewards": [row["reward"] for row in result.history]}
+
+
+def main(mode: str, run_dir: str, weights: str) -> None:
+    torch.set_num_threads(1)
+    print(json.dumps(outcome(mode, run_dir, weights)))
 
 
 if __name__ == "__main__":
