@@ -22,7 +22,8 @@ def dense(tiny_dense):
 
 def test_bench_runs_every_method_and_writes_its_files(tmp_path, dense, one_thread):
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
-                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4,
+                        select_top_k=0)  # a bench cell's selection: test_run_folders.py
     report = run_bench(dense, base, targets=[0.5], methods=list(bench_methods("weight")), seeds=1,
                        out=tmp_path / "out", log=lambda line: None)
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
@@ -126,7 +127,8 @@ def test_resume_keeps_finished_cells_and_continues_the_stopped_one(tmp_path, den
     from rlprune.agent.search import Search
 
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=5, warmup=1,
-                        checkpoint_every=5, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+                        checkpoint_every=5, finetune_epochs=1, hidden=(16, 16), batch_size=4,
+                        select_top_k=0)
     quiet = {"targets": [0.5], "methods": ["uniform", "ddpg", "lamp"], "seeds": 1,
              "log": lambda line: None}
     whole = run_bench(dense, base, out=tmp_path / "whole", **quiet)
@@ -160,7 +162,8 @@ def test_resume_keeps_finished_cells_and_continues_the_stopped_one(tmp_path, den
 def test_first_seed_extends_an_earlier_bench(tmp_path, dense, one_thread):
     """`first_seed` runs the later seeds only, and each row is the one a longer bench gives."""
     base = SearchConfig(model="tiny", dataset="tiny", fc_k=1.0, episodes=3, warmup=1,
-                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4)
+                        checkpoint_every=3, finetune_epochs=1, hidden=(16, 16), batch_size=4,
+                        select_top_k=0)
     quiet = {"targets": [0.5], "methods": ["uniform", "ddpg"], "log": lambda line: None}
     whole = run_bench(dense, base, seeds=2, out=tmp_path / "whole", **quiet)
     later = run_bench(dense, base, seeds=1, first_seed=1, out=tmp_path / "later", **quiet)

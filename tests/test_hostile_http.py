@@ -285,7 +285,7 @@ while time.monotonic() < end:
 
 
 def test_cancel_and_resume_hammered_from_threads_and_processes(service):
-    """Two threads and two processes send cancel and resume at random for 8 s; every answer
+    """Two threads and two processes send cancel and resume at random for 5 s; every answer
     is 202 or 409, every state the job shows is a legal one, and once left alone (and
     resumed) it finishes with its run folder whole."""
     from rlprune.service.http.job_registry import STATES
@@ -302,11 +302,11 @@ def test_cancel_and_resume_hammered_from_threads_and_processes(service):
             time.sleep(rng.uniform(0, 0.15))
 
     procs = [subprocess.Popen([sys.executable, "-c", HAMMER, service.url, service.token,
-                               job_id, "8", str(seed)]) for seed in (1, 2)]
+                               job_id, "5", str(seed)]) for seed in (1, 2)]
     workers = [threading.Thread(target=threads_hammer, args=(seed,)) for seed in (3, 4)]
     for worker in workers:
         worker.start()
-    time.sleep(8)
+    time.sleep(5)
     stop.set()
     for worker in workers:
         worker.join(60)
