@@ -139,26 +139,6 @@ def pytest_collection_modifyitems(session, config, items):
         for item in items)
 
 
-class XdistGroups:
-    """xdist's groups (`--dist loadgroup`): a module's tests run in one worker (its
-    module-scoped fixtures, a service for one, are made once), and every module that uses the
-    local Ray instance (`ray_cluster`, as a fixture or by `getfixturevalue`) joins one group,
-    so that one worker starts Ray, not both."""
-
-    @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-    def pytest_collection_modifyitems(self, items) -> None:
-        uses_ray: dict[Path, bool] = {}
-        for item in items:
-            if item.path not in uses_ray:
-                uses_ray[item.path] = "ray_cluster" in item.path.read_text()
-            group = "ray" if uses_ray[item.path] else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def pytest_configure(config):
-    config.pluginmanager.register(XdistGroups(), "rlprune-xdist-groups")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def fleet_in_background(request, tmp_path_factory):
     if request.config.stash.get(FLEET_WANTED, False):
