@@ -139,6 +139,33 @@ def pytest_collection_modifyitems(session, config, items):
         for item in items)
 
 
+class XdistGroups:
+    """xdist's groups (`--dist loadgroup`): a module's tests run in one worker (its
+    module-scoped fixtures, a service for one, are made once), and every module that uses the
+    local Ray instance (`ray_cluster`, as a fixture or by `getfixturevalue`) joins one group,
+    so that one worker starts Ray, not both. In that group test_workers.py goes first: run
+    after the service's Ray jobs, its bench on Ray once waited in `ray.wait` for good (Ray
+    idle; docs/decisions.md, "The test suite's time")."""
+
+    RAY_FIRST = "tests/test_workers.py"
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+    def pytest_collection_modifyitems(self, items) -> None:
+        uses_ray: dict[Path, bool] = {}
+        for item in items:
+            if item.path not in uses_ray:
+                uses_ray[item.path] = "ray_cluster" in item.path.read_text()
+            group = "ray" if uses_ray[item.path] else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+        # stable: only test_workers.py's tests move, ahead of the rest (xdist then orders the
+        # groups by their number of tests)
+        items.sort(key=lambda item: item.nodeid.split("::")[0] != self.RAY_FIRST)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(XdistGroups(), "rlprune-xdist-groups")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fleet_in_background(request, tmp_path_factory):
     if request.config.stash.get(FLEET_WANTED, False):
