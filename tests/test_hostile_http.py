@@ -284,6 +284,9 @@ while time.monotonic() < end:
 """
 
 
+HAMMER_S = 5  # seconds of cancel and resume
+
+
 def test_cancel_and_resume_hammered_from_threads_and_processes(service):
     """Two threads and two processes send cancel and resume at random for 5 s; every answer
     is 202 or 409, every state the job shows is a legal one, and once left alone (and
@@ -302,11 +305,11 @@ def test_cancel_and_resume_hammered_from_threads_and_processes(service):
             time.sleep(rng.uniform(0, 0.15))
 
     procs = [subprocess.Popen([sys.executable, "-c", HAMMER, service.url, service.token,
-                               job_id, "5", str(seed)]) for seed in (1, 2)]
+                               job_id, str(HAMMER_S), str(seed)]) for seed in (1, 2)]
     workers = [threading.Thread(target=threads_hammer, args=(seed,)) for seed in (3, 4)]
     for worker in workers:
         worker.start()
-    time.sleep(5)
+    time.sleep(HAMMER_S)
     stop.set()
     for worker in workers:
         worker.join(60)

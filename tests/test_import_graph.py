@@ -8,6 +8,9 @@ Read from the source with `ast`, every import counts, the ones inside functions 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,10 +148,6 @@ print(sorted(m for m in ("torch", "numpy", "stable_baselines3") if m in sys.modu
 def test_the_clis_client_commands_do_not_import_torch(tmp_path):
     """`rlprune list/status/submit --server` and `status RUN` answer in a fraction of a second:
     torch's import alone is seconds (each of these exits 2 here: no token, no run)."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "RLPRUNE_TOKEN"}
     done = subprocess.run([sys.executable, "-c", CLIENT, str(tmp_path / "no-run")], env=env,
                           capture_output=True, text=True, timeout=60)

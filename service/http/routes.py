@@ -19,8 +19,7 @@ from rlprune.service.http.job_view import INLINE, JobView, content_type, job_vie
 from rlprune.service.http.jobcheck import check_request
 from rlprune.service.http.scheduler import TERMINAL
 from rlprune.service.http.uploads import receive_weights
-
-EVENTS = "events.jsonl"  # service.jobs.events.EVENTS (that module imports torch: not here)
+from rlprune.service.jobs.events import EVENTS
 
 
 class JobRequest(BaseModel):
